@@ -1,0 +1,609 @@
+//! Configuration: TOML text in, validated [`Settings`] out.
+//!
+//! Loading happens in two steps. [`load`] reads the file, replaces `${VAR}` references from the
+//! environment, and deserializes every section into plain structs that reject unknown keys;
+//! every error names the file, the line, the key and what was expected. [`Settings`] is then
+//! checked as a whole (names, addresses, patterns). Nothing here opens sockets or spawns tasks:
+//! that is the topology's job, so `outrigger validate` can run the same code safely.
+//!
+//! The built-in default ([`DEFAULT`]) is also `config/default.toml`, so what runs with no
+//! arguments is an example a user can copy.
+
+mod interpolate;
+mod spanned;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+
+pub use interpolate::interpolate;
+use spanned::Table;
+
+/// The configuration used when no file is given: forward on 127.0.0.1:24224 to stdout.
+pub const DEFAULT: &str = include_str!("../../config/default.toml");
+
+/// A configuration error with its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub file: String,
+    pub line: Option<usize>,
+    /// Dotted path of the key, like `sources.docker.max_frame_bytes`.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Everything Outrigger needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub global: Global,
+    pub sources: Vec<Source>,
+    pub sinks: Vec<Sink>,
+}
+
+/// The `[global]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Global {
+    /// `json` (default) or `text`, for Outrigger's own log lines on stderr.
+    pub log_format: LogFormat,
+    /// A level (`info`) or a tracing filter (`info,outrigger::source=debug`).
+    pub log_level: String,
+    /// Serve `/metrics`, `/live` and `/ready`.
+    pub admin_enabled: bool,
+    pub admin_address: SocketAddr,
+    /// How long a SIGTERM drain may take before Outrigger gives up and exits.
+    pub grace_period_secs: u64,
+    /// Default queue bounds for every sink.
+    pub max_queue_bytes: u64,
+    pub max_queue_events: u64,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            log_format: LogFormat::Json,
+            log_level: "info".into(),
+            admin_enabled: true,
+            admin_address: ([127, 0, 0, 1], 2020).into(),
+            // Kubernetes sends SIGKILL 30 s after SIGTERM by default; leave room.
+            grace_period_secs: 20,
+            max_queue_bytes: 32 << 20,
+            max_queue_events: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// A named source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    Forward(Forward),
+}
+
+/// A `type = "forward"` source: the Fluentd forward protocol.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forward {
+    /// TCP listen address, IPv4 or IPv6 (`"0.0.0.0:24224"`, `"[::]:24224"`).
+    #[serde(default)]
+    pub address: Option<SocketAddr>,
+    /// Unix socket path; a stale socket file there is removed at start.
+    #[serde(default)]
+    pub unix_path: Option<PathBuf>,
+    /// Permissions of the Unix socket file, octal.
+    #[serde(default = "Forward::default_unix_mode")]
+    pub unix_mode: String,
+    /// Answer Fluentd's UDP heartbeat on the TCP port.
+    #[serde(default = "yes")]
+    pub heartbeat_enabled: bool,
+    /// Prepended to every tag with a dot: `docker` turns `web` into `docker.web`.
+    #[serde(default)]
+    pub tag_prefix: Option<String>,
+    /// Record key that receives the client's IP address.
+    #[serde(default)]
+    pub source_address_key: Option<String>,
+    /// Record key that receives the client's host name (reverse DNS, once per connection).
+    #[serde(default)]
+    pub source_hostname_key: Option<String>,
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    #[serde(default)]
+    pub security: Option<Security>,
+    /// Largest request (one msgpack object on the wire) accepted; larger closes the connection.
+    #[serde(default = "Forward::default_max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    /// Largest single record; a larger entry is skipped.
+    #[serde(default = "Forward::default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// Largest decompressed payload of one CompressedPackedForward request.
+    #[serde(default = "Forward::default_max_decompressed_bytes")]
+    pub max_decompressed_bytes: usize,
+    /// Deepest msgpack nesting accepted.
+    #[serde(default = "Forward::default_max_depth")]
+    pub max_depth: usize,
+    /// Connections beyond this are closed at once.
+    #[serde(default = "Forward::default_max_connections")]
+    pub max_connections: usize,
+    /// Close a connection that sends nothing for this long; 0 keeps idle connections open.
+    #[serde(default)]
+    pub idle_timeout_secs: u64,
+    /// Close a connection whose request takes longer than this to arrive in full.
+    #[serde(default = "Forward::default_frame_timeout_secs")]
+    pub frame_timeout_secs: u64,
+}
+
+impl Forward {
+    fn default_unix_mode() -> String {
+        "0660".into()
+    }
+    fn default_max_frame_bytes() -> usize {
+        16 << 20
+    }
+    fn default_max_record_bytes() -> usize {
+        1 << 20
+    }
+    fn default_max_decompressed_bytes() -> usize {
+        64 << 20
+    }
+    fn default_max_depth() -> usize {
+        64
+    }
+    fn default_max_connections() -> usize {
+        4096
+    }
+    fn default_frame_timeout_secs() -> u64 {
+        60
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// TLS on a forward listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// The forward protocol's shared-key handshake.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    pub shared_key: String,
+    /// Our name in the handshake. Must differ from the client's own `self_hostname`.
+    #[serde(default = "Security::default_self_hostname")]
+    pub self_hostname: String,
+    /// When non-empty, clients must also send one of these users.
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+impl Security {
+    fn default_self_hostname() -> String {
+        "outrigger".into()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub username: String,
+    pub password: String,
+}
+
+/// A named sink.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    pub name: String,
+    /// Fluentd-style tag patterns; an event goes to this sink when any matches.
+    pub patterns: Vec<String>,
+    pub max_queue_bytes: u64,
+    pub max_queue_events: u64,
+    pub kind: SinkKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    /// One JSON object per line on standard output.
+    Stdout,
+    /// One JSON object per line appended to a file.
+    File { path: PathBuf },
+    /// Counts and discards; `rate_events_per_sec` makes it slow on purpose.
+    Blackhole { rate_events_per_sec: Option<u64> },
+}
+
+/// Keys every sink has, whatever its type.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SinkCommon {
+    #[serde(default, rename = "match")]
+    patterns: Option<OneOrMany>,
+    #[serde(default)]
+    max_queue_bytes: Option<u64>,
+    #[serde(default)]
+    max_queue_events: Option<u64>,
+}
+const SINK_COMMON_KEYS: [&str; 3] = ["match", "max_queue_bytes", "max_queue_events"];
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSink {
+    path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlackholeSink {
+    #[serde(default)]
+    rate_events_per_sec: Option<u64>,
+}
+
+/// The file as written: sections whose values still know where they stand.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    #[serde(default)]
+    global: Option<Spanned<Table>>,
+    #[serde(default)]
+    sources: BTreeMap<String, Spanned<Table>>,
+    #[serde(default)]
+    sinks: BTreeMap<String, Spanned<Table>>,
+}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Settings, Error> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Error {
+        file: name.clone(),
+        line: None,
+        key: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(&name, &text, |v| std::env::var(v).ok())
+}
+
+/// Parses config `text`; `file` names it in errors and `env` looks up `${VAR}`s.
+pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Settings, Error> {
+    let text = interpolate(text, env).map_err(|e| Error {
+        file: file.into(),
+        line: Some(e.line),
+        key: None,
+        message: e.message,
+    })?;
+    Parser { file, text: &text }.settings()
+}
+
+struct Parser<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Parser<'_> {
+    fn error(&self, at: Option<usize>, key: Option<String>, message: impl Into<String>) -> Error {
+        let line = at.map(|at| self.text[..at.min(self.text.len())].matches('\n').count() + 1);
+        Error {
+            file: self.file.into(),
+            line,
+            key,
+            message: message.into(),
+        }
+    }
+
+    /// Deserializes `T` from `table` (at `span`, known as `path`), naming the failing key.
+    fn typed<T: DeserializeOwned>(&self, path: &str, span: usize, table: Table) -> Result<T, Error> {
+        spanned::typed(table).map_err(|e| match e.key {
+            Some((key, at)) => self.error(Some(at.start), Some(format!("{path}.{key}")), e.message),
+            None => self.error(Some(span), Some(path.into()), e.message),
+        })
+    }
+
+    fn settings(&self) -> Result<Settings, Error> {
+        let doc: Document = toml::from_str(self.text).map_err(|e| {
+            let message = e.message().to_string();
+            self.error(e.span().map(|s| s.start), None, message)
+        })?;
+        let global = match doc.global {
+            Some(g) => {
+                let at = g.span().start;
+                self.typed("global", at, g.into_inner())?
+            }
+            None => Global::default(),
+        };
+        let mut sources = Vec::new();
+        for (name, table) in doc.sources {
+            sources.push(self.source(name, table)?);
+        }
+        let mut sinks = Vec::new();
+        for (name, table) in doc.sinks {
+            sinks.push(self.sink(name, table, &global)?);
+        }
+        if sources.is_empty() {
+            return Err(self.error(None, None, "no [sources.NAME] section: nothing to receive"));
+        }
+        if sinks.is_empty() {
+            return Err(self.error(None, None, "no [sinks.NAME] section: nowhere to send"));
+        }
+        Ok(Settings {
+            global,
+            sources,
+            sinks,
+        })
+    }
+
+    /// Splits off and checks the `type` key of a component table.
+    fn kind(&self, path: &str, at: usize, table: &mut Table) -> Result<(String, usize), Error> {
+        let Some(kind) = table.remove("type") else {
+            return Err(self.error(Some(at), Some(format!("{path}.type")), "missing `type`"));
+        };
+        let kind_at = kind.span().start;
+        match kind.into_inner() {
+            toml::Value::String(s) => Ok((s, kind_at)),
+            other => Err(self.error(
+                Some(kind_at),
+                Some(format!("{path}.type")),
+                format!("expected a string, found {}", other.type_str()),
+            )),
+        }
+    }
+
+    fn check_name(&self, section: &str, name: &str, at: usize) -> Result<String, Error> {
+        let ok = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            return Err(self.error(
+                Some(at),
+                Some(format!("{section}.{name}")),
+                "component names may contain only letters, digits, `_` and `-`",
+            ));
+        }
+        Ok(format!("{section}.{name}"))
+    }
+
+    fn source(&self, name: String, table: Spanned<Table>) -> Result<Source, Error> {
+        let at = table.span().start;
+        let path = self.check_name("sources", &name, at)?;
+        let mut table = table.into_inner();
+        let (kind, kind_at) = self.kind(&path, at, &mut table)?;
+        let kind = match kind.as_str() {
+            "forward" => {
+                let f: Forward = self.typed(&path, at, table)?;
+                self.check_forward(&path, at, &f)?;
+                SourceKind::Forward(f)
+            }
+            other => {
+                return Err(self.error(
+                    Some(kind_at),
+                    Some(format!("{path}.type")),
+                    format!("unknown source type `{other}`, expected `forward`"),
+                ));
+            }
+        };
+        Ok(Source { name, kind })
+    }
+
+    fn check_forward(&self, path: &str, at: usize, f: &Forward) -> Result<(), Error> {
+        let err = |key: &str, msg: &str| Err(self.error(Some(at), Some(format!("{path}.{key}")), msg));
+        if f.address.is_none() && f.unix_path.is_none() {
+            return err("address", "a forward source needs `address`, `unix_path`, or both");
+        }
+        if u32::from_str_radix(&f.unix_mode, 8).map_or(true, |m| m > 0o777) {
+            return err("unix_mode", "expected an octal file mode such as \"0660\"");
+        }
+        for (key, v) in [
+            ("max_frame_bytes", f.max_frame_bytes),
+            ("max_record_bytes", f.max_record_bytes),
+            ("max_decompressed_bytes", f.max_decompressed_bytes),
+            ("max_depth", f.max_depth),
+            ("max_connections", f.max_connections),
+        ] {
+            if v == 0 {
+                return err(key, "must be greater than 0");
+            }
+        }
+        if f.max_depth < 3 {
+            // [tag, [[time, record]]] already nests three deep.
+            return err("max_depth", "must be at least 3 to hold a Forward-mode request");
+        }
+        if let Some(s) = &f.security {
+            if s.self_hostname.is_empty() {
+                return err("security.self_hostname", "must not be empty");
+            }
+        }
+        Ok(())
+    }
+
+    fn sink(&self, name: String, table: Spanned<Table>, global: &Global) -> Result<Sink, Error> {
+        let at = table.span().start;
+        let path = self.check_name("sinks", &name, at)?;
+        let mut rest = table.into_inner();
+        let (kind, kind_at) = self.kind(&path, at, &mut rest)?;
+        let common: Table = SINK_COMMON_KEYS
+            .iter()
+            .filter_map(|k| rest.remove_entry(*k))
+            .collect();
+        let common: SinkCommon = self.typed(&path, at, common)?;
+        let kind = match kind.as_str() {
+            "stdout" => {
+                self.typed::<Empty>(&path, at, rest)?;
+                SinkKind::Stdout
+            }
+            "file" => {
+                let f: FileSink = self.typed(&path, at, rest)?;
+                SinkKind::File { path: f.path }
+            }
+            "blackhole" => {
+                let b: BlackholeSink = self.typed(&path, at, rest)?;
+                SinkKind::Blackhole {
+                    rate_events_per_sec: b.rate_events_per_sec.filter(|r| *r > 0),
+                }
+            }
+            other => {
+                return Err(self.error(
+                    Some(kind_at),
+                    Some(format!("{path}.type")),
+                    format!("unknown sink type `{other}`, expected `stdout`, `file` or `blackhole`"),
+                ));
+            }
+        };
+        let patterns = match common.patterns {
+            None => vec!["**".to_string()],
+            Some(OneOrMany::One(p)) => vec![p],
+            Some(OneOrMany::Many(p)) => p,
+        };
+        for p in &patterns {
+            if let Err(e) = crate::buffer::Pattern::parse(p) {
+                return Err(self.error(Some(at), Some(format!("{path}.match")), e));
+            }
+        }
+        let sink = Sink {
+            name,
+            patterns,
+            max_queue_bytes: common.max_queue_bytes.unwrap_or(global.max_queue_bytes),
+            max_queue_events: common.max_queue_events.unwrap_or(global.max_queue_events),
+            kind,
+        };
+        if sink.max_queue_bytes == 0 || sink.max_queue_events == 0 {
+            return Err(self.error(Some(at), Some(format!("{path}.max_queue_bytes")), "queue bounds must be greater than 0"));
+        }
+        Ok(sink)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Settings, Error> {
+        parse("test.toml", text, |v| (v == "PORT").then(|| "5170".to_string()))
+    }
+
+    const MINIMAL: &str = "[sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:${PORT}\"\n\n[sinks.out]\ntype = \"stdout\"\n";
+
+    #[test]
+    fn default_config_is_valid() {
+        let s = parse("default", DEFAULT, |_| None).unwrap();
+        assert_eq!(s.sources.len(), 1);
+        assert!(matches!(s.sinks[0].kind, SinkKind::Stdout));
+    }
+
+    #[test]
+    fn minimal_config_with_env() {
+        let s = parse_str(MINIMAL).unwrap();
+        let SourceKind::Forward(f) = &s.sources[0].kind;
+        assert_eq!(f.address, Some("127.0.0.1:5170".parse().unwrap()));
+        assert_eq!(f.max_frame_bytes, 16 << 20);
+        assert_eq!(s.sinks[0].patterns, vec!["**"]);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = MINIMAL.replace("[sinks.out]", "max_frame_byte = 5\n[sinks.out]");
+        let e = parse_str(&text).unwrap_err();
+        assert_eq!(e.line, Some(5));
+        assert_eq!(e.key.as_deref(), Some("sources.in.max_frame_byte"));
+        assert!(e.message.contains("expected one of"), "{e}");
+        assert!(e.to_string().starts_with("test.toml:5: `sources.in.max_frame_byte`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_expectation() {
+        let text = MINIMAL.replace("[sinks.out]", "max_connections = \"many\"\n[sinks.out]");
+        let e = parse_str(&text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sources.in.max_connections"));
+        assert_eq!(e.line, Some(5));
+        assert!(e.message.contains("expected usize"), "{e}");
+    }
+
+    #[test]
+    fn unknown_type_and_bad_values() {
+        let e = parse_str(&MINIMAL.replace("\"stdout\"", "\"kafka\"")).unwrap_err();
+        assert!(e.message.contains("unknown sink type `kafka`"), "{e}");
+        assert_eq!(e.line, Some(6));
+        let e = parse_str(&MINIMAL.replace("127.0.0.1:${PORT}", "nowhere")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sources.in.address"));
+        let e = parse_str(&format!("{MINIMAL}match = \"a.{{b\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sinks.out.match"));
+        let e = parse_str("[global]\nlog_format = \"xml\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("global.log_format"));
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let e = parse_str("[sources.in\n").unwrap_err();
+        assert_eq!(e.line, Some(1));
+        let e = parse_str("[bogus]\n").unwrap_err();
+        assert!(e.message.contains("unknown field `bogus`"), "{e}");
+    }
+
+    #[test]
+    fn sources_and_sinks_are_required() {
+        assert!(parse_str("[sinks.out]\ntype = \"stdout\"\n").is_err());
+        let no_listener = "[sources.in]\ntype = \"forward\"\n[sinks.out]\ntype = \"stdout\"\n";
+        assert!(parse_str(no_listener).unwrap_err().message.contains("unix_path"));
+    }
+
+    #[test]
+    fn every_example_config_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                // Examples read secrets from the environment; give every variable a value.
+                parse(&path.display().to_string(), &text, |_| Some("x".into()))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "expected the example configs, found {n}");
+    }
+}

@@ -1,0 +1,32 @@
+//! Outrigger: a log-forwarding sidecar.
+//!
+//! # Layout
+//!
+//! The modules follow the data, left to right:
+//!
+//! ```text
+//! source::forward ──Batch──▶ buffer::Router ──Entry──▶ buffer::Queue ──▶ sink
+//!   (sockets, decode, acks)    (fan-out by tag)          (bounded)        (stdout, file, blackhole)
+//! ```
+//!
+//! - [`event`]: the event and batch types everything else passes around; depends on nothing.
+//! - [`msgpack`]: reading MessagePack in place, resumably.
+//! - [`source`]: listeners and connections; the forward protocol.
+//! - [`buffer`]: bounded queues and tag routing; the only place that decides to wait.
+//! - [`sink`]: where events leave.
+//! - [`config`]: the TOML file into validated settings.
+//! - [`telemetry`]: our own logs, metrics and admin endpoints.
+//! - [`topology`]: builds it all, runs it, drains it; [`shutdown`] carries its stop signal.
+//!
+//! Errors are precise enums where callers act on them (decoding, configuration) and `anyhow`
+//! at start-up edges, where the only action is to report and exit.
+
+pub mod buffer;
+pub mod config;
+pub mod event;
+pub mod msgpack;
+pub mod shutdown;
+pub mod sink;
+pub mod source;
+pub mod telemetry;
+pub mod topology;

@@ -1,0 +1,121 @@
+//! The `outrigger` command: parse arguments, load the configuration, run the topology until a
+//! stop signal, drain, and turn the outcome into an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use outrigger::config::{self, LogFormat, Settings};
+use outrigger::telemetry::logging;
+use outrigger::topology;
+
+/// Receives container logs over the Fluentd forward protocol and ships them on.
+///
+/// With no subcommand, runs. With no --config, runs the built-in default: a forward listener
+/// on 127.0.0.1:24224 printing every event as a JSON line on stdout.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML). `${VAR}` and `${VAR:-default}` are read from the environment.
+    #[arg(short, long, global = true, env = "OUTRIGGER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Format of Outrigger's own log on stderr; overrides `global.log_format`.
+    #[arg(long, global = true, value_parser = ["json", "text"])]
+    log_format: Option<String>,
+    /// Log level or tracing filter; overrides `global.log_level`.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run until SIGTERM or SIGINT, then drain (the default).
+    Run,
+    /// Check a configuration (syntax, keys, types, values, TLS files) and exit: 0 when valid,
+    /// 1 with the error otherwise.
+    Validate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match load(cli.config.as_ref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("outrigger: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Validate => match topology::check(&settings) {
+            Ok(()) => {
+                let name = cli.config.map_or("built-in default".into(), |p| p.display().to_string());
+                println!("{name}: valid ({} sources, {} sinks)", settings.sources.len(), settings.sinks.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("outrigger: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Run => {
+            let format = match cli.log_format.as_deref() {
+                Some("text") => LogFormat::Text,
+                Some(_) => LogFormat::Json,
+                None => settings.global.log_format,
+            };
+            let level = cli.log_level.as_deref().unwrap_or(&settings.global.log_level);
+            if let Err(e) = logging::init(format, level) {
+                eprintln!("outrigger: {e}");
+                return ExitCode::from(1);
+            }
+            run(settings)
+        }
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Settings, config::Error> {
+    match path {
+        Some(p) => config::load(p),
+        None => config::parse("built-in default", config::DEFAULT, |v| std::env::var(v).ok()),
+    }
+}
+
+fn run(settings: Settings) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("outrigger: starting the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        let running = match topology::start(&settings).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "start failed");
+                return ExitCode::from(1);
+            }
+        };
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
+        let signal = topology::stop_signal().await;
+        tracing::info!(signal, grace_period_secs = settings.global.grace_period_secs, "draining");
+        tokio::spawn(async {
+            let signal = topology::stop_signal().await;
+            tracing::warn!(signal, "second signal: exiting without finishing the drain");
+            std::process::exit(130);
+        });
+        match running.shutdown().await {
+            Ok(()) => {
+                tracing::info!("drained, exiting");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "exiting with events undelivered");
+                ExitCode::from(1)
+            }
+        }
+    })
+}

@@ -1,0 +1,93 @@
+//! Sinks: the last stage, each draining its own queue.
+//!
+//! A sink runs until its queue reports that every sender is gone (the drain reached it), then
+//! flushes and returns. Three kinds exist: JSON lines to stdout or a file, and a blackhole that
+//! only counts (for benchmarks, and with a rate limit for backpressure tests).
+
+pub mod json;
+
+use std::time::Duration;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::buffer::{Entry, QueueReceiver};
+use crate::telemetry::SinkMetrics;
+use crate::telemetry::logging::RateLimit;
+
+/// A ready-to-run sink.
+pub enum Sink {
+    /// JSON lines to any writer (stdout, a file).
+    Lines(Box<dyn AsyncWrite + Send + Unpin>),
+    /// Counts and discards; with a rate, takes `1/rate` seconds per event.
+    Blackhole { rate_events_per_sec: Option<u64> },
+}
+
+impl Sink {
+    /// Drains `queue` until it closes.
+    pub async fn run(self, name: String, mut queue: QueueReceiver, metrics: SinkMetrics) {
+        match self {
+            Sink::Lines(mut w) => {
+                let mut out = Vec::with_capacity(64 << 10);
+                let mut times = json::TimeCache::default();
+                static WARN: RateLimit = RateLimit::new(5);
+                while let Some(first) = queue.recv().await {
+                    // Take what else is waiting, so a burst becomes one large write. Entries
+                    // are held until written: the queue bound covers work in progress.
+                    encode(&mut out, &mut times, &first, &name);
+                    let mut events = first.events;
+                    let mut held = vec![first];
+                    while out.len() < (1 << 20) {
+                        let Some(e) = queue.try_recv() else { break };
+                        encode(&mut out, &mut times, &e, &name);
+                        events += e.events;
+                        held.push(e);
+                    }
+                    let written = async {
+                        w.write_all(&out).await?;
+                        w.flush().await
+                    };
+                    match written.await {
+                        Ok(()) => {
+                            metrics.events.inc_by(events as u64);
+                            metrics.bytes.inc_by(out.len() as u64);
+                        }
+                        Err(e) => {
+                            if let Some(suppressed) = WARN.allow() {
+                                tracing::error!(sink = %name, error = %e, events, suppressed, "write failed, events lost");
+                            }
+                        }
+                    }
+                    out.clear();
+                    drop(held);
+                }
+                let _ = w.flush().await;
+            }
+            Sink::Blackhole { rate_events_per_sec } => {
+                while let Some(entry) = queue.recv().await {
+                    if let Some(rate) = rate_events_per_sec {
+                        let secs = entry.events as f64 / rate as f64;
+                        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                    }
+                    metrics.events.inc_by(entry.events as u64);
+                    metrics.bytes.inc_by(entry.batch.size as u64);
+                }
+            }
+        }
+        tracing::debug!(sink = %name, "sink drained");
+    }
+}
+
+fn encode(out: &mut Vec<u8>, times: &mut json::TimeCache, entry: &Entry, name: &str) {
+    static WARN: RateLimit = RateLimit::new(5);
+    let batch = &entry.batch;
+    for e in entry.events() {
+        match json::event(out, times, batch.tag(e), e.time, &e.record, &batch.fields) {
+            Ok(()) => out.push(b'\n'),
+            Err(err) => {
+                if let Some(suppressed) = WARN.allow() {
+                    tracing::error!(sink = %name, error = %err, suppressed, "record could not be encoded, event lost");
+                }
+            }
+        }
+    }
+}

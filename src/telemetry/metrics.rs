@@ -1,0 +1,203 @@
+//! Prometheus metrics: created once at start, handed to components as ready handles.
+//!
+//! Components never look metrics up by name on the hot path. A source or sink asks for its
+//! handles once ([`Metrics::source`], [`Metrics::sink`]) and bumps plain atomic counters,
+//! once per batch rather than per event. Labels are bounded: the component's configured name
+//! and a reason from a fixed list; never a tag, a tenant or a peer address.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::buffer::QueueGauges;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Component {
+    component: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ComponentReason {
+    component: String,
+    reason: &'static str,
+}
+
+type Counters = Family<Component, Counter>;
+type Gauges = Family<Component, Gauge>;
+type ReasonCounters = Family<ComponentReason, Counter>;
+
+/// Every metric Outrigger exports, under the `outrigger_` prefix.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    source_events: Counters,
+    source_bytes: Counters,
+    source_connections: Counters,
+    source_open_connections: Gauges,
+    source_acks: Counters,
+    source_rejected: ReasonCounters,
+    source_connection_errors: ReasonCounters,
+    unrouted: Counters,
+    queue_bytes: Gauges,
+    queue_events: Gauges,
+    sink_events: Counters,
+    sink_bytes: Counters,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("outrigger");
+        let m = Metrics {
+            registry: Registry::default(),
+            source_events: Default::default(),
+            source_bytes: Default::default(),
+            source_connections: Default::default(),
+            source_open_connections: Default::default(),
+            source_acks: Default::default(),
+            source_rejected: Default::default(),
+            source_connection_errors: Default::default(),
+            unrouted: Default::default(),
+            queue_bytes: Default::default(),
+            queue_events: Default::default(),
+            sink_events: Default::default(),
+            sink_bytes: Default::default(),
+        };
+        // Counters get `_total` appended by the encoder.
+        registry.register("source_events", "Events accepted from clients", m.source_events.clone());
+        registry.register("source_bytes", "Bytes read from client connections", m.source_bytes.clone());
+        registry.register("source_connections", "Client connections accepted", m.source_connections.clone());
+        registry.register("source_open_connections", "Client connections open now", m.source_open_connections.clone());
+        registry.register("source_acks", "Acknowledgements sent to clients", m.source_acks.clone());
+        registry.register(
+            "source_rejected",
+            "Requests or entries skipped as invalid, by reason (never acknowledged)",
+            m.source_rejected.clone(),
+        );
+        registry.register(
+            "source_connection_errors",
+            "Client connections closed by Outrigger, by reason",
+            m.source_connection_errors.clone(),
+        );
+        registry.register("unrouted_events", "Events that matched no sink, by source", m.unrouted.clone());
+        registry.register("queue_bytes", "Bytes held in a sink's queue (waiting or in progress)", m.queue_bytes.clone());
+        registry.register("queue_events", "Events held in a sink's queue", m.queue_events.clone());
+        registry.register("sink_events", "Events a sink delivered", m.sink_events.clone());
+        registry.register("sink_bytes", "Bytes a sink wrote", m.sink_bytes.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Handles for the source called `name`.
+    pub fn source(&self, name: &str) -> SourceMetrics {
+        let c = Component {
+            component: name.to_string(),
+        };
+        SourceMetrics {
+            name: name.to_string(),
+            events: self.source_events.get_or_create_owned(&c),
+            bytes: self.source_bytes.get_or_create_owned(&c),
+            connections: self.source_connections.get_or_create_owned(&c),
+            open_connections: self.source_open_connections.get_or_create_owned(&c),
+            acks: self.source_acks.get_or_create_owned(&c),
+            unrouted: self.unrouted.get_or_create_owned(&c),
+            rejected: self.source_rejected.clone(),
+            connection_errors: self.source_connection_errors.clone(),
+        }
+    }
+
+    /// Handles for the sink called `name`.
+    pub fn sink(&self, name: &str) -> SinkMetrics {
+        let c = Component {
+            component: name.to_string(),
+        };
+        SinkMetrics {
+            events: self.sink_events.get_or_create_owned(&c),
+            bytes: self.sink_bytes.get_or_create_owned(&c),
+            queue: QueueGauges {
+                bytes: self.queue_bytes.get_or_create_owned(&c),
+                events: self.queue_events.get_or_create_owned(&c),
+            },
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// A source's metric handles.
+#[derive(Debug, Clone)]
+pub struct SourceMetrics {
+    name: String,
+    pub events: Counter,
+    pub bytes: Counter,
+    pub connections: Counter,
+    pub open_connections: Gauge,
+    pub acks: Counter,
+    pub unrouted: Counter,
+    rejected: ReasonCounters,
+    connection_errors: ReasonCounters,
+}
+
+impl SourceMetrics {
+    /// Counts `n` requests or entries skipped for `reason`.
+    pub fn rejected(&self, reason: &'static str, n: u64) {
+        self.rejected
+            .get_or_create(&ComponentReason {
+                component: self.name.clone(),
+                reason,
+            })
+            .inc_by(n);
+    }
+
+    /// Counts a connection closed for `reason`.
+    pub fn connection_error(&self, reason: &'static str) {
+        self.connection_errors
+            .get_or_create(&ComponentReason {
+                component: self.name.clone(),
+                reason,
+            })
+            .inc();
+    }
+}
+
+/// A sink's metric handles.
+#[derive(Debug, Clone)]
+pub struct SinkMetrics {
+    pub events: Counter,
+    pub bytes: Counter,
+    pub queue: QueueGauges,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prefixed_names_with_bounded_labels() {
+        let m = Metrics::new();
+        let s = m.source("docker");
+        s.events.inc_by(3);
+        s.rejected("invalid_time", 2);
+        let k = m.sink("out");
+        k.queue.bytes.set(10);
+        let text = m.render();
+        assert!(text.contains("outrigger_source_events_total{component=\"docker\"} 3"), "{text}");
+        assert!(
+            text.contains("outrigger_source_rejected_total{component=\"docker\",reason=\"invalid_time\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("outrigger_queue_bytes{component=\"out\"} 10"), "{text}");
+    }
+}

@@ -1,0 +1,198 @@
+//! Wiring: builds every component from [`Settings`], spawns their tasks, and shuts them down
+//! in order. The only module that knows all the others.
+//!
+//! Start: sinks first (so queues have consumers), then sources are bound (so port and TLS
+//! errors stop the start before anything is accepted), then the admin listener; readiness
+//! turns on last.
+//!
+//! Drain ([`Running::shutdown`]): readiness off; `stop` turns true; sources stop accepting,
+//! finish and ack the requests they hold, and drop their routers; each sink sees its queue
+//! close once the last router is gone, writes what is left and returns. All of it must end
+//! within the grace period, or the drain is reported as incomplete with what was left.
+
+mod signal;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::task::JoinSet;
+
+use crate::buffer::{Pattern, Queue, QueueGauges, Route, Router};
+use crate::config::{Settings, SinkKind, SourceKind};
+use crate::shutdown::{self, Trigger};
+use crate::sink::Sink;
+use crate::source::forward::{self, Forward};
+use crate::telemetry::Metrics;
+use crate::telemetry::admin::{self, Health};
+
+pub use signal::stop as stop_signal;
+
+/// A started Outrigger.
+pub struct Running {
+    /// Each source's listen addresses (`tcp://…`, `tls://…`, `unix://…`).
+    pub addresses: BTreeMap<String, Vec<String>>,
+    tcp: BTreeMap<String, SocketAddr>,
+    /// Where the admin listener is bound, when enabled.
+    pub admin: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    /// Begins the drain; every source, connection and the admin server listens for it.
+    stop: Trigger,
+    sources: JoinSet<()>,
+    sinks: JoinSet<()>,
+    /// Each sink's queue depth, to report what a drain that timed out left behind.
+    queues: Vec<QueueGauges>,
+    grace: Duration,
+}
+
+/// The drain did not finish within the grace period.
+#[derive(Debug, thiserror::Error)]
+#[error("drain incomplete after {grace:?}: {queued_events} events still queued")]
+pub struct DrainTimeout {
+    pub grace: Duration,
+    pub queued_events: i64,
+}
+
+/// Checks what loading the configuration cannot: TLS material. Used by `outrigger validate`.
+///
+/// # Errors
+/// Unreadable or invalid certificate or key files.
+pub fn check(settings: &Settings) -> anyhow::Result<()> {
+    for source in &settings.sources {
+        let SourceKind::Forward(f) = &source.kind;
+        if let Some(tls) = &f.tls {
+            forward::tls_acceptor(tls).with_context(|| format!("sources.{}.tls", source.name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds and starts everything in `settings`.
+///
+/// # Errors
+/// A sink's file cannot be opened, a listener cannot be bound, TLS material is invalid.
+pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let (stop, stop_rx) = shutdown::channel();
+
+    let mut sinks = JoinSet::new();
+    let mut routes = Vec::new();
+    let mut queues = Vec::new();
+    for cfg in &settings.sinks {
+        let sink = match &cfg.kind {
+            SinkKind::Stdout => Sink::Lines(Box::new(tokio::io::stdout())),
+            SinkKind::File { path } => {
+                let file = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await
+                    .with_context(|| format!("sinks.{}: opening {}", cfg.name, path.display()))?;
+                Sink::Lines(Box::new(file))
+            }
+            SinkKind::Blackhole { rate_events_per_sec } => Sink::Blackhole {
+                rate_events_per_sec: *rate_events_per_sec,
+            },
+        };
+        let m = metrics.sink(&cfg.name);
+        let (tx, rx) = Queue::bounded(cfg.max_queue_bytes, cfg.max_queue_events, m.queue.clone());
+        let patterns = cfg
+            .patterns
+            .iter()
+            .map(|p| Pattern::parse(p).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<_>>()?;
+        routes.push(Route { patterns, queue: tx });
+        queues.push(m.queue.clone());
+        sinks.spawn(sink.run(cfg.name.clone(), rx, m));
+    }
+    let routes: Arc<[Route]> = routes.into();
+
+    let mut bound = Vec::new();
+    for cfg in &settings.sources {
+        let SourceKind::Forward(f) = &cfg.kind;
+        let m = metrics.source(&cfg.name);
+        let router = Router::new(routes.clone(), m.unrouted.clone());
+        let source = Forward::bind(&cfg.name, f, router, m)
+            .await
+            .with_context(|| format!("sources.{}", cfg.name))?;
+        bound.push((cfg.name.clone(), source));
+    }
+    // From here on only the sources' routers hold the queues' senders.
+    drop(routes);
+
+    let health = Arc::new(Health::default());
+    let admin = if settings.global.admin_enabled {
+        let addr = settings.global.admin_address;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("global.admin_address: binding {addr}"))?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(admin::serve(listener, metrics.clone(), health.clone(), stop_rx.clone()));
+        tracing::info!(address = %addr, "admin listening");
+        Some(addr)
+    } else {
+        None
+    };
+
+    let mut addresses = BTreeMap::new();
+    let mut tcp = BTreeMap::new();
+    let mut sources = JoinSet::new();
+    for (name, source) in bound {
+        let addrs = source.addresses();
+        tracing::info!(source = %name, addresses = ?addrs, "forward source listening");
+        if let Some(a) = source.tcp_addr() {
+            tcp.insert(name.clone(), a);
+        }
+        addresses.insert(name, addrs);
+        sources.spawn(source.run(stop_rx.clone()));
+    }
+    health.set_ready(true);
+    Ok(Running {
+        addresses,
+        tcp,
+        admin,
+        metrics,
+        health,
+        stop,
+        sources,
+        sinks,
+        queues,
+        grace: Duration::from_secs(settings.global.grace_period_secs),
+    })
+}
+
+impl Running {
+    /// The TCP address of source `name`.
+    pub fn tcp_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.tcp.get(name).copied()
+    }
+
+    /// Drains and stops everything.
+    ///
+    /// # Errors
+    /// The drain did not finish within the grace period; what was still queued is lost.
+    pub async fn shutdown(mut self) -> Result<(), DrainTimeout> {
+        self.health.set_ready(false);
+        self.stop.pull();
+        let drained = tokio::time::timeout(self.grace, async {
+            while self.sources.join_next().await.is_some() {}
+            while self.sinks.join_next().await.is_some() {}
+        })
+        .await;
+        match drained {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                self.sources.abort_all();
+                self.sinks.abort_all();
+                let queued_events = self.queues.iter().map(|q| q.events.get()).sum();
+                Err(DrainTimeout {
+                    grace: self.grace,
+                    queued_events,
+                })
+            }
+        }
+    }
+}
