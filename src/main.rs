@@ -51,8 +51,14 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Validate => match topology::check(&settings) {
             Ok(()) => {
-                let name = cli.config.map_or("built-in default".into(), |p| p.display().to_string());
-                println!("{name}: valid ({} sources, {} sinks)", settings.sources.len(), settings.sinks.len());
+                let name = cli
+                    .config
+                    .map_or("built-in default".into(), |p| p.display().to_string());
+                println!(
+                    "{name}: valid ({} sources, {} sinks)",
+                    settings.sources.len(),
+                    settings.sinks.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -66,7 +72,10 @@ fn main() -> ExitCode {
                 Some(_) => LogFormat::Json,
                 None => settings.global.log_format,
             };
-            let level = cli.log_level.as_deref().unwrap_or(&settings.global.log_level);
+            let level = cli
+                .log_level
+                .as_deref()
+                .unwrap_or(&settings.global.log_level);
             if let Err(e) = logging::init(format, level) {
                 eprintln!("outrigger: {e}");
                 return ExitCode::from(1);
@@ -79,7 +88,9 @@ fn main() -> ExitCode {
 fn load(path: Option<&PathBuf>) -> Result<Settings, config::Error> {
     match path {
         Some(p) => config::load(p),
-        None => config::parse("built-in default", config::DEFAULT, |v| std::env::var(v).ok()),
+        None => config::parse("built-in default", config::DEFAULT, |v| {
+            std::env::var(v).ok()
+        }),
     }
 }
 
@@ -101,7 +112,11 @@ fn run(settings: Settings) -> ExitCode {
         };
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
         let signal = topology::stop_signal().await;
-        tracing::info!(signal, grace_period_secs = settings.global.grace_period_secs, "draining");
+        tracing::info!(
+            signal,
+            grace_period_secs = settings.global.grace_period_secs,
+            "draining"
+        );
         tokio::spawn(async {
             let signal = topology::stop_signal().await;
             tracing::warn!(signal, "second signal: exiting without finishing the drain");

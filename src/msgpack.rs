@@ -442,7 +442,10 @@ mod tests {
     fn nesting_is_limited() {
         let deep = vec![0x91u8; 100];
         let mut s = Scanner::default();
-        assert_eq!(s.scan(&deep, 1 << 20, 32), Err(Error::TooDeep { limit: 32 }));
+        assert_eq!(
+            s.scan(&deep, 1 << 20, 32),
+            Err(Error::TooDeep { limit: 32 })
+        );
     }
 
     #[test]

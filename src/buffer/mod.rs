@@ -81,7 +81,11 @@ pub struct Queue;
 
 impl Queue {
     /// Creates a queue; `max_bytes` and `max_events` are clamped to what a semaphore holds.
-    pub fn bounded(max_bytes: u64, max_events: u64, gauges: QueueGauges) -> (QueueSender, QueueReceiver) {
+    pub fn bounded(
+        max_bytes: u64,
+        max_events: u64,
+        gauges: QueueGauges,
+    ) -> (QueueSender, QueueReceiver) {
         let clamp = |v: u64| v.clamp(1, u64::from(u32::MAX)) as u32;
         let (max_bytes, max_events) = (clamp(max_bytes), clamp(max_events));
         let shared = Arc::new(Shared {
@@ -116,13 +120,28 @@ impl QueueSender {
     ///
     /// # Cancel safety
     /// Cancelling while waiting enqueues nothing and keeps no permits.
-    pub async fn push(&self, batch: Arc<Batch>, selection: Selection, events: usize) -> Result<(), Closed> {
+    pub async fn push(
+        &self,
+        batch: Arc<Batch>,
+        selection: Selection,
+        events: usize,
+    ) -> Result<(), Closed> {
         let s = &self.shared;
         let bytes = batch.size;
         let want_bytes = (bytes as u64).clamp(1, u64::from(s.max_bytes)) as u32;
         let want_events = (events as u64).clamp(1, u64::from(s.max_events)) as u32;
-        let b = s.bytes.clone().acquire_many_owned(want_bytes).await.map_err(|_| Closed)?;
-        let e = s.events.clone().acquire_many_owned(want_events).await.map_err(|_| Closed)?;
+        let b = s
+            .bytes
+            .clone()
+            .acquire_many_owned(want_bytes)
+            .await
+            .map_err(|_| Closed)?;
+        let e = s
+            .events
+            .clone()
+            .acquire_many_owned(want_events)
+            .await
+            .map_err(|_| Closed)?;
         s.depth_bytes.inc_by(bytes as i64);
         s.depth_events.inc_by(events as i64);
         let entry = Entry {
@@ -206,12 +225,19 @@ impl Router {
             }
         }
         if !wanted.iter().all(|w| *w) {
-            let lost = batch.events.iter().filter(|e| !wanted[e.tag as usize]).count();
+            let lost = batch
+                .events
+                .iter()
+                .filter(|e| !wanted[e.tag as usize])
+                .count();
             self.unrouted.inc_by(lost as u64);
         }
         let batch = Arc::new(batch);
         for (i, selection, events) in plans {
-            let pushed = self.routes[i].queue.push(batch.clone(), selection, events).await;
+            let pushed = self.routes[i]
+                .queue
+                .push(batch.clone(), selection, events)
+                .await;
             if pushed.is_err() {
                 if let Some(ack) = &ack {
                     ack.reject();
@@ -268,7 +294,10 @@ mod tests {
         assert!(ea.events().all(|e| ea.batch.tag(e) == b"docker.web"));
         let eb = rb.recv().await.unwrap();
         assert_eq!((eb.events, eb.events().count()), (4, 4));
-        assert!(Arc::ptr_eq(&ea.batch, &eb.batch), "fan-out shares, not copies");
+        assert!(
+            Arc::ptr_eq(&ea.batch, &eb.batch),
+            "fan-out shares, not copies"
+        );
         assert_eq!(unrouted.get(), 0);
     }
 
@@ -299,7 +328,10 @@ mod tests {
         assert!(!second.is_finished(), "second batch should wait for room");
         let first = ra.recv().await.unwrap();
         drop(first);
-        tokio::time::timeout(Duration::from_secs(5), second).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(gauges.bytes.get(), 60);
     }
 

@@ -67,8 +67,7 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
         None => pattern == text,
         Some(star) => {
             let (head, tail) = (&pattern[..star], &pattern[star + 1..]);
-            text.starts_with(head)
-                && (head.len()..=text.len()).any(|i| glob(tail, &text[i..]))
+            text.starts_with(head) && (head.len()..=text.len()).any(|i| glob(tail, &text[i..]))
         }
     }
 }

@@ -37,8 +37,8 @@ pub fn interpolate(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Resul
                     Some((n, d)) => (n, Some(d)),
                     None => (expr, None),
                 };
-                let valid = !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                let valid =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
                     return Err(err(format!("`${{{expr}}}` is not a variable name")));
                 }
@@ -93,7 +93,10 @@ mod tests {
 
     #[test]
     fn comments_are_not_interpolated() {
-        assert_eq!(interpolate("# use ${NOPE}\n", env).unwrap(), "# use ${NOPE}\n");
+        assert_eq!(
+            interpolate("# use ${NOPE}\n", env).unwrap(),
+            "# use ${NOPE}\n"
+        );
     }
 
     #[test]

@@ -94,6 +94,10 @@ mod tests {
     fn missing_field_has_no_key() {
         let e = typed::<Fwd>(table("max = 1\n")).unwrap_err();
         assert!(e.key.is_none());
-        assert!(e.message.contains("missing field `address`"), "{}", e.message);
+        assert!(
+            e.message.contains("missing field `address`"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -251,8 +251,8 @@ mod tests {
         // {"message": "bar", "n": -1, "ok": true, "x": nil, "f": 1.5}
         let rec = [
             0x85, 0xa7, b'm', b'e', b's', b's', b'a', b'g', b'e', 0xa3, b'b', b'a', b'r', 0xa1,
-            b'n', 0xff, 0xa2, b'o', b'k', 0xc3, 0xa1, b'x', 0xc0, 0xa1, b'f', 0xcb, 0x3f, 0xf8,
-            0, 0, 0, 0, 0, 0,
+            b'n', 0xff, 0xa2, b'o', b'k', 0xc3, 0xa1, b'x', 0xc0, 0xa1, b'f', 0xcb, 0x3f, 0xf8, 0,
+            0, 0, 0, 0, 0,
         ];
         assert_eq!(
             line(&rec),
@@ -263,8 +263,14 @@ mod tests {
     #[test]
     fn escapes_and_replaces_invalid_utf8() {
         // {"log": "a\"b\n\x01\xff"} and {"b": bin [1,2,3]}
-        let rec = [0x81, 0xa3, b'l', b'o', b'g', 0xa6, b'a', b'"', b'b', b'\n', 0x01, 0xff];
-        assert!(line(&rec).contains(r#""log":"a\"b\n\u0001�""#), "{}", line(&rec));
+        let rec = [
+            0x81, 0xa3, b'l', b'o', b'g', 0xa6, b'a', b'"', b'b', b'\n', 0x01, 0xff,
+        ];
+        assert!(
+            line(&rec).contains(r#""log":"a\"b\n\u0001�""#),
+            "{}",
+            line(&rec)
+        );
         let rec = [0x81, 0xa1, b'b', 0xc4, 0x03, 1, 2, 3];
         assert!(line(&rec).contains(r#""b":"AQID""#));
     }
@@ -279,7 +285,14 @@ mod tests {
     #[test]
     fn truncated_record_leaves_output_untouched() {
         let mut out = b"keep".to_vec();
-        let r = event(&mut out, &mut TimeCache::default(), b"t", Timestamp::default(), &[0x81, 0xa1], &[]);
+        let r = event(
+            &mut out,
+            &mut TimeCache::default(),
+            b"t",
+            Timestamp::default(),
+            &[0x81, 0xa1],
+            &[],
+        );
         assert!(r.is_err());
         assert_eq!(out, b"keep");
     }

@@ -62,7 +62,9 @@ impl Sink {
                 }
                 let _ = w.flush().await;
             }
-            Sink::Blackhole { rate_events_per_sec } => {
+            Sink::Blackhole {
+                rate_events_per_sec,
+            } => {
                 while let Some(entry) = queue.recv().await {
                     if let Some(rate) = rate_events_per_sec {
                         let secs = entry.events as f64 / rate as f64;

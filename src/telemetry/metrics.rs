@@ -71,11 +71,31 @@ impl Metrics {
             sink_bytes: Default::default(),
         };
         // Counters get `_total` appended by the encoder.
-        registry.register("source_events", "Events accepted from clients", m.source_events.clone());
-        registry.register("source_bytes", "Bytes read from client connections", m.source_bytes.clone());
-        registry.register("source_connections", "Client connections accepted", m.source_connections.clone());
-        registry.register("source_open_connections", "Client connections open now", m.source_open_connections.clone());
-        registry.register("source_acks", "Acknowledgements sent to clients", m.source_acks.clone());
+        registry.register(
+            "source_events",
+            "Events accepted from clients",
+            m.source_events.clone(),
+        );
+        registry.register(
+            "source_bytes",
+            "Bytes read from client connections",
+            m.source_bytes.clone(),
+        );
+        registry.register(
+            "source_connections",
+            "Client connections accepted",
+            m.source_connections.clone(),
+        );
+        registry.register(
+            "source_open_connections",
+            "Client connections open now",
+            m.source_open_connections.clone(),
+        );
+        registry.register(
+            "source_acks",
+            "Acknowledgements sent to clients",
+            m.source_acks.clone(),
+        );
         registry.register(
             "source_rejected",
             "Requests or entries skipped as invalid, by reason (never acknowledged)",
@@ -86,10 +106,26 @@ impl Metrics {
             "Client connections closed by Outrigger, by reason",
             m.source_connection_errors.clone(),
         );
-        registry.register("unrouted_events", "Events that matched no sink, by source", m.unrouted.clone());
-        registry.register("queue_bytes", "Bytes held in a sink's queue (waiting or in progress)", m.queue_bytes.clone());
-        registry.register("queue_events", "Events held in a sink's queue", m.queue_events.clone());
-        registry.register("sink_events", "Events a sink delivered", m.sink_events.clone());
+        registry.register(
+            "unrouted_events",
+            "Events that matched no sink, by source",
+            m.unrouted.clone(),
+        );
+        registry.register(
+            "queue_bytes",
+            "Bytes held in a sink's queue (waiting or in progress)",
+            m.queue_bytes.clone(),
+        );
+        registry.register(
+            "queue_events",
+            "Events held in a sink's queue",
+            m.queue_events.clone(),
+        );
+        registry.register(
+            "sink_events",
+            "Events a sink delivered",
+            m.sink_events.clone(),
+        );
         registry.register("sink_bytes", "Bytes a sink wrote", m.sink_bytes.clone());
         Metrics { registry, ..m }
     }
@@ -193,11 +229,19 @@ mod tests {
         let k = m.sink("out");
         k.queue.bytes.set(10);
         let text = m.render();
-        assert!(text.contains("outrigger_source_events_total{component=\"docker\"} 3"), "{text}");
         assert!(
-            text.contains("outrigger_source_rejected_total{component=\"docker\",reason=\"invalid_time\"} 2"),
+            text.contains("outrigger_source_events_total{component=\"docker\"} 3"),
             "{text}"
         );
-        assert!(text.contains("outrigger_queue_bytes{component=\"out\"} 10"), "{text}");
+        assert!(
+            text.contains(
+                "outrigger_source_rejected_total{component=\"docker\",reason=\"invalid_time\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("outrigger_queue_bytes{component=\"out\"} 10"),
+            "{text}"
+        );
     }
 }

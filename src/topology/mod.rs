@@ -93,7 +93,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                     .with_context(|| format!("sinks.{}: opening {}", cfg.name, path.display()))?;
                 Sink::Lines(Box::new(file))
             }
-            SinkKind::Blackhole { rate_events_per_sec } => Sink::Blackhole {
+            SinkKind::Blackhole {
+                rate_events_per_sec,
+            } => Sink::Blackhole {
                 rate_events_per_sec: *rate_events_per_sec,
             },
         };
@@ -104,7 +106,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             .iter()
             .map(|p| Pattern::parse(p).map_err(anyhow::Error::msg))
             .collect::<anyhow::Result<_>>()?;
-        routes.push(Route { patterns, queue: tx });
+        routes.push(Route {
+            patterns,
+            queue: tx,
+        });
         queues.push(m.queue.clone());
         sinks.spawn(sink.run(cfg.name.clone(), rx, m));
     }
@@ -130,7 +135,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             .await
             .with_context(|| format!("global.admin_address: binding {addr}"))?;
         let addr = listener.local_addr()?;
-        tokio::spawn(admin::serve(listener, metrics.clone(), health.clone(), stop_rx.clone()));
+        tokio::spawn(admin::serve(
+            listener,
+            metrics.clone(),
+            health.clone(),
+            stop_rx.clone(),
+        ));
         tracing::info!(address = %addr, "admin listening");
         Some(addr)
     } else {

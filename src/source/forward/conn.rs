@@ -59,7 +59,10 @@ pub enum Close {
     /// Outrigger is draining.
     Shutdown,
     /// Outrigger closed the connection; `reason` is the metric label.
-    Error { reason: &'static str, detail: String },
+    Error {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 impl Close {
@@ -89,7 +92,12 @@ pub struct Conn<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// `ip` is the client address for `source_address_key` and `source_hostname_key`.
-    pub async fn new(stream: S, peer: String, ip: Option<std::net::IpAddr>, ctx: Arc<Context>) -> Self {
+    pub async fn new(
+        stream: S,
+        peer: String,
+        ip: Option<std::net::IpAddr>,
+        ctx: Arc<Context>,
+    ) -> Self {
         let mut fields = Vec::new();
         if let (Some(key), Some(ip)) = (&ctx.source_address_key, ip) {
             fields.push((key.clone(), Bytes::from(ip.to_string())));
@@ -145,12 +153,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// HELO, then one PING, then PONG; a refused client is told why and closed.
-    async fn handshake(&mut self, security: &Security, shutdown: &mut Shutdown) -> Result<(), Close> {
+    async fn handshake(
+        &mut self,
+        security: &Security,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), Close> {
         let challenge = Challenge::new(security);
         self.write(&challenge.helo()).await?;
         self.partial_since = Some(Instant::now());
         let ping = loop {
-            match self.scanner.scan(&self.buf, self.ctx.max_frame_bytes, self.ctx.decode.max_depth) {
+            match self.scanner.scan(
+                &self.buf,
+                self.ctx.max_frame_bytes,
+                self.ctx.decode.max_depth,
+            ) {
                 Ok(Some(n)) => break self.buf.split_to(n).freeze(),
                 Ok(None) => self.fill(shutdown).await?,
                 Err(e) => return Err(Close::error("handshake_failed", e.to_string())),
@@ -172,7 +188,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         let (deadline, timeout_reason) = match self.partial_since {
             Some(since) => (Some(since + self.ctx.frame_timeout), "frame_timeout"),
-            None => (self.ctx.idle_timeout.map(|t| Instant::now() + t), "idle_timeout"),
+            None => (
+                self.ctx.idle_timeout.map(|t| Instant::now() + t),
+                "idle_timeout",
+            ),
         };
         let expired = async {
             match deadline {
@@ -190,7 +209,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             return if self.buf.is_empty() {
                 Err(Close::Eof)
             } else {
-                Err(Close::error("truncated", format!("closed with {} bytes of an unfinished request", self.buf.len())))
+                Err(Close::error(
+                    "truncated",
+                    format!(
+                        "closed with {} bytes of an unfinished request",
+                        self.buf.len()
+                    ),
+                ))
             };
         }
         self.ctx.metrics.bytes.inc_by(n as u64);
@@ -284,7 +309,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 ctx.metrics.rejected(reason.as_str(), n);
             }
             if let Some(suppressed) = ctx.warn.allow() {
-                let reasons: Vec<_> = skipped.iter().map(|(r, n)| format!("{}={n}", r.as_str())).collect();
+                let reasons: Vec<_> = skipped
+                    .iter()
+                    .map(|(r, n)| format!("{}={n}", r.as_str()))
+                    .collect();
                 tracing::warn!(source = %ctx.name, peer = %self.peer, skipped = %reasons.join(","), suppressed, "skipped invalid input, not acknowledged");
             }
         }
@@ -314,7 +342,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         match not_forward {
             None => Ok(()),
-            Some(b) => Err(Close::error("not_forward", format!("request starts with byte 0x{b:02x}, not an array"))),
+            Some(b) => Err(Close::error(
+                "not_forward",
+                format!("request starts with byte 0x{b:02x}, not an array"),
+            )),
         }
     }
 

@@ -184,7 +184,10 @@ fn decode(
             }
         }
         Kind::Str | Kind::Bin => {
-            let payload = body.bytes().map_err(|_| InvalidRequest)?.unwrap_or_default();
+            let payload = body
+                .bytes()
+                .map_err(|_| InvalidRequest)?
+                .unwrap_or_default();
             let payload = frame.slice(offset(frame, payload));
             let stream = if opt.gzip || payload.starts_with(&GZIP_MAGIC) {
                 let data = gunzip(&payload, opts.max_decompressed_bytes)?;
@@ -292,7 +295,14 @@ fn packed(
             // A broken stream cannot be resynchronised: the rest of the payload is lost.
             _ => return Err(Reason::InvalidEntry),
         };
-        push_entry(&stream.slice(pos..pos + len), tag, batch, opts, skipped, out);
+        push_entry(
+            &stream.slice(pos..pos + len),
+            tag,
+            batch,
+            opts,
+            skipped,
+            out,
+        );
         pos += len;
     }
     Ok(())

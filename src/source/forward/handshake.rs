@@ -88,7 +88,11 @@ impl Refusal {
 }
 
 /// Checks a PING and builds the PONG to send back, whatever the verdict.
-pub fn answer(ping: &[u8], challenge: &Challenge, security: &Security) -> (Vec<u8>, Result<(), Refusal>) {
+pub fn answer(
+    ping: &[u8],
+    challenge: &Challenge,
+    security: &Security,
+) -> (Vec<u8>, Result<(), Refusal>) {
     let verdict = check(ping, challenge, security);
     let mut out = Vec::with_capacity(200);
     rmp::encode::write_array_len(&mut out, 5).unwrap();
@@ -129,9 +133,8 @@ fn check(ping: &[u8], challenge: &Challenge, security: &Security) -> Result<Vec<
         Ok((h, _)) if h.kind == Kind::Array && h.children == 6 => {}
         _ => return Err(Refusal::InvalidPing),
     }
-    let mut field = || -> Result<&[u8], Refusal> {
-        c.bytes().ok().flatten().ok_or(Refusal::InvalidPing)
-    };
+    let mut field =
+        || -> Result<&[u8], Refusal> { c.bytes().ok().flatten().ok_or(Refusal::InvalidPing) };
     let (kind, host, salt, key_digest, user, pw_digest) =
         (field()?, field()?, field()?, field()?, field()?, field()?);
     if kind != b"PING" {
@@ -216,16 +219,28 @@ mod tests {
         let sec = security(true);
         let ch = Challenge::new(&sec);
         let bad = digest(&[b"s", b"client", &ch.nonce, b"wrong"]);
-        let (pong, verdict) = answer(&ping([b"client", b"s", bad.as_bytes(), b"", b""]), &ch, &sec);
+        let (pong, verdict) = answer(
+            &ping([b"client", b"s", bad.as_bytes(), b"", b""]),
+            &ch,
+            &sec,
+        );
         assert_eq!(verdict, Err(Refusal::SharedKeyMismatch));
         assert!(pong.windows(19).any(|w| w == b"shared_key mismatch"));
 
         let good = digest(&[b"s", b"client", &ch.nonce, b"secret"]);
         let pw = digest(&[&ch.auth_salt, b"alice", b"nope"]);
-        let (_, verdict) = answer(&ping([b"client", b"s", good.as_bytes(), b"alice", pw.as_bytes()]), &ch, &sec);
+        let (_, verdict) = answer(
+            &ping([b"client", b"s", good.as_bytes(), b"alice", pw.as_bytes()]),
+            &ch,
+            &sec,
+        );
         assert_eq!(verdict, Err(Refusal::UserMismatch));
         let pw = digest(&[&ch.auth_salt, b"alice", b"pw"]);
-        let (_, verdict) = answer(&ping([b"client", b"s", good.as_bytes(), b"alice", pw.as_bytes()]), &ch, &sec);
+        let (_, verdict) = answer(
+            &ping([b"client", b"s", good.as_bytes(), b"alice", pw.as_bytes()]),
+            &ch,
+            &sec,
+        );
         assert_eq!(verdict, Ok(()));
     }
 
@@ -233,7 +248,10 @@ mod tests {
     fn malformed_ping_is_invalid() {
         let sec = security(false);
         let ch = Challenge::new(&sec);
-        assert_eq!(answer(&[0x93, 0xa4, b'P', b'I', b'N', b'G'], &ch, &sec).1, Err(Refusal::InvalidPing));
+        assert_eq!(
+            answer(&[0x93, 0xa4, b'P', b'I', b'N', b'G'], &ch, &sec).1,
+            Err(Refusal::InvalidPing)
+        );
         assert_eq!(answer(&[0xc1], &ch, &sec).1, Err(Refusal::InvalidPing));
     }
 }

@@ -52,17 +52,30 @@ impl Forward {
     /// # Errors
     /// Unreadable certificates or keys, addresses in use, an existing non-socket file at
     /// `unix_path`.
-    pub async fn bind(name: &str, cfg: &config::Forward, router: Router, metrics: SourceMetrics) -> anyhow::Result<Forward> {
+    pub async fn bind(
+        name: &str,
+        cfg: &config::Forward,
+        router: Router,
+        metrics: SourceMetrics,
+    ) -> anyhow::Result<Forward> {
         let tls = cfg.tls.as_ref().map(tls_acceptor).transpose()?;
         let tcp = match cfg.address {
-            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr}"))?,
+            ),
             None => None,
         };
         // Fluentd clients send UDP heartbeats to the TCP port.
         let udp = match (&tcp, cfg.heartbeat_enabled) {
             (Some(tcp), true) => {
                 let addr = tcp.local_addr()?;
-                Some(UdpSocket::bind(addr).await.with_context(|| format!("binding UDP heartbeat on {addr}"))?)
+                Some(
+                    UdpSocket::bind(addr)
+                        .await
+                        .with_context(|| format!("binding UDP heartbeat on {addr}"))?,
+                )
             }
             _ => None,
         };
@@ -76,7 +89,12 @@ impl Forward {
             users: s
                 .users
                 .iter()
-                .map(|u| (u.username.clone().into_bytes(), u.password.clone().into_bytes()))
+                .map(|u| {
+                    (
+                        u.username.clone().into_bytes(),
+                        u.password.clone().into_bytes(),
+                    )
+                })
                 .collect(),
         });
         let key = |k: &Option<String>| k.as_ref().map(|k| Bytes::from(k.clone()));
@@ -89,7 +107,8 @@ impl Forward {
                 max_depth: cfg.max_depth,
             },
             max_frame_bytes: cfg.max_frame_bytes,
-            idle_timeout: (cfg.idle_timeout_secs > 0).then(|| Duration::from_secs(cfg.idle_timeout_secs)),
+            idle_timeout: (cfg.idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(cfg.idle_timeout_secs)),
             frame_timeout: Duration::from_secs(cfg.frame_timeout_secs.max(1)),
             security,
             router,
@@ -202,21 +221,30 @@ impl Accepted {
     }
 }
 
-async fn accept_tcp(l: &Option<TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+async fn accept_tcp(
+    l: &Option<TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
     match l {
         Some(l) => l.accept().await,
         None => std::future::pending().await,
     }
 }
 
-async fn accept_unix(l: &Option<(UnixListener, PathBuf)>) -> std::io::Result<tokio::net::UnixStream> {
+async fn accept_unix(
+    l: &Option<(UnixListener, PathBuf)>,
+) -> std::io::Result<tokio::net::UnixStream> {
     match l {
         Some((l, _)) => l.accept().await.map(|(s, _)| s),
         None => std::future::pending().await,
     }
 }
 
-async fn serve(accepted: Accepted, ctx: Arc<Context>, tls: Option<TlsAcceptor>, shutdown: Shutdown) {
+async fn serve(
+    accepted: Accepted,
+    ctx: Arc<Context>,
+    tls: Option<TlsAcceptor>,
+    shutdown: Shutdown,
+) {
     let peer = accepted.peer();
     match accepted {
         Accepted::Unix(s) => Conn::new(s, peer, None, ctx).await.run(shutdown).await,
@@ -260,12 +288,17 @@ async fn heartbeat(udp: UdpSocket, mut shutdown: Shutdown) {
 fn bind_unix(path: &PathBuf, mode: &str) -> anyhow::Result<UnixListener> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            anyhow::bail!("{} exists and is not a socket; refusing to replace it", path.display());
+            anyhow::bail!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            );
         }
         // A socket file left by a previous run that did not exit cleanly.
-        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     let mode = u32::from_str_radix(mode, 8).context("unix_mode")?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting mode {mode:o} on {}", path.display()))?;

@@ -1,0 +1,10 @@
+//! Integration tests: Outrigger started in-process on 127.0.0.1:0 and driven over real
+//! sockets, and real clients (the Docker engine's fluentd log driver, PyPI's fluent-logger).
+
+mod harness;
+
+mod bad_input;
+mod clients;
+mod docker;
+mod forward;
+mod lifecycle;
