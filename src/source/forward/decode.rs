@@ -389,3 +389,261 @@ fn record(c: &mut Cursor<'_>, frame: &Bytes, opts: &Options) -> Result<Bytes, Re
     }
     Ok(frame.slice(r))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> Options {
+        Options {
+            tag_prefix: None,
+            max_record_bytes: 1 << 20,
+            max_decompressed_bytes: 1 << 20,
+            max_depth: 16,
+        }
+    }
+
+    /// Decodes `frame`; returns the batch, the outcome and the skip counts.
+    fn run(frame: &[u8], opts: &Options) -> (Batch, Outcome, Skipped) {
+        let mut batch = Batch::default();
+        let mut skipped = Skipped::default();
+        let out = request(&Bytes::copy_from_slice(frame), &mut batch, opts, &mut skipped);
+        (batch, out, skipped)
+    }
+
+    fn reasons(s: &Skipped) -> Vec<(&'static str, u64)> {
+        s.iter().map(|(r, n)| (r.as_str(), n)).collect()
+    }
+
+    // {"message": "bar"}
+    const REC: &[u8] = &[0x81, 0xa7, b'm', b'e', b's', b's', b'a', b'g', b'e', 0xa3, b'b', b'a', b'r'];
+    // "app.log"
+    const TAG: &[u8] = &[0xa7, b'a', b'p', b'p', b'.', b'l', b'o', b'g'];
+
+    fn msg(time: &[u8], tail: &[u8]) -> Vec<u8> {
+        let n = if tail.is_empty() { 0x93 } else { 0x94 };
+        [&[n][..], TAG, time, REC, tail].concat()
+    }
+
+    #[test]
+    fn message_mode_integer_time() {
+        // ["app.log", 1441588984, {"message": "bar"}] from the spec examples.
+        let (b, out, s) = run(&msg(&[0xce, 0x55, 0xec, 0xe6, 0xf8], &[]), &opts());
+        assert!(out.complete && out.chunk.is_none() && s.total() == 0);
+        assert_eq!(b.events.len(), 1);
+        assert_eq!(b.tag(&b.events[0]), b"app.log");
+        assert_eq!(b.events[0].time, Timestamp { secs: 1441588984, nanos: 0 });
+        assert_eq!(&b.events[0].record[..], REC);
+    }
+
+    #[test]
+    fn message_mode_event_time_both_encodings() {
+        let fixext = [0xd7, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0x07, 0x5b, 0xcd, 0x15];
+        let ext8 = [0xc7, 0x08, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0x07, 0x5b, 0xcd, 0x15];
+        for time in [&fixext[..], &ext8[..]] {
+            let (b, _, _) = run(&msg(time, &[]), &opts());
+            assert_eq!(b.events[0].time, Timestamp { secs: 1441588984, nanos: 123456789 });
+        }
+    }
+
+    #[test]
+    fn message_mode_as_docker_sends_it() {
+        // Go's msgp writes the epoch as int32 (d2) and always adds an option map.
+        let (b, out, _) = run(&msg(&[0xd2, 0x55, 0xec, 0xe6, 0xf8], &[0x80]), &opts());
+        assert!(out.complete);
+        assert_eq!(b.events[0].time.secs, 1441588984);
+        // Old Docker versions sent nil for the options.
+        let (b, out, _) = run(&msg(&[0xd2, 0x55, 0xec, 0xe6, 0xf8], &[0xc0]), &opts());
+        assert!(out.complete && b.events.len() == 1);
+    }
+
+    #[test]
+    fn float_time_from_python_fluent_logger() {
+        // 1441588984.5 as float64
+        let f = 1441588984.5f64.to_bits().to_be_bytes();
+        let (b, _, _) = run(&msg(&[&[0xcb][..], &f].concat(), &[]), &opts());
+        assert_eq!(b.events[0].time, Timestamp { secs: 1441588984, nanos: 500_000_000 });
+    }
+
+    #[test]
+    fn zero_time_means_now() {
+        let (b, _, _) = run(&msg(&[0x00], &[]), &opts());
+        assert!(b.events[0].time.secs > 1_700_000_000);
+    }
+
+    #[test]
+    fn chunk_is_echoed_byte_for_byte() {
+        // Fluentd's chunk ids end in "\n"; keep it, and keep the msgpack type.
+        let chunk = [0xa5, b'a', b'b', b'c', b'=', b'\n'];
+        let opt = [&[0x81, 0xa5, b'c', b'h', b'u', b'n', b'k'][..], &chunk].concat();
+        let (_, out, _) = run(&msg(&[0x01], &opt), &opts());
+        assert_eq!(out.chunk.as_deref(), Some(&chunk[..]));
+    }
+
+    #[test]
+    fn forward_mode() {
+        // ["app", [[1441588984, {"a":1}], [1441588985, {"a":2}]]]
+        let frame = [
+            0x92, 0xa3, 0x61, 0x70, 0x70, 0x92, 0x92, 0xce, 0x55, 0xec, 0xe6, 0xf8, 0x81, 0xa1,
+            0x61, 0x01, 0x92, 0xce, 0x55, 0xec, 0xe6, 0xf9, 0x81, 0xa1, 0x61, 0x02,
+        ];
+        let (b, out, _) = run(&frame, &opts());
+        assert!(out.complete);
+        assert_eq!(b.events.len(), 2);
+        assert_eq!(&b.events[1].record[..], &[0x81, 0xa1, 0x61, 0x02]);
+        assert_eq!(b.tags.len(), 1, "one tag shared by both events");
+    }
+
+    const ENTRIES: [u8; 20] = [
+        0x92, 0xce, 0x55, 0xec, 0xe6, 0xf8, 0x81, 0xa1, 0x61, 0x01, 0x92, 0xce, 0x55, 0xec, 0xe6,
+        0xf9, 0x81, 0xa1, 0x61, 0x02,
+    ];
+
+    #[test]
+    fn packed_forward_bin_and_str() {
+        // bin, with {"size": 2}
+        let bin = [&[0x93, 0xa3, 0x61, 0x70, 0x70, 0xc4, 0x14][..], &ENTRIES, &[0x81, 0xa4, b's', b'i', b'z', b'e', 0x02]].concat();
+        // Fluentd's str32 form, with no options
+        let str32 = [&[0x92, 0xa3, 0x61, 0x70, 0x70, 0xdb, 0, 0, 0, 0x14][..], &ENTRIES].concat();
+        for frame in [bin, str32] {
+            let (b, out, _) = run(&frame, &opts());
+            assert!(out.complete);
+            assert_eq!(b.events.len(), 2);
+            assert_eq!(b.events[1].time.secs, 1441588985);
+        }
+    }
+
+    fn compressed(payload: &[u8], codec: &str) -> Vec<u8> {
+        let mut f = vec![0x93, 0xa3, 0x61, 0x70, 0x70];
+        rmp::encode::write_bin(&mut f, payload).unwrap();
+        f.extend_from_slice(&[0x81, 0xaa]);
+        f.extend_from_slice(b"compressed");
+        rmp::encode::write_str(&mut f, codec).unwrap();
+        f
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn compressed_packed_forward_with_several_gzip_members() {
+        let payload = [gzip(&ENTRIES[..10]), gzip(&ENTRIES[10..])].concat();
+        let (b, out, _) = run(&compressed(&payload, "gzip"), &opts());
+        assert!(out.complete);
+        assert_eq!(b.events.len(), 2);
+        assert!(b.size >= ENTRIES.len(), "decompressed bytes are accounted");
+    }
+
+    #[test]
+    fn bad_compression_is_rejected_whole() {
+        let (b, out, s) = run(&compressed(&ENTRIES, "gzip"), &opts());
+        assert!(!out.complete && b.events.is_empty());
+        assert_eq!(reasons(&s), [("bad_compression", 1)]);
+        let (_, _, s) = run(&compressed(&ENTRIES, "zstd"), &opts());
+        assert_eq!(reasons(&s), [("unsupported_compression", 1)]);
+    }
+
+    #[test]
+    fn gzip_bomb_stops_at_the_limit() {
+        let zeros = vec![0u8; 8 << 20];
+        let bomb = gzip(&zeros);
+        assert!(bomb.len() < 64 << 10);
+        let (b, out, s) = run(&compressed(&bomb, "gzip"), &opts());
+        assert!(!out.complete && b.events.is_empty());
+        assert_eq!(reasons(&s), [("decompressed_too_large", 1)]);
+    }
+
+    #[test]
+    fn fluent_bit_v2_entries_and_group_markers() {
+        // [[EventTime(1441588984,0), {}], {"log": "hi"}], then a group-start marker entry.
+        let v2 = [0x92, 0x92, 0xd7, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0, 0, 0, 0, 0x80, 0x81, 0xa3, b'l', b'o', b'g', 0xa2, b'h', b'i'];
+        let marker = [0x92, 0x92, 0xd7, 0x00, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0x80];
+        let frame = [&[0x92, 0xa3, 0x61, 0x70, 0x70, 0x92][..], &marker, &v2].concat();
+        let (b, out, s) = run(&frame, &opts());
+        assert!(out.complete && s.total() == 0);
+        assert_eq!(b.events.len(), 1, "the marker is not an event");
+        assert_eq!(b.events[0].time.secs, 1441588984);
+    }
+
+    #[test]
+    fn unknown_options_ignored_and_signal_rejected() {
+        let opt = [&[0x82, 0xa3, b'f', b'o', b'o', 0x01, 0xad][..], b"fluent_signal", &[0x00]].concat();
+        let (b, out, _) = run(&msg(&[0x01], &opt), &opts());
+        assert!(out.complete && b.events.len() == 1);
+        let opt = [&[0x81, 0xad][..], b"fluent_signal", &[0x02]].concat();
+        let (b, out, s) = run(&msg(&[0x01], &opt), &opts());
+        assert!(!out.complete && b.events.is_empty());
+        assert_eq!(reasons(&s), [("unsupported_signal", 1)]);
+    }
+
+    #[test]
+    fn wrong_types_are_skipped_with_reasons() {
+        // tag not a string
+        let (_, out, s) = run(&[0x93, 0x01, 0x01, 0x80], &opts());
+        assert!(!out.complete);
+        assert_eq!(reasons(&s), [("invalid_tag", 1)]);
+        // record not a map
+        let (_, _, s) = run(&[&[0x93][..], TAG, &[0x01, 0x92, 0x01, 0x02]].concat(), &opts());
+        assert_eq!(reasons(&s), [("invalid_record", 1)]);
+        // time a string in Forward mode entries
+        let bad_entry = [0x92, 0xa1, b'x', 0x80];
+        let good_entry = [0x92, 0x01, 0x80];
+        let frame = [&[0x92][..], TAG, &[0x92], &bad_entry, &good_entry].concat();
+        let (b, out, s) = run(&frame, &opts());
+        assert_eq!(b.events.len(), 1, "the good entry is kept");
+        assert!(!out.complete, "but the request is not acknowledged");
+        assert_eq!(reasons(&s), [("invalid_time", 1)]);
+        // not an array of 2..4
+        let (_, _, s) = run(&[0x91, 0xa1, b'x'], &opts());
+        assert_eq!(reasons(&s), [("invalid_request", 1)]);
+        // negative and out-of-range EventTime nanos
+        let (_, _, s) = run(&msg(&[0xff], &[]), &opts());
+        assert_eq!(reasons(&s), [("invalid_time", 1)]);
+        let (_, _, s) = run(&msg(&[0xd7, 0x00, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff], &[]), &opts());
+        assert_eq!(reasons(&s), [("invalid_time", 1)]);
+    }
+
+    #[test]
+    fn record_over_the_limit_is_skipped() {
+        let o = Options {
+            max_record_bytes: 8,
+            ..opts()
+        };
+        let (b, out, s) = run(&msg(&[0x01], &[]), &o);
+        assert!(b.events.is_empty() && !out.complete);
+        assert_eq!(reasons(&s), [("record_too_large", 1)]);
+    }
+
+    #[test]
+    fn packed_payload_with_garbage_tail() {
+        let payload = [&ENTRIES[..], &[0x92, 0x01]].concat();
+        let mut f = vec![0x92, 0xa3, 0x61, 0x70, 0x70];
+        rmp::encode::write_bin(&mut f, &payload).unwrap();
+        let (b, out, s) = run(&f, &opts());
+        assert_eq!(b.events.len(), 2);
+        assert!(!out.complete);
+        assert_eq!(reasons(&s), [("invalid_entry", 1)]);
+    }
+
+    #[test]
+    fn tag_prefix_is_dot_joined() {
+        let o = Options {
+            tag_prefix: Some(Bytes::from_static(b"docker")),
+            ..opts()
+        };
+        let (b, _, _) = run(&msg(&[0x01], &[]), &o);
+        assert_eq!(b.tag(&b.events[0]), b"docker.app.log");
+    }
+
+    #[test]
+    fn invalid_utf8_values_pass_through_as_bytes() {
+        let rec = [0x81, 0xa3, b'l', b'o', b'g', 0xa2, 0xff, 0xfe];
+        let (b, out, _) = run(&[&[0x93][..], TAG, &[0x01], &rec].concat(), &opts());
+        assert!(out.complete);
+        assert_eq!(&b.events[0].record[..], &rec);
+    }
+}
