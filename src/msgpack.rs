@@ -347,7 +347,7 @@ impl<'a> Cursor<'a> {
 
     /// Consumes the next header; for strings, bins and exts also their payload, whose range
     /// (relative to the cursor's buffer) is returned.
-    pub fn next(&mut self) -> Result<(Head, std::ops::Range<usize>), Error> {
+    pub fn read(&mut self) -> Result<(Head, std::ops::Range<usize>), Error> {
         let h = self.peek()?;
         let start = self.pos + h.head_len;
         let end = start
@@ -363,7 +363,7 @@ impl<'a> Cursor<'a> {
         let start = self.pos;
         let mut pending: u64 = 1;
         while pending > 0 {
-            let (h, _) = self.next()?;
+            let (h, _) = self.read()?;
             pending = pending - 1 + h.children;
             if pending > (self.buf.len() - self.pos) as u64 {
                 return Err(Error::Truncated);
@@ -376,7 +376,7 @@ impl<'a> Cursor<'a> {
     pub fn bytes(&mut self) -> Result<Option<&'a [u8]>, Error> {
         match self.peek()?.kind {
             Kind::Str | Kind::Bin => {
-                let (_, r) = self.next()?;
+                let (_, r) = self.read()?;
                 Ok(Some(&self.buf[r]))
             }
             _ => Ok(None),
@@ -462,10 +462,10 @@ mod tests {
             0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
         ];
         let mut c = Cursor::new(&buf);
-        assert_eq!(c.next().unwrap().0.kind, Kind::Int(1441588984));
-        assert_eq!(c.next().unwrap().0.kind, Kind::Int(1441588984));
-        assert_eq!(c.next().unwrap().0.kind, Kind::UInt(u64::MAX));
-        assert_eq!(c.next().unwrap().0.kind, Kind::Int(-1));
+        assert_eq!(c.read().unwrap().0.kind, Kind::Int(1441588984));
+        assert_eq!(c.read().unwrap().0.kind, Kind::Int(1441588984));
+        assert_eq!(c.read().unwrap().0.kind, Kind::UInt(u64::MAX));
+        assert_eq!(c.read().unwrap().0.kind, Kind::Int(-1));
         assert!(c.is_empty());
     }
 
@@ -475,6 +475,6 @@ mod tests {
         let mut c = Cursor::new(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0x01]);
         assert_eq!(c.skip(), Err(Error::Truncated));
         let mut c = Cursor::new(&[0xa5, b'a']);
-        assert_eq!(c.next().map(|_| ()), Err(Error::Truncated));
+        assert_eq!(c.read().map(|_| ()), Err(Error::Truncated));
     }
 }

@@ -48,7 +48,7 @@ fn map(
     depth: usize,
     extra: &[(bytes::Bytes, bytes::Bytes)],
 ) -> Result<(), msgpack::Error> {
-    let (h, _) = c.next()?;
+    let (h, _) = c.read()?;
     out.push(b'{');
     let mut first = true;
     for _ in 0..h.children / 2 {
@@ -91,7 +91,7 @@ fn value(out: &mut Vec<u8>, c: &mut Cursor<'_>, depth: usize) -> Result<(), msgp
     match h.kind {
         Kind::Map => return map(out, c, depth, &[]),
         Kind::Array => {
-            c.next()?;
+            c.read()?;
             out.push(b'[');
             for i in 0..h.children {
                 if i > 0 {
@@ -104,7 +104,7 @@ fn value(out: &mut Vec<u8>, c: &mut Cursor<'_>, depth: usize) -> Result<(), msgp
         }
         _ => {}
     }
-    let (h, payload) = c.next()?;
+    let (h, payload) = c.read()?;
     match h.kind {
         Kind::Nil => out.extend_from_slice(b"null"),
         Kind::Bool(true) => out.extend_from_slice(b"true"),

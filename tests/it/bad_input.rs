@@ -21,10 +21,23 @@ fn rejected(reason: &str) -> String {
 /// A healthy client next to the bad one must still get its events through and acked.
 async fn healthy_client_still_works(o: &Outrigger, bystander: &mut TcpStream, n: usize) {
     let chunk = format!("healthy-{n}");
-    let ack = send_and_read_ack(bystander, &wire::message("ok", 1, &[("n", &n.to_string())], Some(&chunk)), WAIT).await;
-    assert_eq!(ack, Some(ack_bytes(&chunk)), "bystander connection must keep working");
+    let ack = send_and_read_ack(
+        bystander,
+        &wire::message("ok", 1, &[("n", &n.to_string())], Some(&chunk)),
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        ack,
+        Some(ack_bytes(&chunk)),
+        "bystander connection must keep working"
+    );
     let lines = o.wait_lines(n).await;
-    assert!(lines.iter().any(|l| l["record"]["n"] == n.to_string().as_str()));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["record"]["n"] == n.to_string().as_str())
+    );
 }
 
 #[tokio::test]
@@ -33,11 +46,19 @@ async fn huge_declared_length_closes_without_waiting_for_data() {
     let mut bystander = o.connect().await;
     let mut s = o.connect().await;
     // ["t", str32 claiming 4 GiB...
-    s.write_all(&[0x92, 0xa1, b't', 0xdb, 0xff, 0xff, 0xff, 0xff, b'x']).await.unwrap();
-    assert!(closed_by_peer(&mut s, WAIT).await, "closed at once, not after 4 GiB");
+    s.write_all(&[0x92, 0xa1, b't', 0xdb, 0xff, 0xff, 0xff, 0xff, b'x'])
+        .await
+        .unwrap();
+    assert!(
+        closed_by_peer(&mut s, WAIT).await,
+        "closed at once, not after 4 GiB"
+    );
     assert_eq!(o.wait_metric(&errors("frame_too_large"), 1.0).await, 1.0);
     // An array claiming 4 billion entries, and a map claiming as many pairs.
-    for lie in [[0xdd, 0xff, 0xff, 0xff, 0xff], [0xdf, 0xff, 0xff, 0xff, 0xff]] {
+    for lie in [
+        [0xdd, 0xff, 0xff, 0xff, 0xff],
+        [0xdf, 0xff, 0xff, 0xff, 0xff],
+    ] {
         let mut s = o.connect().await;
         s.write_all(&lie).await.unwrap();
         assert!(closed_by_peer(&mut s, WAIT).await);
@@ -52,7 +73,9 @@ async fn request_over_max_frame_bytes_is_refused_and_not_acked() {
     let mut bystander = o.connect().await;
     let mut s = o.connect().await;
     let big = "x".repeat(8192);
-    let _ = s.write_all(&wire::message("t", 1, &[("log", &big)], Some("big"))).await;
+    let _ = s
+        .write_all(&wire::message("t", 1, &[("log", &big)], Some("big")))
+        .await;
     assert!(closed_by_peer(&mut s, WAIT).await);
     assert_eq!(o.wait_metric(&errors("frame_too_large"), 1.0).await, 1.0);
     healthy_client_still_works(&o, &mut bystander, 1).await;
@@ -117,7 +140,11 @@ async fn wrong_types_are_skipped_without_ack_and_the_connection_continues() {
     let mut bad_time = vec![0x93, 0xa1, b't', 0x91, 0x92, 0xa3, b'n', b'o', b'w', 0x80];
     wire::options(&mut bad_time, Some("c"), &[]);
     for frame in [bad_tag, bad_record, bad_time] {
-        assert_eq!(send_and_read_ack(&mut s, &frame, Duration::from_millis(300)).await, None, "no ack for rejected input");
+        assert_eq!(
+            send_and_read_ack(&mut s, &frame, Duration::from_millis(300)).await,
+            None,
+            "no ack for rejected input"
+        );
     }
     for reason in ["invalid_tag", "invalid_record", "invalid_time"] {
         assert_eq!(o.wait_metric(&rejected(reason), 1.0).await, 1.0, "{reason}");
@@ -131,10 +158,18 @@ async fn invalid_utf8_is_delivered_with_replacement_characters() {
     let o = Outrigger::start("").await;
     let mut s = o.connect().await;
     // ["t", 1, {"log": "ok\xff\xfe"}, {"chunk": "u"}] with the raw bytes in a str.
-    let mut frame = vec![0x94, 0xa1, b't', 0x01, 0x81, 0xa3, b'l', b'o', b'g', 0xa4, b'o', b'k', 0xff, 0xfe];
+    let mut frame = vec![
+        0x94, 0xa1, b't', 0x01, 0x81, 0xa3, b'l', b'o', b'g', 0xa4, b'o', b'k', 0xff, 0xfe,
+    ];
     wire::options(&mut frame, Some("u"), &[]);
-    assert_eq!(send_and_read_ack(&mut s, &frame, WAIT).await, Some(ack_bytes("u")));
-    assert_eq!(o.wait_lines(1).await[0]["record"]["log"], "ok\u{fffd}\u{fffd}");
+    assert_eq!(
+        send_and_read_ack(&mut s, &frame, WAIT).await,
+        Some(ack_bytes("u"))
+    );
+    assert_eq!(
+        o.wait_lines(1).await[0]["record"]["log"],
+        "ok\u{fffd}\u{fffd}"
+    );
 }
 
 #[tokio::test]
@@ -143,14 +178,20 @@ async fn oversized_record_and_bad_compression_are_skipped() {
     let mut s = o.connect().await;
     let big = "y".repeat(2000);
     let frame = wire::message("t", 1, &[("log", &big)], Some("r"));
-    assert_eq!(send_and_read_ack(&mut s, &frame, Duration::from_millis(300)).await, None);
+    assert_eq!(
+        send_and_read_ack(&mut s, &frame, Duration::from_millis(300)).await,
+        None
+    );
     assert_eq!(o.wait_metric(&rejected("record_too_large"), 1.0).await, 1.0);
 
     // Marked gzip, but not gzip.
     let mut frame = vec![0x93, 0xa1, b't'];
     rmp::encode::write_bin(&mut frame, b"definitely not gzip").unwrap();
     wire::options(&mut frame, Some("g"), &[("compressed", "gzip")]);
-    assert_eq!(send_and_read_ack(&mut s, &frame, Duration::from_millis(300)).await, None);
+    assert_eq!(
+        send_and_read_ack(&mut s, &frame, Duration::from_millis(300)).await,
+        None
+    );
     assert_eq!(o.wait_metric(&rejected("bad_compression"), 1.0).await, 1.0);
 
     // A gzip bomb: 16 MiB of zeros in a few KiB.
@@ -159,8 +200,15 @@ async fn oversized_record_and_bad_compression_are_skipped() {
     let mut frame = vec![0x93, 0xa1, b't'];
     rmp::encode::write_bin(&mut frame, &bomb).unwrap();
     wire::options(&mut frame, Some("b"), &[("compressed", "gzip")]);
-    assert_eq!(send_and_read_ack(&mut s, &frame, Duration::from_millis(500)).await, None);
-    assert_eq!(o.wait_metric(&rejected("decompressed_too_large"), 1.0).await, 1.0);
+    assert_eq!(
+        send_and_read_ack(&mut s, &frame, Duration::from_millis(500)).await,
+        None
+    );
+    assert_eq!(
+        o.wait_metric(&rejected("decompressed_too_large"), 1.0)
+            .await,
+        1.0
+    );
 
     healthy_client_still_works(&o, &mut s, 1).await;
 }
@@ -203,11 +251,18 @@ async fn thousands_of_idle_connections_and_the_connection_limit() {
     for _ in 0..1500 {
         idle.push(o.connect().await);
     }
-    o.wait_metric("outrigger_source_open_connections{component=\"in\"}", 1500.0).await;
+    o.wait_metric(
+        "outrigger_source_open_connections{component=\"in\"}",
+        1500.0,
+    )
+    .await;
     // One more is refused at once and counted.
     let mut extra = o.connect().await;
     assert!(closed_by_peer(&mut extra, WAIT).await);
-    assert_eq!(o.wait_metric(&errors("too_many_connections"), 1.0).await, 1.0);
+    assert_eq!(
+        o.wait_metric(&errors("too_many_connections"), 1.0).await,
+        1.0
+    );
     // Idle connections are not closed by default, and each still works.
     let mut first = idle.swap_remove(0);
     healthy_client_still_works(&o, &mut first, 1).await;

@@ -31,7 +31,12 @@ async fn all_four_modes_arrive_and_are_acked() {
     let recs: Vec<_> = (0..3).map(docker_record).collect();
     let recs: Vec<Vec<_>> = recs.iter().map(|r| refs(r)).collect();
 
-    let ack = send_and_read_ack(&mut s, &wire::message("m", 1_700_000_000, &recs[0], Some("c1")), WAIT).await;
+    let ack = send_and_read_ack(
+        &mut s,
+        &wire::message("m", 1_700_000_000, &recs[0], Some("c1")),
+        WAIT,
+    )
+    .await;
     assert_eq!(ack, Some(ack_bytes("c1")));
     let ack = send_and_read_ack(&mut s, &wire::forward("f", &recs, Some("c2")), WAIT).await;
     assert_eq!(ack, Some(ack_bytes("c2")));
@@ -48,7 +53,10 @@ async fn all_four_modes_arrive_and_are_acked() {
     assert_eq!(lines[2]["time"], "2023-11-14T22:13:20.000000001Z");
     assert_eq!(lines[9]["record"]["log"], "{\"level\":\"info\",\"n\":2}");
     assert_eq!(lines[9]["record"]["container_name"], "/web-1");
-    assert_eq!(o.metric("outrigger_source_acks_total{component=\"in\"}"), 4.0);
+    assert_eq!(
+        o.metric("outrigger_source_acks_total{component=\"in\"}"),
+        4.0
+    );
 }
 
 #[tokio::test]
@@ -59,12 +67,20 @@ async fn pipelined_requests_in_one_write_are_all_acked() {
     let mut expected = Vec::new();
     for i in 0..50 {
         let chunk = format!("chunk-{i}");
-        all.extend(wire::message("t", 1_700_000_000, &[("n", &i.to_string())], Some(&chunk)));
+        all.extend(wire::message(
+            "t",
+            1_700_000_000,
+            &[("n", &i.to_string())],
+            Some(&chunk),
+        ));
         expected.extend(ack_bytes(&chunk));
     }
     s.write_all(&all).await.unwrap();
     let mut got = vec![0u8; expected.len()];
-    tokio::time::timeout(WAIT, s.read_exact(&mut got)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, s.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got, expected, "one ack per request, in order");
     assert_eq!(o.wait_lines(50).await.len(), 50);
 }
@@ -90,13 +106,21 @@ async fn heartbeats_nil_and_udp_are_answered_or_ignored() {
     // A nil on the stream is a heartbeat, not an event and not an error.
     let mut s = o.connect().await;
     s.write_all(&[0xc0, 0xc0]).await.unwrap();
-    let ack = send_and_read_ack(&mut s, &wire::message("t", 1, &[("a", "b")], Some("k")), WAIT).await;
+    let ack = send_and_read_ack(
+        &mut s,
+        &wire::message("t", 1, &[("a", "b")], Some("k")),
+        WAIT,
+    )
+    .await;
     assert_eq!(ack, Some(ack_bytes("k")));
     // UDP heartbeat on the same port gets a single zero byte back.
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     udp.send_to(&[0], o.addr()).await.unwrap();
     let mut buf = [9u8; 8];
-    let (n, _) = tokio::time::timeout(WAIT, udp.recv_from(&mut buf)).await.unwrap().unwrap();
+    let (n, _) = tokio::time::timeout(WAIT, udp.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf[..n], &[0]);
     // Fluentd's transport heartbeat: connect and close without data.
     drop(TcpStream::connect(o.addr()).await.unwrap());
@@ -107,12 +131,23 @@ async fn heartbeats_nil_and_udp_are_answered_or_ignored() {
 async fn unix_socket_listener() {
     let o = Outrigger::start("unix_path = \"{dir}/forward.sock\"\nunix_mode = \"0600\"").await;
     let path = o.dir.path().join("forward.sock");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     let mut s = UnixStream::connect(&path).await.unwrap();
-    s.write_all(&wire::message("u", 1_700_000_000, &[("log", "over unix")], Some("u1"))).await.unwrap();
+    s.write_all(&wire::message(
+        "u",
+        1_700_000_000,
+        &[("log", "over unix")],
+        Some("u1"),
+    ))
+    .await
+    .unwrap();
     let mut buf = vec![0u8; ack_bytes("u1").len()];
-    tokio::time::timeout(WAIT, s.read_exact(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, s.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(buf, ack_bytes("u1"));
     assert_eq!(o.wait_lines(1).await[0]["record"]["log"], "over unix");
 }
@@ -127,7 +162,9 @@ async fn stale_unix_socket_is_replaced() {
     let config = format!("unix_path = \"{}\"", path.display());
     let o = Outrigger::start(&config).await;
     let mut s = UnixStream::connect(&path).await.unwrap();
-    s.write_all(&wire::message("u", 1, &[("a", "b")], None)).await.unwrap();
+    s.write_all(&wire::message("u", 1, &[("a", "b")], None))
+        .await
+        .unwrap();
     assert_eq!(o.wait_lines(1).await.len(), 1);
 }
 
@@ -137,7 +174,12 @@ async fn ipv6_listener() {
     let o = Outrigger::with_config(config).await;
     assert!(o.addr().is_ipv6());
     let mut s = TcpStream::connect(o.addr()).await.unwrap();
-    let ack = send_and_read_ack(&mut s, &wire::message("v6", 1, &[("a", "b")], Some("6")), WAIT).await;
+    let ack = send_and_read_ack(
+        &mut s,
+        &wire::message("v6", 1, &[("a", "b")], Some("6")),
+        WAIT,
+    )
+    .await;
     assert_eq!(ack, Some(ack_bytes("6")));
 }
 
@@ -145,11 +187,17 @@ async fn ipv6_listener() {
 async fn source_address_and_tag_prefix() {
     let o = Outrigger::start("tag_prefix = \"docker\"\nsource_address_key = \"source_address\"\nsource_hostname_key = \"source_host\"").await;
     let mut s = o.connect().await;
-    s.write_all(&wire::message("web", 1, &[("log", "x")], None)).await.unwrap();
+    s.write_all(&wire::message("web", 1, &[("log", "x")], None))
+        .await
+        .unwrap();
     let line = &o.wait_lines(1).await[0];
     assert_eq!(line["tag"], "docker.web");
     assert_eq!(line["record"]["source_address"], "127.0.0.1");
-    assert!(line["record"]["source_host"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(
+        line["record"]["source_host"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty())
+    );
 }
 
 #[tokio::test]
@@ -161,12 +209,18 @@ async fn routing_by_tag_pattern() {
     let mut o = Outrigger::with_config(config).await;
     let mut s = o.connect().await;
     for tag in ["docker.web", "app", "svc.a.b", "docker.a.b", "other"] {
-        s.write_all(&wire::message(tag, 1, &[("t", tag)], None)).await.unwrap();
+        s.write_all(&wire::message(tag, 1, &[("t", tag)], None))
+            .await
+            .unwrap();
     }
     let apps = o.wait_lines(2).await;
-    let tags: Vec<_> = apps.iter().map(|l| l["tag"].as_str().unwrap().to_string()).collect();
+    let tags: Vec<_> = apps
+        .iter()
+        .map(|l| l["tag"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(tags, ["app", "svc.a.b"]);
-    o.wait_metric("outrigger_unrouted_events_total{component=\"in\"}", 2.0).await;
+    o.wait_metric("outrigger_unrouted_events_total{component=\"in\"}", 2.0)
+        .await;
     o.stop().await.unwrap();
     let docker = std::fs::read_to_string(o.dir.path().join("docker.jsonl")).unwrap();
     assert_eq!(docker.lines().count(), 1);
@@ -177,9 +231,9 @@ async fn routing_by_tag_pattern() {
 async fn handshake(s: &mut TcpStream, key: &str, user: Option<(&str, &str)>) -> Vec<u8> {
     let helo = read_some(s, WAIT).await.expect("HELO");
     let mut c = outrigger::msgpack::Cursor::new(&helo);
-    c.next().unwrap();
+    c.read().unwrap();
     assert_eq!(c.bytes().unwrap().unwrap(), b"HELO");
-    c.next().unwrap();
+    c.read().unwrap();
     let mut nonce = Vec::new();
     let mut auth = Vec::new();
     for _ in 0..3 {
@@ -201,13 +255,23 @@ async fn handshake(s: &mut TcpStream, key: &str, user: Option<(&str, &str)>) -> 
     };
     let mut ping = Vec::new();
     rmp::encode::write_array_len(&mut ping, 6).unwrap();
-    for part in ["PING", "client-host", std::str::from_utf8(salt).unwrap(), &d, &u, &pw] {
+    for part in [
+        "PING",
+        "client-host",
+        std::str::from_utf8(salt).unwrap(),
+        &d,
+        &u,
+        &pw,
+    ] {
         rmp::encode::write_str(&mut ping, part).unwrap();
     }
     s.write_all(&ping).await.unwrap();
     let pong = read_some(s, WAIT).await.expect("PONG");
     let expected = digest(&[salt, b"outrigger", &nonce, key.as_bytes()]);
-    if pong.windows(expected.len()).any(|w| w == expected.as_bytes()) {
+    if pong
+        .windows(expected.len())
+        .any(|w| w == expected.as_bytes())
+    {
         assert!(pong.contains(&0xc3), "a PONG proving the key says true");
     }
     pong
@@ -224,7 +288,12 @@ async fn shared_key_handshake_accepts_and_refuses() {
     let pong = handshake(&mut s, "s3cret", Some(("alice", "pw"))).await;
     assert_eq!(pong[..6], [0x95, 0xa4, b'P', b'O', b'N', b'G']);
     assert_eq!(pong[6], 0xc3, "auth_result true");
-    let ack = send_and_read_ack(&mut s, &wire::message("t", 1, &[("a", "b")], Some("ok")), WAIT).await;
+    let ack = send_and_read_ack(
+        &mut s,
+        &wire::message("t", 1, &[("a", "b")], Some("ok")),
+        WAIT,
+    )
+    .await;
     assert_eq!(ack, Some(ack_bytes("ok")));
 
     // Wrong key: PONG false with the reason, then closed; nothing it sends is accepted.
@@ -232,7 +301,9 @@ async fn shared_key_handshake_accepts_and_refuses() {
     let pong = handshake(&mut s, "wrong", Some(("alice", "pw"))).await;
     assert_eq!(pong[6], 0xc2, "auth_result false");
     assert!(pong.windows(19).any(|w| w == b"shared_key mismatch"));
-    let _ = s.write_all(&wire::message("t", 1, &[("a", "evil")], Some("no"))).await;
+    let _ = s
+        .write_all(&wire::message("t", 1, &[("a", "evil")], Some("no")))
+        .await;
     assert!(crate::harness::closed_by_peer(&mut s, WAIT).await);
 
     // Right key, wrong password.
@@ -243,7 +314,12 @@ async fn shared_key_handshake_accepts_and_refuses() {
     assert_eq!(o.wait_lines(1).await.len(), 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(o.lines().len(), 1, "refused clients delivered nothing");
-    assert_eq!(o.metric("outrigger_source_connection_errors_total{component=\"in\",reason=\"handshake_failed\"}"), 2.0);
+    assert_eq!(
+        o.metric(
+            "outrigger_source_connection_errors_total{component=\"in\",reason=\"handshake_failed\"}"
+        ),
+        2.0
+    );
 }
 
 #[tokio::test]
@@ -255,7 +331,10 @@ async fn tls_listener() {
     .await;
     let mut roots = rustls::RootCertStore::empty();
     use rustls::pki_types::pem::PemObject;
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(format!("{dir}/config/tls/example-ca.crt")).unwrap() {
+    for cert in
+        rustls::pki_types::CertificateDer::pem_file_iter(format!("{dir}/config/tls/example-ca.crt"))
+            .unwrap()
+    {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -268,15 +347,22 @@ async fn tls_listener() {
     let tcp = o.connect().await;
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut s = connector.connect(name, tcp).await.unwrap();
-    s.write_all(&wire::message("tls", 1, &[("log", "secret")], Some("t1"))).await.unwrap();
+    s.write_all(&wire::message("tls", 1, &[("log", "secret")], Some("t1")))
+        .await
+        .unwrap();
     let mut buf = vec![0u8; ack_bytes("t1").len()];
-    tokio::time::timeout(WAIT, s.read_exact(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, s.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(buf, ack_bytes("t1"));
     assert_eq!(o.wait_lines(1).await[0]["record"]["log"], "secret");
 
     // A plaintext client on the TLS port is refused and counted.
     let mut plain = o.connect().await;
-    let _ = plain.write_all(&wire::message("tls", 1, &[("log", "plain")], None)).await;
+    let _ = plain
+        .write_all(&wire::message("tls", 1, &[("log", "plain")], None))
+        .await;
     assert!(crate::harness::closed_by_peer(&mut plain, WAIT).await);
     o.wait_metric("outrigger_source_connection_errors_total{component=\"in\",reason=\"tls_handshake_failed\"}", 1.0).await;
     assert_eq!(o.lines().len(), 1);

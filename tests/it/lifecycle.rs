@@ -13,7 +13,11 @@ use crate::harness::{Outrigger, metric_value, wire};
 
 /// Sends `{"id": "<client>-<i>"}` messages with chunk ids as fast as acks come back, over one
 /// connection, pipelining up to 64 unacked requests. Returns the ids that were acked.
-async fn acked_sender(addr: std::net::SocketAddr, client: usize, stop: Arc<AtomicU64>) -> Vec<String> {
+async fn acked_sender(
+    addr: std::net::SocketAddr,
+    client: usize,
+    stop: Arc<AtomicU64>,
+) -> Vec<String> {
     let s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut rd, mut wr) = s.into_split();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(64);
@@ -59,7 +63,9 @@ async fn drain_while_data_flows_delivers_every_acked_event() {
         .collect();
     // Let data flow, then drain in the middle of it.
     o.wait_lines(200).await;
-    o.stop().await.expect("drain finishes within the grace period");
+    o.stop()
+        .await
+        .expect("drain finishes within the grace period");
     stop.store(1, Ordering::Relaxed);
     let mut acked = Vec::new();
     for s in senders {
@@ -72,7 +78,12 @@ async fn drain_while_data_flows_delivers_every_acked_event() {
         .collect();
     assert!(acked.len() >= 200, "only {} acked", acked.len());
     let lost: Vec<_> = acked.iter().filter(|id| !delivered.contains(*id)).collect();
-    assert!(lost.is_empty(), "{} acked events were not delivered, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} acked events were not delivered, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,17 +120,29 @@ async fn stalled_sink_stops_reading_instead_of_buffering() {
         if now == last && now > 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the client was never slowed down");
+        assert!(
+            Instant::now() < deadline,
+            "the client was never slowed down"
+        );
         last = now;
     }
-    assert!(!writer.is_finished(), "the connection is held open, not closed");
+    assert!(
+        !writer.is_finished(),
+        "the connection is held open, not closed"
+    );
     let queued = o.metric("outrigger_queue_bytes{component=\"slow\"}");
     // The queue holds at most its bound plus one read's batch (a batch larger than the room
     // left waits; one larger than the whole queue goes alone).
-    assert!(queued <= (262144 + (256 << 10)) as f64, "queue grew to {queued} bytes");
+    assert!(
+        queued <= (262144 + (256 << 10)) as f64,
+        "queue grew to {queued} bytes"
+    );
     // What the client managed to write is the queue, one read buffer and the kernel's socket
     // buffers: far below what it tried.
-    assert!(last < 32 << 20, "client wrote {last} bytes into a stalled pipeline");
+    assert!(
+        last < 32 << 20,
+        "client wrote {last} bytes into a stalled pipeline"
+    );
     writer.abort();
 }
 
@@ -129,7 +152,10 @@ fn bin() -> &'static str {
 
 /// Starts the binary on `config` and returns it with its forward and admin addresses, read
 /// from its JSON log.
-fn spawn(config: &str, dir: &std::path::Path) -> (Child, String, String, std::sync::mpsc::Receiver<String>) {
+fn spawn(
+    config: &str,
+    dir: &std::path::Path,
+) -> (Child, String, String, std::sync::mpsc::Receiver<String>) {
     let path = dir.join("outrigger.toml");
     std::fs::write(&path, config).unwrap();
     let mut child = Command::new(bin())
@@ -141,18 +167,31 @@ fn spawn(config: &str, dir: &std::path::Path) -> (Child, String, String, std::sy
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line);
         }
     });
     let (mut forward, mut admin) = (None, None);
     let deadline = Instant::now() + Duration::from_secs(20);
     while forward.is_none() || admin.is_none() {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("start-up log lines");
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("start-up log lines");
         let v: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
         if v["message"] == "forward source listening" {
             let a = v["addresses"].as_str().unwrap();
-            forward = Some(a.split("tcp://").nth(1).unwrap().split('"').next().unwrap().to_string());
+            forward = Some(
+                a.split("tcp://")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
         }
         if v["message"] == "admin listening" {
             admin = Some(v["address"].as_str().unwrap().to_string());
@@ -172,7 +211,14 @@ fn http_get(addr: &str, path: &str) -> String {
 fn status(pid: u32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix(" kB")?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim()
+                .strip_suffix(" kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap()
 }
 
@@ -204,14 +250,20 @@ fn memory_stays_bounded_under_sustained_overload() {
     // Four clients push as hard as they can for three seconds.
     let log = "q".repeat(300);
     let frame = wire::message("t", 1_700_000_000, &[("log", &log)], None);
-    let burst: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 200).collect();
+    let burst: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * 200)
+        .collect();
     let sent = Arc::new(AtomicU64::new(0));
     let clients: Vec<_> = (0..4)
         .map(|_| {
             let (forward, burst, sent) = (forward.clone(), burst.clone(), sent.clone());
             std::thread::spawn(move || {
                 let mut s = std::net::TcpStream::connect(forward).unwrap();
-                s.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+                s.set_write_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
                 let end = Instant::now() + Duration::from_secs(3);
                 while Instant::now() < end {
                     match s.write(&burst) {
@@ -234,14 +286,26 @@ fn memory_stays_bounded_under_sustained_overload() {
         sent.load(Ordering::Relaxed) >> 20,
         baseline
     );
-    assert!(queued <= (8 << 20) as f64 + (256 << 10) as f64, "queue {queued}");
-    assert!(peak_kib < 64 << 10, "peak RSS {peak_kib} KiB under overload");
-    assert!(sent.load(Ordering::Relaxed) < 256 << 20, "clients were not slowed down");
+    assert!(
+        queued <= (8 << 20) as f64 + (256 << 10) as f64,
+        "queue {queued}"
+    );
+    assert!(
+        peak_kib < 64 << 10,
+        "peak RSS {peak_kib} KiB under overload"
+    );
+    assert!(
+        sent.load(Ordering::Relaxed) < 256 << 20,
+        "clients were not slowed down"
+    );
     // A drain that cannot finish is cut off at the grace period and says so.
     sigterm(&child);
     assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(1));
     let tail: Vec<String> = logs.try_iter().collect();
-    assert!(tail.iter().any(|l| l.contains("drain incomplete")), "{tail:?}");
+    assert!(
+        tail.iter().any(|l| l.contains("drain incomplete")),
+        "{tail:?}"
+    );
     drop(conns);
 }
 
@@ -256,11 +320,19 @@ fn sigterm_drains_and_exits_zero() {
         out.display()
     );
     let (mut child, forward, admin, _logs) = spawn(&config, dir.path());
-    assert!(http_get(&admin, "/ready").starts_with("HTTP/1.0 200") || http_get(&admin, "/ready").contains(" 200 "));
+    assert!(
+        http_get(&admin, "/ready").starts_with("HTTP/1.0 200")
+            || http_get(&admin, "/ready").contains(" 200 ")
+    );
     let mut s = std::net::TcpStream::connect(&forward).unwrap();
     let mut batch = Vec::new();
     for i in 0..1000 {
-        batch.extend(wire::message("t", 1_700_000_000, &[("i", &i.to_string())], None));
+        batch.extend(wire::message(
+            "t",
+            1_700_000_000,
+            &[("i", &i.to_string())],
+            None,
+        ));
     }
     let last = wire::message("t", 1_700_000_000, &[("i", "last")], Some("last"));
     batch.extend(&last);
@@ -270,7 +342,11 @@ fn sigterm_drains_and_exits_zero() {
     sigterm(&child);
     assert_eq!(wait_exit(&mut child, Duration::from_secs(15)), Some(0));
     let text = std::fs::read_to_string(&out).unwrap();
-    assert_eq!(text.lines().count(), 1001, "every acked event was written before exit");
+    assert_eq!(
+        text.lines().count(),
+        1001,
+        "every acked event was written before exit"
+    );
 }
 
 #[test]
@@ -278,10 +354,16 @@ fn validate_reports_errors_with_location() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:1\"\nmax_conections = 5\n[sinks.o]\ntype = \"stdout\"\n").unwrap();
-    let out = Command::new(bin()).args(["validate", "--config", path.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(bin())
+        .args(["validate", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:4: `sources.in.max_conections`: unknown field `max_conections`"), "{err}");
+    assert!(
+        err.contains("bad.toml:4: `sources.in.max_conections`: unknown field `max_conections`"),
+        "{err}"
+    );
 
     let out = Command::new(bin()).args(["validate"]).output().unwrap();
     assert!(out.status.success(), "the built-in default is valid");
@@ -291,11 +373,18 @@ fn validate_reports_errors_with_location() {
         .args(["validate", "--config", examples])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let missing = dir.path().join("tls.toml");
     std::fs::write(&missing, "[sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:1\"\n[sources.in.tls]\ncert_file = \"/nonexistent.crt\"\nkey_file = \"/nonexistent.key\"\n[sinks.o]\ntype = \"stdout\"\n").unwrap();
-    let out = Command::new(bin()).args(["validate", "--config", missing.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(bin())
+        .args(["validate", "--config", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.crt"));
 }
@@ -309,4 +398,29 @@ fn help_and_version() {
     }
     let out = Command::new(bin()).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("outrigger "));
+}
+
+#[test]
+fn second_signal_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[global]\nadmin_address = \"127.0.0.1:0\"\ngrace_period_secs = 60\n\
+        [sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n\
+        [sinks.stuck]\ntype = \"blackhole\"\nrate_events_per_sec = 1\n";
+    let (mut child, forward, _admin, _logs) = spawn(config, dir.path());
+    let mut s = std::net::TcpStream::connect(&forward).unwrap();
+    let mut batch = Vec::new();
+    for _ in 0..100 {
+        batch.extend(wire::message("t", 1, &[("a", "b")], None));
+    }
+    s.write_all(&batch).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    sigterm(&child);
+    // The drain cannot finish (the sink takes 100 s); a second signal must not wait for it.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still draining after the first signal"
+    );
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(5)), Some(130));
 }

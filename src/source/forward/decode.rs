@@ -140,7 +140,7 @@ fn decode(
 ) -> Result<(), Reason> {
     use Reason::*;
     let mut c = Cursor::new(frame);
-    let (h, _) = c.next().map_err(|_| InvalidRequest)?;
+    let (h, _) = c.read().map_err(|_| InvalidRequest)?;
     if h.kind != Kind::Array || !(2..=4).contains(&h.children) {
         return Err(InvalidRequest);
     }
@@ -177,7 +177,7 @@ fn decode(
     let mut body = body;
     match second {
         Kind::Array => {
-            let (h, _) = body.next().map_err(|_| InvalidRequest)?;
+            let (h, _) = body.read().map_err(|_| InvalidRequest)?;
             for _ in 0..h.children {
                 let r = body.skip().map_err(|_| InvalidEntry)?;
                 push_entry(&frame.slice(r), tag, batch, opts, skipped, out);
@@ -228,7 +228,7 @@ struct Opt {
 fn options(c: &mut Cursor<'_>, frame: &Bytes) -> Result<Opt, Reason> {
     use Reason::*;
     let mut opt = Opt::default();
-    let (h, _) = c.next().map_err(|_| InvalidOption)?;
+    let (h, _) = c.read().map_err(|_| InvalidOption)?;
     match h.kind {
         // Old Docker versions send nil for "no options".
         Kind::Nil => return Ok(opt),
@@ -249,7 +249,7 @@ fn options(c: &mut Cursor<'_>, frame: &Bytes) -> Result<Opt, Reason> {
                 }
             }
             Some(b"fluent_signal") => {
-                if let Ok((h, _)) = Cursor::new(c.slice(value)).next() {
+                if let Ok((h, _)) = Cursor::new(c.slice(value)).read() {
                     if let Kind::Int(n) = h.kind {
                         opt.signal = n;
                     }
@@ -318,7 +318,7 @@ fn push_entry(
     out: &mut Outcome,
 ) {
     let mut c = Cursor::new(entry);
-    let decoded = match c.next() {
+    let decoded = match c.read() {
         Ok((h, _)) if h.kind == Kind::Array && h.children == 2 => {
             time(&mut c).and_then(|t| Ok((t, record(&mut c, entry, opts)?)))
         }
@@ -337,7 +337,7 @@ fn push_entry(
 
 /// Reads an entry's time. `None` means a Fluent Bit group marker.
 fn time(c: &mut Cursor<'_>) -> Result<Option<Timestamp>, Reason> {
-    let (h, payload) = c.next().map_err(|_| Reason::InvalidTime)?;
+    let (h, payload) = c.read().map_err(|_| Reason::InvalidTime)?;
     let t = match h.kind {
         Kind::Int(secs) if secs >= 0 => Timestamp { secs, nanos: 0 },
         Kind::Float(f) if f.is_finite() && f >= 0.0 && f < i64::MAX as f64 => Timestamp {
@@ -407,7 +407,12 @@ mod tests {
     fn run(frame: &[u8], opts: &Options) -> (Batch, Outcome, Skipped) {
         let mut batch = Batch::default();
         let mut skipped = Skipped::default();
-        let out = request(&Bytes::copy_from_slice(frame), &mut batch, opts, &mut skipped);
+        let out = request(
+            &Bytes::copy_from_slice(frame),
+            &mut batch,
+            opts,
+            &mut skipped,
+        );
         (batch, out, skipped)
     }
 
@@ -416,7 +421,9 @@ mod tests {
     }
 
     // {"message": "bar"}
-    const REC: &[u8] = &[0x81, 0xa7, b'm', b'e', b's', b's', b'a', b'g', b'e', 0xa3, b'b', b'a', b'r'];
+    const REC: &[u8] = &[
+        0x81, 0xa7, b'm', b'e', b's', b's', b'a', b'g', b'e', 0xa3, b'b', b'a', b'r',
+    ];
     // "app.log"
     const TAG: &[u8] = &[0xa7, b'a', b'p', b'p', b'.', b'l', b'o', b'g'];
 
@@ -432,17 +439,31 @@ mod tests {
         assert!(out.complete && out.chunk.is_none() && s.total() == 0);
         assert_eq!(b.events.len(), 1);
         assert_eq!(b.tag(&b.events[0]), b"app.log");
-        assert_eq!(b.events[0].time, Timestamp { secs: 1441588984, nanos: 0 });
+        assert_eq!(
+            b.events[0].time,
+            Timestamp {
+                secs: 1441588984,
+                nanos: 0
+            }
+        );
         assert_eq!(&b.events[0].record[..], REC);
     }
 
     #[test]
     fn message_mode_event_time_both_encodings() {
         let fixext = [0xd7, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0x07, 0x5b, 0xcd, 0x15];
-        let ext8 = [0xc7, 0x08, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0x07, 0x5b, 0xcd, 0x15];
+        let ext8 = [
+            0xc7, 0x08, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0x07, 0x5b, 0xcd, 0x15,
+        ];
         for time in [&fixext[..], &ext8[..]] {
             let (b, _, _) = run(&msg(time, &[]), &opts());
-            assert_eq!(b.events[0].time, Timestamp { secs: 1441588984, nanos: 123456789 });
+            assert_eq!(
+                b.events[0].time,
+                Timestamp {
+                    secs: 1441588984,
+                    nanos: 123456789
+                }
+            );
         }
     }
 
@@ -462,7 +483,13 @@ mod tests {
         // 1441588984.5 as float64
         let f = 1441588984.5f64.to_bits().to_be_bytes();
         let (b, _, _) = run(&msg(&[&[0xcb][..], &f].concat(), &[]), &opts());
-        assert_eq!(b.events[0].time, Timestamp { secs: 1441588984, nanos: 500_000_000 });
+        assert_eq!(
+            b.events[0].time,
+            Timestamp {
+                secs: 1441588984,
+                nanos: 500_000_000
+            }
+        );
     }
 
     #[test]
@@ -502,9 +529,18 @@ mod tests {
     #[test]
     fn packed_forward_bin_and_str() {
         // bin, with {"size": 2}
-        let bin = [&[0x93, 0xa3, 0x61, 0x70, 0x70, 0xc4, 0x14][..], &ENTRIES, &[0x81, 0xa4, b's', b'i', b'z', b'e', 0x02]].concat();
+        let bin = [
+            &[0x93, 0xa3, 0x61, 0x70, 0x70, 0xc4, 0x14][..],
+            &ENTRIES,
+            &[0x81, 0xa4, b's', b'i', b'z', b'e', 0x02],
+        ]
+        .concat();
         // Fluentd's str32 form, with no options
-        let str32 = [&[0x92, 0xa3, 0x61, 0x70, 0x70, 0xdb, 0, 0, 0, 0x14][..], &ENTRIES].concat();
+        let str32 = [
+            &[0x92, 0xa3, 0x61, 0x70, 0x70, 0xdb, 0, 0, 0, 0x14][..],
+            &ENTRIES,
+        ]
+        .concat();
         for frame in [bin, str32] {
             let (b, out, _) = run(&frame, &opts());
             assert!(out.complete);
@@ -560,8 +596,13 @@ mod tests {
     #[test]
     fn fluent_bit_v2_entries_and_group_markers() {
         // [[EventTime(1441588984,0), {}], {"log": "hi"}], then a group-start marker entry.
-        let v2 = [0x92, 0x92, 0xd7, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0, 0, 0, 0, 0x80, 0x81, 0xa3, b'l', b'o', b'g', 0xa2, b'h', b'i'];
-        let marker = [0x92, 0x92, 0xd7, 0x00, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0x80];
+        let v2 = [
+            0x92, 0x92, 0xd7, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0, 0, 0, 0, 0x80, 0x81, 0xa3, b'l',
+            b'o', b'g', 0xa2, b'h', b'i',
+        ];
+        let marker = [
+            0x92, 0x92, 0xd7, 0x00, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0x80,
+        ];
         let frame = [&[0x92, 0xa3, 0x61, 0x70, 0x70, 0x92][..], &marker, &v2].concat();
         let (b, out, s) = run(&frame, &opts());
         assert!(out.complete && s.total() == 0);
@@ -571,7 +612,12 @@ mod tests {
 
     #[test]
     fn unknown_options_ignored_and_signal_rejected() {
-        let opt = [&[0x82, 0xa3, b'f', b'o', b'o', 0x01, 0xad][..], b"fluent_signal", &[0x00]].concat();
+        let opt = [
+            &[0x82, 0xa3, b'f', b'o', b'o', 0x01, 0xad][..],
+            b"fluent_signal",
+            &[0x00],
+        ]
+        .concat();
         let (b, out, _) = run(&msg(&[0x01], &opt), &opts());
         assert!(out.complete && b.events.len() == 1);
         let opt = [&[0x81, 0xad][..], b"fluent_signal", &[0x02]].concat();
@@ -587,7 +633,10 @@ mod tests {
         assert!(!out.complete);
         assert_eq!(reasons(&s), [("invalid_tag", 1)]);
         // record not a map
-        let (_, _, s) = run(&[&[0x93][..], TAG, &[0x01, 0x92, 0x01, 0x02]].concat(), &opts());
+        let (_, _, s) = run(
+            &[&[0x93][..], TAG, &[0x01, 0x92, 0x01, 0x02]].concat(),
+            &opts(),
+        );
         assert_eq!(reasons(&s), [("invalid_record", 1)]);
         // time a string in Forward mode entries
         let bad_entry = [0x92, 0xa1, b'x', 0x80];
@@ -603,7 +652,10 @@ mod tests {
         // negative and out-of-range EventTime nanos
         let (_, _, s) = run(&msg(&[0xff], &[]), &opts());
         assert_eq!(reasons(&s), [("invalid_time", 1)]);
-        let (_, _, s) = run(&msg(&[0xd7, 0x00, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff], &[]), &opts());
+        let (_, _, s) = run(
+            &msg(&[0xd7, 0x00, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff], &[]),
+            &opts(),
+        );
         assert_eq!(reasons(&s), [("invalid_time", 1)]);
     }
 

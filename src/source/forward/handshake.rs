@@ -129,7 +129,7 @@ fn write_bytes_str(out: &mut Vec<u8>, b: &[u8]) {
 /// Returns the client's shared-key salt when the PING is good.
 fn check(ping: &[u8], challenge: &Challenge, security: &Security) -> Result<Vec<u8>, Refusal> {
     let mut c = Cursor::new(ping);
-    match c.next() {
+    match c.read() {
         Ok((h, _)) if h.kind == Kind::Array && h.children == 6 => {}
         _ => return Err(Refusal::InvalidPing),
     }
@@ -205,9 +205,9 @@ mod tests {
         let (pong, verdict) = answer(&ping([b"client", salt, d.as_bytes(), b"", b""]), &ch, &sec);
         assert_eq!(verdict, Ok(()));
         let mut c = Cursor::new(&pong);
-        assert_eq!(c.next().unwrap().0.children, 5);
+        assert_eq!(c.read().unwrap().0.children, 5);
         assert_eq!(c.bytes().unwrap().unwrap(), b"PONG");
-        assert_eq!(c.next().unwrap().0.kind, Kind::Bool(true));
+        assert_eq!(c.read().unwrap().0.kind, Kind::Bool(true));
         c.skip().unwrap();
         assert_eq!(c.bytes().unwrap().unwrap(), b"outrigger");
         let expected = digest(&[salt, b"outrigger", &ch.nonce, b"secret"]);
