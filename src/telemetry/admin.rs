@@ -18,7 +18,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::metrics::Metrics;
-use crate::shutdown::Shutdown;
 
 /// Readiness as the topology sees it.
 #[derive(Debug, Default)]
@@ -36,23 +35,17 @@ impl Health {
     }
 }
 
-/// Serves admin requests on `listener` until `shutdown` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    mut shutdown: Shutdown,
-) {
+/// Serves admin requests on `listener` until the task is aborted. It keeps answering during
+/// a drain, so probes see `/ready` fail and `/live` pass instead of a refused connection.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    continue;
-                }
-            },
-            _ = shutdown.started() => return,
+        let (stream, _) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let (metrics, health) = (metrics.clone(), health.clone());
         tokio::spawn(async move {

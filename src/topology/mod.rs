@@ -39,10 +39,12 @@ pub struct Running {
     pub admin: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     health: Arc<Health>,
-    /// Begins the drain; every source, connection and the admin server listens for it.
+    /// Begins the drain; every source and connection listens for it.
     stop: Trigger,
     sources: JoinSet<()>,
     sinks: JoinSet<()>,
+    /// Aborted once the drain is over: probes must get answers while it runs.
+    admin_task: Option<tokio::task::JoinHandle<()>>,
     /// Each sink's queue depth, to report what a drain that timed out left behind.
     queues: Vec<QueueGauges>,
     grace: Duration,
@@ -135,17 +137,13 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             .await
             .with_context(|| format!("global.admin_address: binding {addr}"))?;
         let addr = listener.local_addr()?;
-        tokio::spawn(admin::serve(
-            listener,
-            metrics.clone(),
-            health.clone(),
-            stop_rx.clone(),
-        ));
+        let task = tokio::spawn(admin::serve(listener, metrics.clone(), health.clone()));
         tracing::info!(address = %addr, "admin listening");
-        Some(addr)
+        Some((addr, task))
     } else {
         None
     };
+    let (admin, admin_task) = admin.unzip();
 
     let mut addresses = BTreeMap::new();
     let mut tcp = BTreeMap::new();
@@ -169,6 +167,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         stop,
         sources,
         sinks,
+        admin_task,
         queues,
         grace: Duration::from_secs(settings.global.grace_period_secs),
     })
@@ -192,6 +191,9 @@ impl Running {
             while self.sinks.join_next().await.is_some() {}
         })
         .await;
+        if let Some(task) = self.admin_task.take() {
+            task.abort();
+        }
         match drained {
             Ok(()) => Ok(()),
             Err(_) => {

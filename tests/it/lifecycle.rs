@@ -406,7 +406,8 @@ fn second_signal_exits_at_once() {
     let config = "[global]\nadmin_address = \"127.0.0.1:0\"\ngrace_period_secs = 60\n\
         [sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n\
         [sinks.stuck]\ntype = \"blackhole\"\nrate_events_per_sec = 1\n";
-    let (mut child, forward, _admin, _logs) = spawn(config, dir.path());
+    let (mut child, forward, admin, _logs) = spawn(config, dir.path());
+    assert!(http_get(&admin, "/ready").contains(" 200 "));
     let mut s = std::net::TcpStream::connect(&forward).unwrap();
     let mut batch = Vec::new();
     for _ in 0..100 {
