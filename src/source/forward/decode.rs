@@ -699,3 +699,66 @@ mod tests {
         assert_eq!(&b.events[0].record[..], &rec);
     }
 }
+
+/// Mutated and random input through the whole receive path: scanner, decoder and the JSON
+/// encoder a sink would run. Nothing may panic, whatever the bytes. (A coverage-guided fuzz
+/// target goes further; this keeps a fast deterministic check in every test run.)
+#[cfg(test)]
+mod robustness {
+    use super::*;
+    use crate::msgpack::Scanner;
+    use rand::{RngExt, SeedableRng};
+
+    fn seeds() -> Vec<Vec<u8>> {
+        let rec = [0x82, 0xa3, b'l', b'o', b'g', 0xa2, b'h', b'i', 0xa1, b'n', 0x92, 0x01, 0xc4, 0x01, 0xff];
+        let entry = [&[0x92, 0xd7, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0, 0, 0, 1][..], &rec].concat();
+        let mut packed = vec![0x93, 0xa1, b't'];
+        rmp::encode::write_bin(&mut packed, &[entry.clone(), entry.clone()].concat()).unwrap();
+        packed.push(0x80);
+        vec![
+            [&[0x94, 0xa1, b't', 0x01][..], &rec, &[0x81, 0xa5], b"chunk", &[0xa1, b'c']].concat(),
+            [&[0x92, 0xa1, b't', 0x92][..], &entry, &entry].concat(),
+            packed,
+        ]
+    }
+
+    #[test]
+    fn random_mutations_never_panic() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let opts = Options {
+            tag_prefix: None,
+            max_record_bytes: 1 << 16,
+            max_decompressed_bytes: 1 << 16,
+            max_depth: 16,
+        };
+        let seeds = seeds();
+        for i in 0..20_000 {
+            let mut input = seeds[i % seeds.len()].clone();
+            for _ in 0..rng.random_range(1..4) {
+                match rng.random_range(0..3) {
+                    0 if !input.is_empty() => {
+                        let at = rng.random_range(0..input.len());
+                        input[at] = rng.random();
+                    }
+                    1 if !input.is_empty() => input.truncate(rng.random_range(0..input.len())),
+                    _ => input.push(rng.random()),
+                }
+            }
+            let input = Bytes::from(input);
+            let mut scanner = Scanner::default();
+            let mut pos = 0;
+            while let Ok(Some(n)) = scanner.scan(&input[pos..], 1 << 16, 16) {
+                let frame = input.slice(pos..pos + n);
+                pos += n;
+                let mut batch = Batch::default();
+                let mut skipped = Skipped::default();
+                request(&frame, &mut batch, &opts, &mut skipped);
+                let mut out = Vec::new();
+                let mut times = crate::sink::json::TimeCache::default();
+                for e in &batch.events {
+                    let _ = crate::sink::json::event(&mut out, &mut times, batch.tag(e), e.time, &e.record, &[]);
+                }
+            }
+        }
+    }
+}

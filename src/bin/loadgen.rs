@@ -1,0 +1,711 @@
+//! `loadgen`: end-to-end load against a real Outrigger process, and the test corpus.
+//!
+//! ```text
+//! cargo build --release --bins
+//! target/release/loadgen --mode message --events 1000000 --connections 1 --runs 3
+//! target/release/loadgen corpus --out testdata/docker-corpus.jsonl   # regenerate the corpus
+//! ```
+//!
+//! By default it starts `outrigger` (found next to its own executable, or `--outrigger PATH`)
+//! with a generated config: a forward source on a free 127.0.0.1 port, a `blackhole` sink named
+//! `null`, the admin listener on another free port, `log_level = "warn"`. It waits for
+//! `GET /ready`, connects, pre-encodes the requests (cycling through the corpus), and then, on
+//! blocking sockets with one thread per connection, sends `--events` events as fast as the
+//! server takes them. It stops the clock when `outrigger_sink_events_total{component="null"}`
+//! reaches the number sent, and reports wall time, throughput, Outrigger's own CPU time
+//! (utime + stime from `/proc/<pid>/stat`) over that interval, and its peak RSS (`VmHWM`).
+//! Then it sends SIGTERM and waits for the child to exit.
+//!
+//! With `--target HOST:PORT` it drives an Outrigger that is already running instead; `--pid`
+//! adds its CPU and memory, `--metrics-url` and `--sink` say where to watch the count.
+//!
+//! Every wait is bounded: readiness, the count (`--timeout-secs`), each connection's drain, and
+//! the child's exit.
+
+// The crate root is src/bin/, so the submodules need their path spelled out.
+#[path = "loadgen/corpus.rs"]
+mod corpus;
+#[path = "loadgen/frames.rs"]
+mod frames;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+
+use corpus::Record;
+use frames::{Frames, Mode};
+
+#[derive(Parser)]
+#[command(about = "Load Outrigger over the forward protocol and measure its cost")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write the deterministic Docker-shaped corpus as JSON lines, and print its statistics.
+    Corpus {
+        /// Output file; `-` for stdout.
+        #[arg(long, default_value = corpus::DEFAULT_PATH)]
+        out: PathBuf,
+        #[arg(long, default_value_t = corpus::DEFAULT_RECORDS)]
+        records: usize,
+    },
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Events to send in each run.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Client connections, one sending thread each; events are split evenly.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// message | forward | packed | compressed
+    #[arg(long, default_value = "message", value_parser = ["message", "forward", "packed", "compressed"])]
+    mode: String,
+    /// Events per request in forward, packed and compressed modes.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Repeat the whole measurement (with a fresh Outrigger each time) and report medians.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Corpus file (JSON lines); when missing, the same records are generated in memory.
+    #[arg(long, default_value = corpus::DEFAULT_PATH)]
+    corpus: PathBuf,
+    /// The outrigger binary; default: `outrigger` next to this executable.
+    #[arg(long)]
+    outrigger: Option<PathBuf>,
+    /// Give up when the sink has not counted every event this long after sending began.
+    #[arg(long, default_value_t = 120)]
+    timeout_secs: u64,
+    /// Drive an Outrigger that is already running, at this forward address.
+    #[arg(long, requires = "metrics_url")]
+    target: Option<String>,
+    /// With --target: its process ID, to measure its CPU time and peak RSS.
+    #[arg(long, requires = "target")]
+    pid: Option<i32>,
+    /// With --target: its metrics endpoint, like http://127.0.0.1:2020/metrics.
+    #[arg(long)]
+    metrics_url: Option<String>,
+    /// The sink whose `outrigger_sink_events_total` counts delivered events.
+    #[arg(long, default_value = "null")]
+    sink: String,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Cmd::Corpus { out, records }) => write_corpus(&out, records),
+        None => run(&cli.run),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn write_corpus(out: &Path, n: usize) -> anyhow::Result<()> {
+    let records = corpus::generate(n);
+    let text = corpus::to_jsonl(&records);
+    if out == Path::new("-") {
+        std::io::stdout().write_all(text.as_bytes())?;
+    } else {
+        std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("wrote {} ({} bytes)", out.display(), text.len());
+    }
+    print_stats(&records);
+    Ok(())
+}
+
+/// What the corpus looks like, so its claims can be checked.
+fn print_stats(records: &[Record]) {
+    let n = records.len().max(1) as f64;
+    let lens: Vec<usize> = records.iter().map(|r| r.log.len()).collect();
+    let json: Vec<&Record> = records.iter().filter(|r| r.log.starts_with('{')).collect();
+    let traced = json
+        .iter()
+        .filter(|r| {
+            let l = &r.log;
+            l.contains("trace_id\"")
+                || l.contains("traceId\"")
+                || l.contains("trace.id\"")
+                || l.contains("\"traceparent\":\"00-")
+                || l.contains("googleapis.com/trace\"")
+        })
+        .count();
+    let stderr = records.iter().filter(|r| r.source == "stderr").count();
+    let mut frame = Vec::new();
+    for r in records {
+        frames::encode(&mut frame, Mode::Message, &[r], 0);
+    }
+    eprintln!(
+        "records {}: log bytes mean {:.1} min {} max {}; JSON {:.1}% (with trace/span IDs {:.1}% of JSON); text {:.1}%; stderr {:.1}%; Message-mode frame mean {:.1} bytes",
+        records.len(),
+        lens.iter().sum::<usize>() as f64 / n,
+        lens.iter().min().unwrap_or(&0),
+        lens.iter().max().unwrap_or(&0),
+        json.len() as f64 * 100.0 / n,
+        traced as f64 * 100.0 / json.len().max(1) as f64,
+        (records.len() - json.len()) as f64 * 100.0 / n,
+        stderr as f64 * 100.0 / n,
+        frame.len() as f64 / n,
+    );
+}
+
+/// The Outrigger being measured.
+struct Target {
+    forward: SocketAddr,
+    metrics: HttpUrl,
+    pid: Option<i32>,
+    /// Set when we started it: stopped and cleaned up by [`Target::stop`].
+    child: Option<(Child, PathBuf)>,
+}
+
+/// Results of one run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Measured {
+    events: u64,
+    bytes: u64,
+    wall_s: f64,
+    cpu_s: Option<f64>,
+    peak_rss_mib: Option<f64>,
+}
+
+impl Measured {
+    fn events_per_s(&self) -> f64 {
+        self.events as f64 / self.wall_s
+    }
+    fn cpu_per_million(&self) -> Option<f64> {
+        self.cpu_s.map(|c| c * 1e6 / self.events as f64)
+    }
+    fn events_per_cpu_s(&self) -> Option<f64> {
+        self.cpu_s
+            .filter(|c| *c > 0.0)
+            .map(|c| self.events as f64 / c)
+    }
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let mode = Mode::parse(&args.mode).expect("clap checked the mode");
+    if args.events == 0 || args.connections == 0 || args.runs == 0 {
+        bail!("--events, --connections and --runs must be at least 1");
+    }
+    let corpus = Arc::new(corpus::load(&args.corpus).map_err(|e| anyhow!(e))?);
+    if corpus.is_empty() {
+        bail!("the corpus is empty");
+    }
+    let per_frame = if mode == Mode::Message { 1 } else { args.batch.max(1) };
+    let frames = Arc::new(Frames::cycle(&corpus, mode, per_frame));
+    eprintln!(
+        "loadgen: mode {} ({} events per request), {} events over {} connection(s), {} run(s); {} distinct requests, {:.1} bytes per event on the wire",
+        mode.name(),
+        per_frame,
+        args.events,
+        args.connections,
+        args.runs,
+        frames.ends.len(),
+        frames.bytes.len() as f64 / frames.events() as f64,
+    );
+    let mut results = Vec::new();
+    for i in 0..args.runs {
+        let mut target = match &args.target {
+            Some(addr) => external(args, addr)?,
+            None => spawn(args)?,
+        };
+        let r = measure(args, mode, &target, &corpus, &frames);
+        let stopped = target.stop();
+        let r = r?;
+        stopped?;
+        println!("{}", line(&format!("run {}/{}", i + 1, args.runs), args, mode, &r));
+        results.push(r);
+    }
+    if results.len() > 1 {
+        let med = |f: &dyn Fn(&Measured) -> Option<f64>| median(results.iter().filter_map(f).collect());
+        println!(
+            "median of {}: events/s {:.0}  cpu-s/1M {}  events/cpu-s {}  peak RSS MiB {}  wall s {:.3}",
+            results.len(),
+            med(&|r| Some(r.events_per_s())).unwrap_or(0.0),
+            fmt_opt(med(&|r| r.cpu_per_million()), 3),
+            fmt_opt(med(&|r| r.events_per_cpu_s()), 0),
+            fmt_opt(med(&|r| r.peak_rss_mib), 1),
+            med(&|r| Some(r.wall_s)).unwrap_or(0.0),
+        );
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.decimals$}"))
+}
+
+fn line(label: &str, args: &RunArgs, mode: Mode, r: &Measured) -> String {
+    format!(
+        "{label}: mode={} connections={} events={} bytes={} wall_s={:.3} events_per_s={:.0} cpu_s={} cpu_s_per_1M={} events_per_cpu_s={} peak_rss_mib={}",
+        mode.name(),
+        args.connections,
+        r.events,
+        r.bytes,
+        r.wall_s,
+        r.events_per_s(),
+        fmt_opt(r.cpu_s, 2),
+        fmt_opt(r.cpu_per_million(), 3),
+        fmt_opt(r.events_per_cpu_s(), 0),
+        fmt_opt(r.peak_rss_mib, 1),
+    )
+}
+
+/// Sends, waits for the count, and measures.
+fn measure(
+    args: &RunArgs,
+    mode: Mode,
+    target: &Target,
+    corpus: &Arc<Vec<Record>>,
+    frames: &Arc<Frames>,
+) -> anyhow::Result<Measured> {
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let before = scrape(&target.metrics)?;
+    let base = metric(&before, "outrigger_sink_events_total", Some(&args.sink)).unwrap_or(0);
+    let base_source = metric(&before, "outrigger_source_events_total", None).unwrap_or(0);
+    let base_rejected = metric(&before, "outrigger_source_rejected_total", None).unwrap_or(0);
+    let base_errors = metric(&before, "outrigger_source_connection_errors_total", None).unwrap_or(0);
+
+    // Connect everything and split the events before the clock starts.
+    let n = args.connections;
+    let start = Arc::new(Barrier::new(n + 1));
+    let mut threads = Vec::with_capacity(n);
+    for i in 0..n {
+        let events = args.events / n + usize::from(i < args.events % n);
+        let stream = TcpStream::connect_timeout(&target.forward, Duration::from_secs(5))
+            .with_context(|| format!("connecting to {}", target.forward))?;
+        let (frames, corpus, start) = (frames.clone(), corpus.clone(), start.clone());
+        threads.push(std::thread::spawn(move || {
+            send(stream, &frames, &corpus, mode, events, &start, deadline)
+        }));
+    }
+    // Give the accept loop a moment so connection setup is not in the measured CPU time.
+    std::thread::sleep(Duration::from_millis(100));
+
+    let cpu0 = target.pid.map(cpu_seconds).transpose()?;
+    let t0 = Instant::now();
+    start.wait();
+    let mut bytes = 0;
+    let mut failed = None;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(b)) => bytes += b,
+            Ok(Err(e)) => failed = Some(e),
+            Err(_) => failed = Some(anyhow!("a sending thread panicked")),
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e.context("sending"));
+    }
+
+    // Every connection was drained by the server; wait for the sink to count it all.
+    let want = base + args.events as u64;
+    let (done, last) = loop {
+        let text = scrape(&target.metrics)?;
+        let got = metric(&text, "outrigger_sink_events_total", Some(&args.sink)).unwrap_or(0);
+        if got >= want {
+            break (Instant::now(), text);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "timed out: sink `{}` counted {} of {} events ({})",
+                args.sink,
+                got - base,
+                args.events,
+                summary(&text)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let cpu1 = target.pid.map(cpu_seconds).transpose()?;
+    let peak = target.pid.map(peak_rss_mib).transpose()?;
+
+    let got = metric(&last, "outrigger_sink_events_total", Some(&args.sink)).unwrap_or(0) - base;
+    let source = metric(&last, "outrigger_source_events_total", None).unwrap_or(0) - base_source;
+    let rejected = metric(&last, "outrigger_source_rejected_total", None).unwrap_or(0) - base_rejected;
+    let errors = metric(&last, "outrigger_source_connection_errors_total", None).unwrap_or(0) - base_errors;
+    if got != args.events as u64 || source != args.events as u64 || rejected != 0 || errors != 0 {
+        bail!(
+            "counts do not match: sent {} events, source counted {source}, sink {got}, rejected {rejected}, connection errors {errors}",
+            args.events
+        );
+    }
+    Ok(Measured {
+        events: args.events as u64,
+        bytes,
+        wall_s: done.duration_since(t0).as_secs_f64(),
+        cpu_s: cpu0.zip(cpu1).map(|(a, b)| b - a),
+        peak_rss_mib: peak,
+    })
+}
+
+/// One connection's work: `events` events as requests cycled from `frames`, then a
+/// half-close, then the server's own close, which says it has handed everything on.
+fn send(
+    mut stream: TcpStream,
+    frames: &Frames,
+    corpus: &[Record],
+    mode: Mode,
+    events: usize,
+    start: &Barrier,
+    deadline: Instant,
+) -> anyhow::Result<u64> {
+    let per = frames.per_frame;
+    let whole = events / per;
+    let cycles = whole / frames.ends.len();
+    let part = whole % frames.ends.len();
+    // A last, shorter request for what does not fill a whole one.
+    let rest = match events % per {
+        0 => Frames::default(),
+        k => Frames::build(corpus, mode, k, whole * per, 1),
+    };
+    let head = if part == 0 { 0 } else { frames.ends[part - 1] };
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    start.wait();
+    let mut sent = 0u64;
+    for _ in 0..cycles {
+        stream.write_all(&frames.bytes)?;
+        sent += frames.bytes.len() as u64;
+    }
+    stream.write_all(&frames.bytes[..head])?;
+    stream.write_all(&rest.bytes)?;
+    sent += (head + rest.bytes.len()) as u64;
+    stream.shutdown(Shutdown::Write)?;
+    // Bounded: each read waits at most until the run's deadline.
+    let mut sink = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("the server did not close the connection before the deadline");
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("waiting for the server to close"),
+        }
+    }
+    Ok(sent)
+}
+
+fn summary(metrics: &str) -> String {
+    [
+        "outrigger_source_events_total",
+        "outrigger_source_rejected_total",
+        "outrigger_source_connection_errors_total",
+        "outrigger_queue_events",
+    ]
+    .iter()
+    .map(|m| format!("{m}={}", metric(metrics, m, None).unwrap_or(0)))
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+/// Sum of the series called `name` (with `component="…"` when given) in a text exposition.
+fn metric(text: &str, name: &str, component: Option<&str>) -> Option<u64> {
+    let mut found = None;
+    for l in text.lines() {
+        let Some(rest) = l.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        if let Some(c) = component {
+            if !rest.contains(&format!("component=\"{c}\"")) {
+                continue;
+            }
+        }
+        let value = rest.rsplit(' ').next()?.parse::<f64>().ok()?;
+        *found.get_or_insert(0) += value as u64;
+    }
+    found
+}
+
+// ---- Outrigger as a child process --------------------------------------------------------
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn spawn(args: &RunArgs) -> anyhow::Result<Target> {
+    let bin = match &args.outrigger {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("this executable has no directory")?
+            .join("outrigger"),
+    };
+    if !bin.is_file() {
+        bail!(
+            "no outrigger binary at {} (build it with `cargo build --release --bins`, or pass --outrigger)",
+            bin.display()
+        );
+    }
+    let (forward, admin) = (free_port()?, free_port()?);
+    let dir = std::env::temp_dir().join(format!(
+        "outrigger-loadgen-{}-{forward}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("outrigger.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[global]\nlog_level = \"warn\"\nadmin_address = \"127.0.0.1:{admin}\"\ngrace_period_secs = 10\n\n\
+             [sources.forward]\ntype = \"forward\"\naddress = \"127.0.0.1:{forward}\"\nheartbeat_enabled = false\n\n\
+             [sinks.{}]\ntype = \"blackhole\"\n",
+            args.sink
+        ),
+    )?;
+    let stderr = std::fs::File::create(dir.join("stderr.log"))?;
+    let child = Command::new(&bin)
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let pid = child.id() as i32;
+    let mut target = Target {
+        forward: ([127, 0, 0, 1], forward).into(),
+        metrics: HttpUrl {
+            addr: ([127, 0, 0, 1], admin).into(),
+            path: "/metrics".into(),
+        },
+        pid: Some(pid),
+        child: Some((child, dir)),
+    };
+    let ready = HttpUrl {
+        addr: target.metrics.addr,
+        path: "/ready".into(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some((child, dir)) = &mut target.child {
+            if let Some(status) = child.try_wait()? {
+                let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+                target.stop()?;
+                bail!("outrigger exited at start ({status}):\n{log}");
+            }
+        }
+        if matches!(http_get(&ready), Ok((200, _))) {
+            return Ok(target);
+        }
+        if Instant::now() > deadline {
+            let _ = target.stop();
+            bail!("outrigger was not ready within 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn external(args: &RunArgs, addr: &str) -> anyhow::Result<Target> {
+    let forward = addr
+        .to_socket_addrs()?
+        .next()
+        .with_context(|| format!("{addr} resolves to nothing"))?;
+    let url = args
+        .metrics_url
+        .as_deref()
+        .context("--target needs --metrics-url")?;
+    Ok(Target {
+        forward,
+        metrics: HttpUrl::parse(url)?,
+        pid: args.pid,
+        child: None,
+    })
+}
+
+impl Target {
+    /// SIGTERM, then wait (at most 30 s, then SIGKILL); removes the temporary directory.
+    fn stop(&mut self) -> anyhow::Result<()> {
+        let Some((mut child, dir)) = self.child.take() else {
+            return Ok(());
+        };
+        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        match status {
+            Some(s) if s.success() => {
+                if !log.trim().is_empty() {
+                    eprintln!("outrigger stderr:\n{log}");
+                }
+                Ok(())
+            }
+            Some(s) => bail!("outrigger exited with {s}:\n{log}"),
+            None => bail!("outrigger did not exit within 30 s of SIGTERM; killed"),
+        }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+// ---- /proc ---------------------------------------------------------------------------------
+
+/// utime + stime of `pid`, in seconds.
+fn cpu_seconds(pid: i32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces: the first
+    // is field 3 (state), so utime (14) and stime (15) are the 12th and 13th.
+    let rest = stat
+        .rsplit_once(')')
+        .context("unexpected /proc/<pid>/stat")?
+        .1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).context("no utime")?.parse::<u64>()?
+        + f.get(12).context("no stime")?.parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz <= 0 {
+        bail!("sysconf(_SC_CLK_TCK) failed");
+    }
+    Ok(ticks as f64 / hz as f64)
+}
+
+/// VmHWM of `pid`, in MiB.
+fn peak_rss_mib(pid: i32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .context("no VmHWM in /proc/<pid>/status")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kib as f64 / 1024.0)
+}
+
+// ---- minimal HTTP/1.0 client ----------------------------------------------------------------
+
+struct HttpUrl {
+    addr: SocketAddr,
+    path: String,
+}
+
+impl HttpUrl {
+    fn parse(url: &str) -> anyhow::Result<HttpUrl> {
+        let rest = url
+            .strip_prefix("http://")
+            .context("only http:// URLs are supported")?;
+        let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let addr = host
+            .to_socket_addrs()?
+            .next()
+            .with_context(|| format!("{host} resolves to nothing"))?;
+        Ok(HttpUrl {
+            addr,
+            path: if path.is_empty() { "/" } else { path }.into(),
+        })
+    }
+}
+
+fn http_get(url: &HttpUrl) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&url.addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {} HTTP/1.0\r\nHost: {}\r\n\r\n", url.path, url.addr)?;
+    let mut body = Vec::new();
+    s.take(16 << 20).read_to_end(&mut body)?;
+    let text = String::from_utf8_lossy(&body);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status line")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((status, body))
+}
+
+fn scrape(url: &HttpUrl) -> anyhow::Result<String> {
+    match http_get(url)? {
+        (200, body) => Ok(body),
+        (status, _) => bail!("GET {} answered {status}", url.path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_labelled_counters() {
+        let text = "# HELP x\noutrigger_sink_events_total{component=\"null\"} 42\n\
+                    outrigger_sink_events_total{component=\"other\"} 1\n\
+                    outrigger_sink_events_total_created 5\n";
+        assert_eq!(metric(text, "outrigger_sink_events_total", Some("null")), Some(42));
+        assert_eq!(metric(text, "outrigger_sink_events_total", None), Some(43));
+        assert_eq!(metric(text, "outrigger_source_events_total", None), None);
+    }
+
+    #[test]
+    fn every_mode_decodes_as_outrigger_reads_it() {
+        let corpus = corpus::generate(50);
+        for mode in Mode::ALL {
+            let f = Frames::build(&corpus, mode, 7, 3, 4);
+            let mut scanner = outrigger::msgpack::Scanner::default();
+            let mut pos = 0;
+            for &end in &f.ends {
+                assert_eq!(scanner.scan(&f.bytes[pos..], 1 << 24, 64), Ok(Some(end - pos)));
+                pos = end;
+            }
+        }
+    }
+}
