@@ -333,7 +333,7 @@ fn json_line(rng: &mut Rng, c: &Container, i: usize, target: usize) -> String {
         Style::Zap => {
             o.str("level", lvl)
                 .raw("ts", format!("{secs}.{micros:06}"))
-                .str("caller", rng.pick(CALLERS))
+                .str("caller", *rng.pick(CALLERS))
                 .str("msg", msg)
                 .str("method", method)
                 .str("path", &path)
@@ -362,7 +362,7 @@ fn json_line(rng: &mut Rng, c: &Container, i: usize, target: usize) -> String {
             o.str("@timestamp", &rfc3339(secs, micros, 3))
                 .str("@version", "1")
                 .str("message", &format!("{msg} [{method} {path}]"))
-                .str("logger_name", rng.pick(LOGGERS))
+                .str("logger_name", *rng.pick(LOGGERS))
                 .str(
                     "thread_name",
                     &format!("http-nio-8080-exec-{}", rng.range(1, 200)),

@@ -7,7 +7,8 @@
 //! The mode is chosen with one look at the type of the second element, as the
 //! [spec](https://github.com/fluent/fluentd/wiki/Forward-Protocol-Specification-v1) intends:
 //! array = Forward, integer/float/ext = Message, str/bin = PackedForward (compressed when the
-//! option says `gzip` or the payload starts with the gzip magic).
+//! option says `gzip` or `zstd`, or the payload starts with either's magic bytes; Fluentd sends
+//! both, Fluent Bit gzip).
 //!
 //! A request whose shape is wrong is skipped whole; inside a good request a bad entry is skipped
 //! alone. Either way the request is not complete, so it is not acknowledged and a client that
@@ -38,7 +39,7 @@ pub enum Reason {
     InvalidOption,
     /// `compressed` names a codec we do not have.
     UnsupportedCompression,
-    /// The payload is marked gzip but is not valid gzip.
+    /// The payload is marked compressed but does not decompress.
     BadCompression,
     DecompressedTooLarge,
     /// `fluent_signal` says metrics or traces, not logs.
@@ -189,12 +190,19 @@ fn decode(
                 .map_err(|_| InvalidRequest)?
                 .unwrap_or_default();
             let payload = frame.slice(offset(frame, payload));
-            let stream = if opt.gzip || payload.starts_with(&GZIP_MAGIC) {
-                let data = gunzip(&payload, opts.max_decompressed_bytes)?;
-                batch.size += data.len();
-                data
-            } else {
-                payload
+            let codec = match opt.codec {
+                Some(c) => Some(c),
+                None if payload.starts_with(&GZIP_MAGIC) => Some(Codec::Gzip),
+                None if payload.starts_with(&ZSTD_MAGIC) => Some(Codec::Zstd),
+                None => None,
+            };
+            let stream = match codec {
+                Some(codec) => {
+                    let data = decompress(codec, &payload, opts.max_decompressed_bytes)?;
+                    batch.size += data.len();
+                    data
+                }
+                None => payload,
             };
             packed(&stream, tag, batch, opts, skipped, out)?;
         }
@@ -211,6 +219,13 @@ fn decode(
 }
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    Gzip,
+    Zstd,
+}
 
 /// The range `part` occupies inside `whole`; `part` must be a subslice of it.
 fn offset(whole: &[u8], part: &[u8]) -> std::ops::Range<usize> {
@@ -221,7 +236,7 @@ fn offset(whole: &[u8], part: &[u8]) -> std::ops::Range<usize> {
 #[derive(Default)]
 struct Opt {
     chunk: Option<Bytes>,
-    gzip: bool,
+    codec: Option<Codec>,
     signal: i64,
 }
 
@@ -243,7 +258,8 @@ fn options(c: &mut Cursor<'_>, frame: &Bytes) -> Result<Opt, Reason> {
             Some(b"compressed") => {
                 let v = Cursor::new(c.slice(value)).bytes().ok().flatten();
                 match v {
-                    Some(b"gzip") => opt.gzip = true,
+                    Some(b"gzip") => opt.codec = Some(Codec::Gzip),
+                    Some(b"zstd") => opt.codec = Some(Codec::Zstd),
                     Some(b"text") | None => {}
                     Some(_) => return Err(UnsupportedCompression),
                 }
@@ -262,11 +278,15 @@ fn options(c: &mut Cursor<'_>, frame: &Bytes) -> Result<Opt, Reason> {
     Ok(opt)
 }
 
-/// Decompresses every gzip member of `data`, refusing to produce more than `limit` bytes.
-fn gunzip(data: &[u8], limit: usize) -> Result<Bytes, Reason> {
+/// Decompresses every gzip member or zstd frame of `data`, refusing to produce more than
+/// `limit` bytes: a bomb costs at most `limit` of memory and the time to inflate it.
+fn decompress(codec: Codec, data: &[u8], limit: usize) -> Result<Bytes, Reason> {
     let mut out = Vec::with_capacity((data.len() * 4).min(limit));
-    let decoder = flate2::read::MultiGzDecoder::new(data);
-    decoder
+    let reader: Box<dyn Read> = match codec {
+        Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
+        Codec::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(data).map_err(|_| Reason::BadCompression)?),
+    };
+    reader
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
         .map_err(|_| Reason::BadCompression)?;
@@ -580,7 +600,24 @@ mod tests {
         assert!(!out.complete && b.events.is_empty());
         assert_eq!(reasons(&s), [("bad_compression", 1)]);
         let (_, _, s) = run(&compressed(&ENTRIES, "zstd"), &opts());
+        assert_eq!(reasons(&s), [("bad_compression", 1)]);
+        let (_, _, s) = run(&compressed(&ENTRIES, "lz4"), &opts());
         assert_eq!(reasons(&s), [("unsupported_compression", 1)]);
+    }
+
+    #[test]
+    fn zstd_frames_as_fluentd_sends_them() {
+        let payload = [
+            zstd::encode_all(&ENTRIES[..10], 3).unwrap(),
+            zstd::encode_all(&ENTRIES[10..], 3).unwrap(),
+        ]
+        .concat();
+        let (b, out, s) = run(&compressed(&payload, "zstd"), &opts());
+        assert!(out.complete, "{:?}", reasons(&s));
+        assert_eq!(b.events.len(), 2);
+        let zeros = zstd::encode_all(&vec![0u8; 8 << 20][..], 3).unwrap();
+        let (_, _, s) = run(&compressed(&zeros, "zstd"), &opts());
+        assert_eq!(reasons(&s), [("decompressed_too_large", 1)]);
     }
 
     #[test]
