@@ -174,9 +174,10 @@ fn spawn(
             let _ = tx.send(line);
         }
     });
-    let (mut forward, mut admin) = (None, None);
+    let (mut forward, mut admin, mut started) = (None, None, false);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while forward.is_none() || admin.is_none() {
+    // "started" comes after readiness is set, so /ready answers 200 from then on.
+    while forward.is_none() || admin.is_none() || !started {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("start-up log lines");
@@ -193,6 +194,7 @@ fn spawn(
                     .to_string(),
             );
         }
+        started |= v["message"] == "started";
         if v["message"] == "admin listening" {
             admin = Some(v["address"].as_str().unwrap().to_string());
         }

@@ -238,83 +238,95 @@ fn rfc3339(secs: u64, micros: u32, digits: usize) -> String {
     )
 }
 
-/// A JSON object written field by field, in the order a logging library would.
-struct Obj(String);
+/// A JSON value of a log field: a string, or a number/boolean written as it is.
+#[derive(Clone)]
+enum V {
+    S(String),
+    N(String),
+}
 
-impl Obj {
-    fn new() -> Obj {
-        Obj(String::from("{"))
-    }
-    fn key(&mut self, k: &str) {
-        if self.0.len() > 1 {
-            self.0.push(',');
+fn s(v: impl Into<String>) -> V {
+    V::S(v.into())
+}
+
+fn n(v: impl std::fmt::Display) -> V {
+    V::N(v.to_string())
+}
+
+type Fields = Vec<(&'static str, V)>;
+
+fn field_len(k: &str, v: &V) -> usize {
+    // "k": plus the value plus a comma.
+    k.len()
+        + 4
+        + match v {
+            V::S(s) => s.len() + 2 + s.matches(['"', '\\']).count(),
+            V::N(n) => n.len(),
         }
-        self.0.push('"');
-        self.0.push_str(k);
-        self.0.push_str("\":");
+}
+
+fn push_field(out: &mut String, k: &str, v: &V) {
+    if out.len() > 1 {
+        out.push(',');
     }
-    fn str(&mut self, k: &str, v: &str) -> &mut Obj {
-        self.key(k);
-        self.0.push('"');
-        for c in v.chars() {
-            match c {
-                '"' => self.0.push_str("\\\""),
-                '\\' => self.0.push_str("\\\\"),
-                '\n' => self.0.push_str("\\n"),
-                '\t' => self.0.push_str("\\t"),
-                c => self.0.push(c),
+    out.push('"');
+    out.push_str(k);
+    out.push_str("\":");
+    match v {
+        V::S(s) => {
+            out.push('"');
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    c => out.push(c),
+                }
             }
+            out.push('"');
         }
-        self.0.push('"');
-        self
-    }
-    fn raw(&mut self, k: &str, v: impl std::fmt::Display) -> &mut Obj {
-        self.key(k);
-        let _ = write!(self.0, "{v}");
-        self
-    }
-    fn len(&self) -> usize {
-        self.0.len() + 1
-    }
-    fn finish(mut self) -> String {
-        self.0.push('}');
-        self.0
+        V::N(n) => out.push_str(n),
     }
 }
 
-/// Fields a line may carry beyond its core, added while the line is under its target length.
-fn extras(rng: &mut Rng, c: &Container, i: usize) -> Vec<(String, String, bool)> {
-    let mut v = vec![
-        ("request_id".into(), rng.hex(24), false),
-        ("remote_addr".into(), ip(rng), false),
-        ("user_agent".into(), rng.pick(AGENTS).to_string(), false),
-        ("bytes_out".into(), rng.range(0, 48_000).to_string(), true),
-        ("user_id".into(), format!("u_{}", rng.range(10_000, 999_999)), false),
-        ("region".into(), rng.pick(&["eu-west-1", "us-east-1", "ap-south-1"]).to_string(), false),
-        ("version".into(), format!("1.{}.{}", c.service.len() % 7, i % 3), false),
-        ("host".into(), format!("{}-{}", c.service, &c.id[..10]), false),
+/// Writes every `core` field, then those `optional` fields (in order) that keep the line
+/// within `target` bytes.
+fn object(core: &Fields, optional: &Fields, target: usize) -> String {
+    let mut out = String::from("{");
+    for (k, v) in core {
+        push_field(&mut out, k, v);
+    }
+    for (k, v) in optional {
+        if out.len() + field_len(k, v) + 1 <= target {
+            push_field(&mut out, k, v);
+        }
+    }
+    out.push('}');
+    out
+}
+
+/// Fields a line may carry beyond its core, shuffled so lines of one service do not all end
+/// the same way.
+fn extras(rng: &mut Rng, c: &Container, i: usize) -> Fields {
+    let mut v: Fields = vec![
+        ("request_id", s(rng.hex(24))),
+        ("remote_addr", s(ip(rng))),
+        ("user_agent", s(*rng.pick(AGENTS))),
+        ("bytes_out", n(rng.range(0, 48_000))),
+        ("user_id", s(format!("u_{}", rng.range(10_000, 999_999)))),
+        (
+            "region",
+            s(*rng.pick(&["eu-west-1", "us-east-1", "ap-south-1"])),
+        ),
+        ("version", s(format!("1.{}.{}", c.service.len() % 7, i % 3))),
+        ("host", s(format!("{}-{}", c.service, &c.id[..10]))),
+        ("retry", n(rng.below(3))),
+        ("db_rows", n(rng.range(0, 500))),
     ];
-    // Shuffle so lines of one service do not all end the same way.
     for k in (1..v.len()).rev() {
         let j = rng.below(k as u64 + 1) as usize;
         v.swap(k, j);
     }
     v
-}
-
-/// Appends extras while the object stays within `target` bytes.
-fn fill(o: &mut Obj, extras: Vec<(String, String, bool)>, target: usize) {
-    for (k, v, numeric) in extras {
-        let add = k.len() + v.len() + if numeric { 4 } else { 6 };
-        if o.len() + add > target {
-            continue;
-        }
-        if numeric {
-            o.raw(&k, v);
-        } else {
-            o.str(&k, &v);
-        }
-    }
 }
 
 fn json_line(rng: &mut Rng, c: &Container, i: usize, target: usize) -> String {
@@ -327,133 +339,190 @@ fn json_line(rng: &mut Rng, c: &Container, i: usize, target: usize) -> String {
     let duration_ms = rng.range(1, 2500) as f64 / 10.0;
     let traced = rng.percent(70);
     let (trace, span) = (rng.hex(32), rng.hex(16));
-    let extras = extras(rng, c, i);
-    let mut o = Obj::new();
-    match c.style {
-        Style::Zap => {
-            o.str("level", lvl)
-                .raw("ts", format!("{secs}.{micros:06}"))
-                .str("caller", *rng.pick(CALLERS))
-                .str("msg", msg)
-                .str("method", method)
-                .str("path", &path)
-                .raw("status", status)
-                .raw("duration_ms", duration_ms);
-            if traced {
-                o.str("trace_id", &trace).str("span_id", &span);
-            }
+    let mut opt = extras(rng, c, i);
+    let ids = |t: &'static str, sp: &'static str| -> Fields {
+        if traced {
+            vec![(t, s(&trace)), (sp, s(&span))]
+        } else {
+            Vec::new()
         }
-        Style::Pino => {
-            o.raw("level", lvl_num)
-                .raw("time", secs * 1000 + u64::from(micros / 1000))
-                .raw("pid", 1)
-                .str("hostname", &format!("{}-{}", c.service, &c.id[..5]));
-            if traced {
-                o.str("traceId", &trace).str("spanId", &span);
-            }
-            o.str("reqId", &format!("req-{}", rng.hex(4)))
-                .str("msg", msg)
-                .str("method", method)
-                .str("url", &path)
-                .raw("statusCode", status)
-                .raw("responseTime", duration_ms as u64);
-        }
-        Style::Logback => {
-            o.str("@timestamp", &rfc3339(secs, micros, 3))
-                .str("@version", "1")
-                .str("message", &format!("{msg} [{method} {path}]"))
-                .str("logger_name", *rng.pick(LOGGERS))
-                .str(
+    };
+    let (core, style_opt): (Fields, Fields) = match c.style {
+        Style::Zap => (
+            [
+                vec![
+                    ("level", s(lvl)),
+                    ("ts", n(format!("{secs}.{micros:06}"))),
+                    ("caller", s(*rng.pick(CALLERS))),
+                    ("msg", s(msg)),
+                ],
+                ids("trace_id", "span_id"),
+            ]
+            .concat(),
+            vec![
+                ("method", s(method)),
+                ("path", s(&path)),
+                ("status", n(status)),
+                ("duration_ms", n(duration_ms)),
+            ],
+        ),
+        Style::Pino => (
+            [
+                vec![
+                    ("level", n(lvl_num)),
+                    ("time", n(secs * 1000 + u64::from(micros / 1000))),
+                    ("pid", n(1)),
+                    ("hostname", s(format!("{}-{}", c.service, &c.id[..5]))),
+                ],
+                ids("traceId", "spanId"),
+                vec![("msg", s(msg))],
+            ]
+            .concat(),
+            vec![
+                ("reqId", s(format!("req-{}", rng.hex(4)))),
+                ("method", s(method)),
+                ("url", s(&path)),
+                ("statusCode", n(status)),
+                ("responseTime", n(duration_ms as u64)),
+            ],
+        ),
+        Style::Logback => (
+            [
+                vec![
+                    ("@timestamp", s(rfc3339(secs, micros, 3))),
+                    (
+                        "message",
+                        s(if msg.len() + path.len() < 64 {
+                            format!("{msg} [{method} {path}]")
+                        } else {
+                            msg.to_string()
+                        }),
+                    ),
+                    ("logger_name", s(*rng.pick(LOGGERS))),
+                    ("level", s(lvl.to_uppercase())),
+                ],
+                ids("traceId", "spanId"),
+            ]
+            .concat(),
+            vec![
+                (
                     "thread_name",
-                    &format!("http-nio-8080-exec-{}", rng.range(1, 200)),
-                )
-                .str("level", &lvl.to_uppercase())
-                .raw("level_value", lvl_num * 1000 - 10_000);
-            if traced {
-                o.str("traceId", &trace).str("spanId", &span);
-            }
-        }
-        Style::Ecs => {
-            o.str("@timestamp", &rfc3339(secs, micros, 3))
-                .str("log.level", lvl)
-                .str("message", msg)
-                .str("ecs.version", "1.6.0")
-                .str("service.name", c.service)
-                .str("http.request.method", method)
-                .str("url.path", &path)
-                .raw("http.response.status_code", status);
-            if traced {
-                o.str("trace.id", &trace)
-                    .str("transaction.id", &span)
-                    .str("span.id", &span);
-            }
-        }
-        Style::Structlog => {
-            o.str("event", msg)
-                .str("level", lvl)
-                .str("logger", "app.api.views")
-                .str("timestamp", &rfc3339(secs, micros, 6))
-                .str("method", method)
-                .str("path", &path)
-                .raw("status_code", status);
-            if traced {
-                o.str("trace_id", &trace)
-                    .str("span_id", &span)
-                    .raw("trace_sampled", "true");
-            }
-        }
-        Style::Datadog => {
-            o.str("timestamp", &rfc3339(secs, micros, 3))
-                .str("status", lvl)
-                .str("message", msg)
-                .str("service", c.service)
-                .str("http.method", method)
-                .str("http.url_details.path", &path)
-                .raw("http.status_code", status);
-            if traced {
-                o.str("dd.trace_id", &trace)
-                    .str("dd.span_id", &span)
-                    .str("dd.env", "prod")
-                    .str("dd.service", c.service);
-            }
-        }
+                    s(format!("http-nio-8080-exec-{}", rng.range(1, 200))),
+                ),
+                ("level_value", n(lvl_num * 1000 - 10_000)),
+                ("@version", s("1")),
+            ],
+        ),
+        Style::Ecs => (
+            [
+                vec![
+                    ("@timestamp", s(rfc3339(secs, micros, 3))),
+                    ("log.level", s(lvl)),
+                    ("message", s(msg)),
+                    ("service.name", s(c.service)),
+                ],
+                ids("trace.id", "span.id"),
+            ]
+            .concat(),
+            vec![
+                ("ecs.version", s("1.6.0")),
+                ("http.request.method", s(method)),
+                ("url.path", s(&path)),
+                ("http.response.status_code", n(status)),
+            ],
+        ),
+        Style::Structlog => (
+            [
+                vec![
+                    ("event", s(msg)),
+                    ("level", s(lvl)),
+                    ("logger", s("app.api.views")),
+                    ("timestamp", s(rfc3339(secs, micros, 6))),
+                ],
+                ids("trace_id", "span_id"),
+            ]
+            .concat(),
+            vec![
+                ("method", s(method)),
+                ("path", s(&path)),
+                ("status_code", n(status)),
+                ("trace_sampled", n(traced)),
+            ],
+        ),
+        Style::Datadog => (
+            [
+                vec![
+                    ("timestamp", s(rfc3339(secs, micros, 3))),
+                    ("status", s(lvl)),
+                    ("message", s(msg)),
+                ],
+                ids("dd.trace_id", "dd.span_id"),
+            ]
+            .concat(),
+            vec![
+                ("dd.service", s(c.service)),
+                ("dd.env", s("prod")),
+                ("http.method", s(method)),
+                ("http.url_details.path", s(&path)),
+                ("http.status_code", n(status)),
+            ],
+        ),
         Style::NginxJson => {
-            let ua = *rng.pick(AGENTS);
-            let tp = if traced {
-                format!("00-{trace}-{span}-01")
-            } else {
-                String::new()
-            };
-            o.str("time", &rfc3339(secs, micros, 3))
-                .str("remote_addr", &ip(rng))
-                .str("request", &format!("{method} {path} HTTP/1.1"))
-                .str("status", &status.to_string())
-                .str("body_bytes_sent", &rng.range(0, 90_000).to_string())
-                .str("request_time", &format!("{:.3}", duration_ms / 1000.0))
-                .str("http_user_agent", ua)
-                .str("traceparent", &tp);
-            // nginx writes every field; the access log has no room for more.
-            return o.finish();
+            // nginx writes every field of its format, empty or not; nothing else.
+            opt.clear();
+            (
+                vec![
+                    ("time", s(rfc3339(secs, micros, 3))),
+                    ("remote_addr", s(ip(rng))),
+                    ("request", s(format!("{method} {path} HTTP/1.1"))),
+                    ("status", s(status.to_string())),
+                    ("body_bytes_sent", s(rng.range(0, 90_000).to_string())),
+                    ("request_time", s(format!("{:.3}", duration_ms / 1000.0))),
+                    (
+                        "traceparent",
+                        s(if traced {
+                            format!("00-{trace}-{span}-01")
+                        } else {
+                            String::new()
+                        }),
+                    ),
+                ],
+                vec![
+                    ("http_user_agent", s(*rng.pick(AGENTS))),
+                    ("http_referer", s("")),
+                    ("upstream_addr", s(format!("{}:8080", ip(rng)))),
+                ],
+            )
         }
-        Style::Gcp => {
-            o.str("severity", &lvl.to_uppercase())
-                .str("message", msg)
-                .str("time", &rfc3339(secs, micros, 6));
-            if traced {
-                o.str(
-                    "logging.googleapis.com/trace",
-                    &format!("projects/shop-prod/traces/{trace}"),
-                )
-                .str("logging.googleapis.com/spanId", &span)
-                .raw("logging.googleapis.com/trace_sampled", "true");
-            }
-            o.str("httpRequest.requestMethod", method)
-                .str("httpRequest.requestUrl", &path)
-                .raw("httpRequest.status", status);
-        }
-    }
-    fill(&mut o, extras, target);
-    o.finish()
+        Style::Gcp => (
+            [
+                vec![
+                    ("severity", s(lvl.to_uppercase())),
+                    ("message", s(msg)),
+                    ("time", s(rfc3339(secs, micros, 6))),
+                ],
+                if traced {
+                    vec![
+                        (
+                            "logging.googleapis.com/trace",
+                            s(format!("projects/shop-prod/traces/{trace}")),
+                        ),
+                        ("logging.googleapis.com/spanId", s(&span)),
+                    ]
+                } else {
+                    Vec::new()
+                },
+            ]
+            .concat(),
+            vec![
+                ("httpRequest.requestMethod", s(method)),
+                ("httpRequest.requestUrl", s(&path)),
+                ("httpRequest.status", n(status)),
+            ],
+        ),
+    };
+    let optional = [style_opt, opt].concat();
+    object(&core, &optional, target)
 }
 
 fn text_line(rng: &mut Rng, c: &Container, i: usize, target: usize) -> String {
@@ -506,8 +575,20 @@ fn text_line(rng: &mut Rng, c: &Container, i: usize, target: usize) -> String {
         ),
     };
     // Pad with the kind of tail text loggers append, then cut to the target.
-    while line.len() < target {
-        let _ = write!(line, " client={} req={}", ip(rng), rng.hex(12));
+    let tails = [
+        format!(" request_id={}", rng.hex(24)),
+        format!(" remote={}:{}", ip(rng), rng.range(1024, 65535)),
+        format!(" ua=\"{}\"", rng.pick(AGENTS)),
+        format!(" bytes={}", rng.range(0, 48_000)),
+        format!(" user=u_{}", rng.range(10_000, 999_999)),
+        format!(" host={}-{}", c.service, &c.id[..10]),
+        format!(" attempt={}/3", rng.range(1, 3)),
+    ];
+    for t in &tails {
+        if line.len() >= target {
+            break;
+        }
+        line.push_str(t);
     }
     line.truncate(target);
     line
@@ -520,7 +601,8 @@ pub fn generate(n: usize) -> Vec<Record> {
         .iter()
         .map(|&(service, style, text_pct)| Container {
             id: rng.hex(64),
-            name: format!("/{service}-{}", rng.hex(5)),
+            // Compose-style names: /<project>-<service>-<replica>.
+            name: format!("/shop-{service}-{}", 1 + rng.below(3)),
             service,
             style,
             text_pct,
@@ -535,15 +617,19 @@ pub fn generate(n: usize) -> Vec<Record> {
                 45..=59 => 2,
                 k => 3 + (k as usize - 60) % (containers.len() - 3),
             }];
-            // Targets between 200 and 300, weighted toward the top (mean about 270).
-            let target = (300 - rng.below(101).min(rng.below(101))) as usize;
+            // Targets between 220 and 300, weighted toward the top (mean about 273); JSON lines
+            // end a little short of theirs, text lines are cut to it.
+            let target = (300 - rng.below(81).min(rng.below(81))) as usize;
             let text = rng.percent(c.text_pct);
             let log = if text {
                 text_line(&mut rng, c, i, target)
             } else {
                 json_line(&mut rng, c, i, target)
             };
-            let stderr = matches!(log.as_bytes().get(..40), Some(b) if b.windows(5).any(|w| w == b"error" || w == b"ERROR"));
+            // Errors go to stderr, as most loggers are set up to do.
+            let stderr = ["\"error\"", "ERROR", "\"level\":50", "[error]", "Error("]
+                .iter()
+                .any(|e| log.contains(e));
             Record {
                 container_id: c.id.clone(),
                 container_name: c.name.clone(),

@@ -284,7 +284,9 @@ fn decompress(codec: Codec, data: &[u8], limit: usize) -> Result<Bytes, Reason> 
     let mut out = Vec::with_capacity((data.len() * 4).min(limit));
     let reader: Box<dyn Read> = match codec {
         Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
-        Codec::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(data).map_err(|_| Reason::BadCompression)?),
+        Codec::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(data).map_err(|_| Reason::BadCompression)?,
+        ),
     };
     reader
         .take(limit as u64 + 1)
@@ -747,13 +749,27 @@ mod robustness {
     use rand::{RngExt, SeedableRng};
 
     fn seeds() -> Vec<Vec<u8>> {
-        let rec = [0x82, 0xa3, b'l', b'o', b'g', 0xa2, b'h', b'i', 0xa1, b'n', 0x92, 0x01, 0xc4, 0x01, 0xff];
-        let entry = [&[0x92, 0xd7, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0, 0, 0, 1][..], &rec].concat();
+        let rec = [
+            0x82, 0xa3, b'l', b'o', b'g', 0xa2, b'h', b'i', 0xa1, b'n', 0x92, 0x01, 0xc4, 0x01,
+            0xff,
+        ];
+        let entry = [
+            &[0x92, 0xd7, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0, 0, 0, 1][..],
+            &rec,
+        ]
+        .concat();
         let mut packed = vec![0x93, 0xa1, b't'];
         rmp::encode::write_bin(&mut packed, &[entry.clone(), entry.clone()].concat()).unwrap();
         packed.push(0x80);
         vec![
-            [&[0x94, 0xa1, b't', 0x01][..], &rec, &[0x81, 0xa5], b"chunk", &[0xa1, b'c']].concat(),
+            [
+                &[0x94, 0xa1, b't', 0x01][..],
+                &rec,
+                &[0x81, 0xa5],
+                b"chunk",
+                &[0xa1, b'c'],
+            ]
+            .concat(),
             [&[0x92, 0xa1, b't', 0x92][..], &entry, &entry].concat(),
             packed,
         ]
@@ -793,7 +809,14 @@ mod robustness {
                 let mut out = Vec::new();
                 let mut times = crate::sink::json::TimeCache::default();
                 for e in &batch.events {
-                    let _ = crate::sink::json::event(&mut out, &mut times, batch.tag(e), e.time, &e.record, &[]);
+                    let _ = crate::sink::json::event(
+                        &mut out,
+                        &mut times,
+                        batch.tag(e),
+                        e.time,
+                        &e.record,
+                        &[],
+                    );
                 }
             }
         }
