@@ -69,6 +69,47 @@ pub fn head(buf: &[u8]) -> Result<Option<Head>, Error> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
+    // Fast path: the markers a Docker request is made of, without rmp's round trip.
+    let h = |kind, head_len, payload_len, children| {
+        Ok(Some(Head {
+            kind,
+            head_len,
+            payload_len,
+            children,
+        }))
+    };
+    match first {
+        0x00..=0x7f => return h(Kind::Int(i64::from(first)), 1, 0, 0),
+        0x80..=0x8f => return h(Kind::Map, 1, 0, 2 * u64::from(first & 0x0f)),
+        0x90..=0x9f => return h(Kind::Array, 1, 0, u64::from(first & 0x0f)),
+        0xa0..=0xbf => return h(Kind::Str, 1, usize::from(first & 0x1f), 0),
+        0xd9 => {
+            if let Some(&n) = buf.get(1) {
+                return h(Kind::Str, 2, usize::from(n), 0);
+            }
+        }
+        0xda => {
+            if let Some(b) = buf.get(1..3) {
+                return h(
+                    Kind::Str,
+                    3,
+                    usize::from(u16::from_be_bytes([b[0], b[1]])),
+                    0,
+                );
+            }
+        }
+        0xd2 => {
+            if let Some(b) = buf.get(1..5) {
+                return h(
+                    Kind::Int(i64::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))),
+                    5,
+                    0,
+                    0,
+                );
+            }
+        }
+        _ => {}
+    }
     // (kind, bytes of length/value field after the marker, is the field a length?)
     let leaf = |kind| Head {
         kind,

@@ -70,10 +70,10 @@ struct RunArgs {
     /// Client connections, one sending thread each; events are split evenly.
     #[arg(long, default_value_t = 1)]
     connections: usize,
-    /// message | forward | packed | compressed
-    #[arg(long, default_value = "message", value_parser = ["message", "forward", "packed", "compressed"])]
+    /// message | forward | packed | compressed (gzip) | zstd
+    #[arg(long, default_value = "message", value_parser = ["message", "forward", "packed", "compressed", "zstd"])]
     mode: String,
-    /// Events per request in forward, packed and compressed modes.
+    /// Events per request in the modes other than message.
     #[arg(long, default_value_t = 256)]
     batch: usize,
     /// Repeat the whole measurement (with a fresh Outrigger each time) and report medians.
@@ -135,17 +135,7 @@ fn print_stats(records: &[Record]) {
     let n = records.len().max(1) as f64;
     let lens: Vec<usize> = records.iter().map(|r| r.log.len()).collect();
     let json: Vec<&Record> = records.iter().filter(|r| r.log.starts_with('{')).collect();
-    let traced = json
-        .iter()
-        .filter(|r| {
-            let l = &r.log;
-            l.contains("trace_id\"")
-                || l.contains("traceId\"")
-                || l.contains("trace.id\"")
-                || l.contains("\"traceparent\":\"00-")
-                || l.contains("googleapis.com/trace\"")
-        })
-        .count();
+    let traced = json.iter().filter(|r| corpus::has_trace_id(&r.log)).count();
     let stderr = records.iter().filter(|r| r.source == "stderr").count();
     let mut frame = Vec::new();
     for r in records {
@@ -207,7 +197,11 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     if corpus.is_empty() {
         bail!("the corpus is empty");
     }
-    let per_frame = if mode == Mode::Message { 1 } else { args.batch.max(1) };
+    let per_frame = if mode == Mode::Message {
+        1
+    } else {
+        args.batch.max(1)
+    };
     let frames = Arc::new(Frames::cycle(&corpus, mode, per_frame));
     eprintln!(
         "loadgen: mode {} ({} events per request), {} events over {} connection(s), {} run(s); {} distinct requests, {:.1} bytes per event on the wire",
@@ -229,11 +223,15 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         let stopped = target.stop();
         let r = r?;
         stopped?;
-        println!("{}", line(&format!("run {}/{}", i + 1, args.runs), args, mode, &r));
+        println!(
+            "{}",
+            line(&format!("run {}/{}", i + 1, args.runs), args, mode, &r)
+        );
         results.push(r);
     }
     if results.len() > 1 {
-        let med = |f: &dyn Fn(&Measured) -> Option<f64>| median(results.iter().filter_map(f).collect());
+        let med =
+            |f: &dyn Fn(&Measured) -> Option<f64>| median(results.iter().filter_map(f).collect());
         println!(
             "median of {}: events/s {:.0}  cpu-s/1M {}  events/cpu-s {}  peak RSS MiB {}  wall s {:.3}",
             results.len(),
@@ -293,7 +291,8 @@ fn measure(
     let base = metric(&before, "outrigger_sink_events_total", Some(&args.sink)).unwrap_or(0);
     let base_source = metric(&before, "outrigger_source_events_total", None).unwrap_or(0);
     let base_rejected = metric(&before, "outrigger_source_rejected_total", None).unwrap_or(0);
-    let base_errors = metric(&before, "outrigger_source_connection_errors_total", None).unwrap_or(0);
+    let base_errors =
+        metric(&before, "outrigger_source_connection_errors_total", None).unwrap_or(0);
 
     // Connect everything and split the events before the clock starts.
     let n = args.connections;
@@ -351,8 +350,10 @@ fn measure(
 
     let got = metric(&last, "outrigger_sink_events_total", Some(&args.sink)).unwrap_or(0) - base;
     let source = metric(&last, "outrigger_source_events_total", None).unwrap_or(0) - base_source;
-    let rejected = metric(&last, "outrigger_source_rejected_total", None).unwrap_or(0) - base_rejected;
-    let errors = metric(&last, "outrigger_source_connection_errors_total", None).unwrap_or(0) - base_errors;
+    let rejected =
+        metric(&last, "outrigger_source_rejected_total", None).unwrap_or(0) - base_rejected;
+    let errors =
+        metric(&last, "outrigger_source_connection_errors_total", None).unwrap_or(0) - base_errors;
     if got != args.events as u64 || source != args.events as u64 || rejected != 0 || errors != 0 {
         bail!(
             "counts do not match: sent {} events, source counted {source}, sink {got}, rejected {rejected}, connection errors {errors}",
@@ -690,7 +691,10 @@ mod tests {
         let text = "# HELP x\noutrigger_sink_events_total{component=\"null\"} 42\n\
                     outrigger_sink_events_total{component=\"other\"} 1\n\
                     outrigger_sink_events_total_created 5\n";
-        assert_eq!(metric(text, "outrigger_sink_events_total", Some("null")), Some(42));
+        assert_eq!(
+            metric(text, "outrigger_sink_events_total", Some("null")),
+            Some(42)
+        );
         assert_eq!(metric(text, "outrigger_sink_events_total", None), Some(43));
         assert_eq!(metric(text, "outrigger_source_events_total", None), None);
     }
@@ -703,7 +707,10 @@ mod tests {
             let mut scanner = outrigger::msgpack::Scanner::default();
             let mut pos = 0;
             for &end in &f.ends {
-                assert_eq!(scanner.scan(&f.bytes[pos..], 1 << 24, 64), Ok(Some(end - pos)));
+                assert_eq!(
+                    scanner.scan(&f.bytes[pos..], 1 << 24, 64),
+                    Ok(Some(end - pos))
+                );
                 pos = end;
             }
         }

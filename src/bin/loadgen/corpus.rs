@@ -127,7 +127,9 @@ const SERVICES: &[(&str, Style, u64)] = &[
     ("catalog", Style::Ecs, 8),
 ];
 
-const METHODS: &[&str] = &["GET", "GET", "GET", "GET", "POST", "POST", "PUT", "DELETE", "PATCH"];
+const METHODS: &[&str] = &[
+    "GET", "GET", "GET", "GET", "POST", "POST", "PUT", "DELETE", "PATCH",
+];
 const PATHS: &[&str] = &[
     "/api/v1/orders",
     "/api/v1/orders/{id}",
@@ -206,7 +208,12 @@ fn path(rng: &mut Rng) -> String {
 }
 
 fn ip(rng: &mut Rng) -> String {
-    format!("10.{}.{}.{}", rng.below(64), rng.below(256), rng.range(1, 254))
+    format!(
+        "10.{}.{}.{}",
+        rng.below(64),
+        rng.below(256),
+        rng.range(1, 254)
+    )
 }
 
 /// Seconds and microseconds of the `i`th line: a steady ~40 lines per second.
@@ -296,7 +303,7 @@ fn object(core: &Fields, optional: &Fields, target: usize) -> String {
         push_field(&mut out, k, v);
     }
     for (k, v) in optional {
-        if out.len() + field_len(k, v) + 1 <= target {
+        if out.len() + field_len(k, v) < target {
             push_field(&mut out, k, v);
         }
     }
@@ -594,6 +601,12 @@ fn text_line(rng: &mut Rng, c: &Container, i: usize, target: usize) -> String {
     line
 }
 
+/// Whether `line` holds a 32-hex trace ID (a run of exactly 32 hex digits).
+pub fn has_trace_id(line: &str) -> bool {
+    line.split(|c: char| !c.is_ascii_hexdigit())
+        .any(|run| run.len() == 32)
+}
+
 /// The corpus: `n` records, the same for the same `n` on every machine and every run.
 pub fn generate(n: usize) -> Vec<Record> {
     let mut rng = Rng::new(0x0075_7472_6967_6765); // "outrigge"
@@ -829,8 +842,29 @@ mod tests {
     }
 
     #[test]
+    fn corpus_has_the_promised_shape() {
+        let records = generate(DEFAULT_RECORDS);
+        let n = records.len() as f64;
+        let mean = records.iter().map(|r| r.log.len()).sum::<usize>() as f64 / n;
+        assert!((260.0..=280.0).contains(&mean), "mean log length {mean}");
+        assert!(records.iter().all(|r| (200..=300).contains(&r.log.len())));
+        let json: Vec<_> = records.iter().filter(|r| r.log.starts_with('{')).collect();
+        let share = json.len() as f64 / n;
+        assert!((0.87..=0.93).contains(&share), "JSON share {share}");
+        let traced =
+            json.iter().filter(|r| has_trace_id(&r.log)).count() as f64 / json.len() as f64;
+        assert!((0.65..=0.75).contains(&traced), "traced share {traced}");
+        assert!(records.iter().all(|r| r.container_id.len() == 64
+            && r.container_name.starts_with('/')
+            && (r.source == "stdout" || r.source == "stderr")));
+    }
+
+    #[test]
     fn dates_are_right() {
-        assert_eq!(rfc3339(1_700_000_000, 123_456, 3), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            rfc3339(1_700_000_000, 123_456, 3),
+            "2023-11-14T22:13:20.123Z"
+        );
         assert_eq!(rfc3339(951_782_400, 0, 6), "2000-02-29T00:00:00.000000Z");
     }
 }

@@ -6,6 +6,7 @@
 //! - Forward: `[tag, [[time, record], ...], {}]` with EventTime stamps.
 //! - PackedForward: `[tag, bin(entries), {"size": n}]`, as Fluent Bit's out_forward sends it.
 //! - CompressedPackedForward: the same with the entries gzipped and `"compressed": "gzip"`.
+//! - The same with zstd and `"compressed": "zstd"`, as Fluentd's out_forward can send it.
 //!
 //! Also compiled into `benches/forward_decode.rs` (by `#[path]`).
 
@@ -19,10 +20,17 @@ pub enum Mode {
     Forward,
     Packed,
     Compressed,
+    Zstd,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 4] = [Mode::Message, Mode::Forward, Mode::Packed, Mode::Compressed];
+    pub const ALL: [Mode; 5] = [
+        Mode::Message,
+        Mode::Forward,
+        Mode::Packed,
+        Mode::Compressed,
+        Mode::Zstd,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -30,6 +38,7 @@ impl Mode {
             Mode::Forward => "forward",
             Mode::Packed => "packed",
             Mode::Compressed => "compressed",
+            Mode::Zstd => "zstd",
         }
     }
 
@@ -153,7 +162,9 @@ fn stamp(seq: u64) -> (u32, u32) {
 /// Appends one request carrying `records` (`seq` numbers the first, for its timestamp).
 /// Message mode takes exactly one record.
 pub fn encode(out: &mut Vec<u8>, mode: Mode, records: &[&Record], seq: u64) {
-    let first = records.first().expect("a request carries at least one record");
+    let first = records
+        .first()
+        .expect("a request carries at least one record");
     match mode {
         Mode::Message => {
             assert_eq!(records.len(), 1, "a Message-mode request has one record");
@@ -175,13 +186,16 @@ pub fn encode(out: &mut Vec<u8>, mode: Mode, records: &[&Record], seq: u64) {
             }
             map(out, 0);
         }
-        Mode::Packed | Mode::Compressed => {
+        Mode::Packed | Mode::Compressed | Mode::Zstd => {
             let mut entries = Vec::with_capacity(records.len() * 450);
             for (i, r) in records.iter().enumerate() {
                 let (s, n) = stamp(seq + i as u64);
                 array(&mut entries, 2);
                 event_time(&mut entries, s, n);
                 record(&mut entries, r);
+            }
+            if mode == Mode::Zstd {
+                entries = zstd::stream::encode_all(&entries[..], 3).expect("reading from a slice");
             }
             if mode == Mode::Compressed {
                 let mut gz = flate2::write::GzEncoder::new(
@@ -194,12 +208,17 @@ pub fn encode(out: &mut Vec<u8>, mode: Mode, records: &[&Record], seq: u64) {
             array(out, 3);
             str(out, tag(first));
             bin(out, &entries);
-            map(out, if mode == Mode::Compressed { 2 } else { 1 });
+            let codec: Option<&[u8]> = match mode {
+                Mode::Compressed => Some(b"gzip"),
+                Mode::Zstd => Some(b"zstd"),
+                _ => None,
+            };
+            map(out, 1 + usize::from(codec.is_some()));
             str(out, b"size");
             uint(out, records.len() as u64);
-            if mode == Mode::Compressed {
+            if let Some(codec) = codec {
                 str(out, b"compressed");
-                str(out, b"gzip");
+                str(out, codec);
             }
         }
     }
@@ -217,8 +236,18 @@ pub struct Frames {
 
 impl Frames {
     /// `frames` requests of `per_frame` records starting at record `start` (wrapping).
-    pub fn build(corpus: &[Record], mode: Mode, per_frame: usize, start: usize, frames: usize) -> Frames {
-        let per_frame = if mode == Mode::Message { 1 } else { per_frame.max(1) };
+    pub fn build(
+        corpus: &[Record],
+        mode: Mode,
+        per_frame: usize,
+        start: usize,
+        frames: usize,
+    ) -> Frames {
+        let per_frame = if mode == Mode::Message {
+            1
+        } else {
+            per_frame.max(1)
+        };
         let mut f = Frames {
             per_frame,
             ..Default::default()
@@ -239,7 +268,11 @@ impl Frames {
 
     /// Enough requests to carry every corpus record at least once.
     pub fn cycle(corpus: &[Record], mode: Mode, per_frame: usize) -> Frames {
-        let per = if mode == Mode::Message { 1 } else { per_frame.max(1) };
+        let per = if mode == Mode::Message {
+            1
+        } else {
+            per_frame.max(1)
+        };
         Frames::build(corpus, mode, per, 0, corpus.len().div_ceil(per))
     }
 

@@ -158,8 +158,9 @@ fn decode(
         Kind::Array | Kind::Str | Kind::Bin => 1,
         _ => 2,
     };
-    for _ in 0..body_items {
-        c.skip().map_err(|_| InvalidRequest)?;
+    let mut ranges = [0..0, 0..0];
+    for r in ranges.iter_mut().take(body_items as usize) {
+        *r = c.skip().map_err(|_| InvalidRequest)?;
     }
     let opt = match h.children - 1 - body_items {
         0 => Opt::default(),
@@ -207,8 +208,21 @@ fn decode(
             packed(&stream, tag, batch, opts, skipped, out)?;
         }
         _ => {
-            let time = time(&mut body)?;
-            let record = record(&mut body, frame, opts)?;
+            // Both were walked once already, to reach the options: reuse their ranges.
+            let [t, r] = ranges;
+            let time = time(&mut Cursor::new(&frame[t]))?;
+            if crate::msgpack::head(&frame[r.clone()])
+                .ok()
+                .flatten()
+                .map(|h| h.kind)
+                != Some(Kind::Map)
+            {
+                return Err(InvalidRecord);
+            }
+            if r.len() > opts.max_record_bytes {
+                return Err(RecordTooLarge);
+            }
+            let record = frame.slice(r);
             if let Some(time) = time {
                 batch.events.push(Event { time, tag, record });
                 out.events += 1;
@@ -294,6 +308,11 @@ fn decompress(codec: Codec, data: &[u8], limit: usize) -> Result<Bytes, Reason> 
         .map_err(|_| Reason::BadCompression)?;
     if out.len() > limit {
         return Err(Reason::DecompressedTooLarge);
+    }
+    // The queues account `len`; spare capacity from the doubling growth would be memory they
+    // do not see.
+    if out.capacity() - out.len() > out.len() / 8 {
+        out.shrink_to_fit();
     }
     Ok(Bytes::from(out))
 }
