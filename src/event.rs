@@ -39,6 +39,73 @@ pub struct Event {
     pub tag: u32,
     /// The record: one complete MessagePack map.
     pub record: Bytes,
+    /// What enrichment learned; all default until the pipeline has seen the event.
+    pub meta: Meta,
+}
+
+impl Event {
+    pub fn new(time: Timestamp, tag: u32, record: Bytes) -> Event {
+        Event {
+            time,
+            tag,
+            record,
+            meta: Meta::default(),
+        }
+    }
+
+    /// The bytes of `span` inside the record.
+    pub fn slice(&self, span: Span) -> &[u8] {
+        self.record
+            .get(span.start as usize..(span.start + span.len) as usize)
+            .unwrap_or_default()
+    }
+}
+
+/// A byte range inside [`Event::record`]. Enrichment points at what it found instead of copying
+/// it, so an event stays one buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: u32,
+    pub len: u32,
+}
+
+impl Span {
+    pub fn new(range: std::ops::Range<usize>) -> Span {
+        Span {
+            start: range.start as u32,
+            len: (range.end - range.start) as u32,
+        }
+    }
+}
+
+/// What the pipeline found in an event. Spans point into the record; the log line's own
+/// fields (inside a JSON line) are found again by the encoders that splice them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// The log line (the record's `log` value by default).
+    pub line: Option<Span>,
+    /// The line is a JSON object that parsed within the limits: encoders splice its fields.
+    pub json: bool,
+    /// A message field inside the JSON line (`msg`, `message`), as a JSON string.
+    pub message: Option<Span>,
+    pub trace_id: Option<[u8; 16]>,
+    pub span_id: Option<[u8; 8]>,
+    pub trace_flags: Option<u8>,
+    /// OTLP SeverityNumber; 0 when unknown.
+    pub severity: u8,
+    /// The level as the application wrote it (inside the JSON line), when it needs no
+    /// unescaping.
+    pub severity_text: Option<Span>,
+    pub container_id: Option<Span>,
+    /// Without Docker's leading `/`.
+    pub container_name: Option<Span>,
+    /// `stdout` or `stderr`.
+    pub stream: Option<Span>,
+    /// This event is a long line or a stack trace that could not be completed (timeout,
+    /// overflow, end of stream): what was collected, marked.
+    pub incomplete: bool,
+    /// This event joins several records (split long line or multi-line stack trace).
+    pub joined: bool,
 }
 
 /// Events decoded together, with what they share.
@@ -56,6 +123,19 @@ pub struct Batch {
     /// Resolved when the stage that owns durability has taken the batch. Present only when the
     /// sender asked for acknowledgements.
     pub ack: Option<Ack>,
+    /// Kubernetes names found in each tag (parallel to `tags`; empty until enriched).
+    pub k8s: Vec<Option<K8sTag>>,
+    /// Attributes every event of the batch carries (static node or cluster names).
+    pub resource: Arc<[(Bytes, Bytes)]>,
+}
+
+/// Kubernetes names inside a tag, as spans of the tag's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct K8sTag {
+    pub pod: Span,
+    pub namespace: Span,
+    pub container: Span,
+    pub container_id: Span,
 }
 
 impl Batch {

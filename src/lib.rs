@@ -25,6 +25,7 @@ pub mod buffer;
 pub mod config;
 pub mod event;
 pub mod msgpack;
+pub mod pipeline;
 pub mod shutdown;
 pub mod sink;
 pub mod source;

@@ -262,11 +262,11 @@ mod tests {
         for t in tags {
             let idx = b.tag_index(t.as_bytes(), || Bytes::from_static(t.as_bytes()));
             for _ in 0..events_per_tag {
-                b.events.push(Event {
-                    time: Timestamp::default(),
-                    tag: idx,
-                    record: Bytes::from_static(&[0x80]),
-                });
+                b.events.push(Event::new(
+                    Timestamp::default(),
+                    idx,
+                    Bytes::from_static(&[0x80]),
+                ));
             }
         }
         b

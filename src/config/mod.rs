@@ -56,8 +56,187 @@ impl std::error::Error for Error {}
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub global: Global,
+    pub enrich: crate::pipeline::Options,
+    /// How JSON lines appear in records the sinks write.
+    pub shape: crate::sink::json::Shape,
     pub sources: Vec<Source>,
     pub sinks: Vec<Sink>,
+}
+
+/// The `[enrich]` section: parsing and enrichment, on by default for Docker JSON logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Enrich {
+    pub enabled: bool,
+    /// The record key holding the log line (`log` for Docker, `message` for some loggers).
+    pub line_key: String,
+    /// Parse lines that are JSON objects.
+    pub parse_json: bool,
+    /// `top`: a JSON line's fields join the record's; `nested`: they go under `nest_key`.
+    pub merge: Merge,
+    pub nest_key: String,
+    /// Keep the original line next to its parsed fields.
+    pub keep_line: bool,
+    /// Longer lines are not parsed (they pass as text).
+    pub max_line_bytes: usize,
+    pub max_depth: usize,
+    /// Fields in a JSON line, all levels counted.
+    pub max_fields: usize,
+    /// Look for `trace_id=…`, `traceparent=…` and similar tokens in plain-text lines.
+    pub trace_from_text: bool,
+    /// Look for `ERROR`, `[warn]`, `level=info` and similar in plain-text lines.
+    pub severity_from_text: bool,
+    /// JSON keys holding the level, by priority (dotted paths match flat or nested keys). A
+    /// string is a level name, a single letter (`I`, `W`...) or a number; a number is a
+    /// syslog (0–7) or pino/bunyan (10–60) level.
+    pub level_keys: Vec<String>,
+    /// Keys that hold a level only when their value is a level name (Datadog's `status`, which
+    /// may also be an HTTP code); tried after `level_keys`.
+    pub level_name_keys: Vec<String>,
+    /// JSON keys holding the message, by priority.
+    pub message_keys: Vec<String>,
+    /// A JSON key holding the event time (RFC 3339 or epoch s/ms/µs/ns); empty keeps the time
+    /// the client sent.
+    pub time_key: String,
+    /// Where trace and span IDs are looked for, by priority. Replaces the default list.
+    pub trace: Option<Vec<crate::pipeline::trace::Family>>,
+    /// Attributes added to every event, e.g. `"k8s.node.name" = "${NODE_NAME}"`.
+    pub resource: BTreeMap<String, String>,
+    pub partial: PartialLines,
+    pub multiline: Multiline,
+}
+
+impl Default for Enrich {
+    fn default() -> Self {
+        Enrich {
+            enabled: true,
+            line_key: "log".into(),
+            parse_json: true,
+            merge: Merge::Top,
+            nest_key: "json".into(),
+            keep_line: false,
+            max_line_bytes: 256 << 10,
+            max_depth: 64,
+            max_fields: 1024,
+            trace_from_text: true,
+            severity_from_text: true,
+            level_keys: [
+                "level",
+                "severity",
+                "lvl",
+                "log.level",
+                "levelname",
+                "@l",
+                "Level",
+                "LogLevel",
+            ]
+            .map(String::from)
+            .to_vec(),
+            level_name_keys: vec!["status".into()],
+            message_keys: ["msg", "message", "@m", "@mt"].map(String::from).to_vec(),
+            time_key: String::new(),
+            trace: None,
+            resource: BTreeMap::new(),
+            partial: PartialLines::default(),
+            multiline: Multiline::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Merge {
+    Top,
+    Nested,
+}
+
+/// `[enrich.partial]`: Docker's split long lines.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PartialLines {
+    /// A joined line longer than this goes on in pieces, marked incomplete.
+    pub max_bytes: usize,
+    /// A line whose last fragment has not come after this goes on, marked incomplete.
+    pub timeout_ms: u64,
+    /// Lines being joined at once on one connection.
+    pub max_pending: usize,
+}
+
+impl Default for PartialLines {
+    fn default() -> Self {
+        PartialLines {
+            max_bytes: 4 << 20,
+            timeout_ms: 5000,
+            max_pending: 64,
+        }
+    }
+}
+
+/// `[enrich.multiline]`: stack traces printed over several lines.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Multiline {
+    pub enabled: bool,
+    /// How long a line waits for its continuation.
+    pub timeout_ms: u64,
+    pub max_lines: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for Multiline {
+    fn default() -> Self {
+        Multiline {
+            enabled: false,
+            timeout_ms: 1000,
+            max_lines: 500,
+            max_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Enrich {
+    /// The compiled form the pipeline takes.
+    pub fn options(&self) -> crate::pipeline::Options {
+        use crate::pipeline::{json, multiline, partial, trace};
+        use std::time::Duration;
+        crate::pipeline::Options {
+            enabled: self.enabled,
+            line_key: self.line_key.clone(),
+            parse_json: self.parse_json,
+            limits: json::Limits {
+                max_line_bytes: self.max_line_bytes,
+                max_depth: self.max_depth,
+                max_fields: self.max_fields,
+            },
+            trace: self.trace.clone().unwrap_or_else(trace::default_families),
+            trace_from_text: self.trace_from_text,
+            severity_from_text: self.severity_from_text,
+            level_keys: self.level_keys.clone(),
+            level_name_keys: self.level_name_keys.clone(),
+            message_keys: self.message_keys.clone(),
+            time_key: (!self.time_key.is_empty()).then(|| self.time_key.clone()),
+            resource: self.resource.clone().into_iter().collect(),
+            partial: partial::Limits {
+                max_bytes: self.partial.max_bytes,
+                timeout: Duration::from_millis(self.partial.timeout_ms),
+                max_pending: self.partial.max_pending.max(1),
+            },
+            multiline: self.multiline.enabled.then(|| multiline::Settings {
+                timeout: Duration::from_millis(self.multiline.timeout_ms),
+                max_lines: self.multiline.max_lines.max(1),
+                max_bytes: self.multiline.max_bytes,
+                line_key: bytes::Bytes::from(self.line_key.clone()),
+            }),
+        }
+    }
+
+    fn shape(&self) -> crate::sink::json::Shape {
+        crate::sink::json::Shape {
+            nest_key: (self.merge == Merge::Nested).then(|| self.nest_key.clone().into_bytes()),
+            keep_line: self.keep_line,
+            line_key: self.line_key.clone().into_bytes(),
+        }
+    }
 }
 
 /// The `[global]` section.
@@ -293,6 +472,8 @@ struct Document {
     #[serde(default)]
     global: Option<Spanned<Table>>,
     #[serde(default)]
+    enrich: Option<Spanned<Table>>,
+    #[serde(default)]
     sources: BTreeMap<String, Spanned<Table>>,
     #[serde(default)]
     sinks: BTreeMap<String, Spanned<Table>>,
@@ -366,6 +547,16 @@ impl Parser<'_> {
             }
             None => Global::default(),
         };
+        let enrich: Enrich = match doc.enrich {
+            Some(e) => {
+                let at = e.span().start;
+                self.typed("enrich", at, e.into_inner())?
+            }
+            None => Enrich::default(),
+        };
+        if enrich.line_key.is_empty() {
+            return Err(self.error(None, Some("enrich.line_key".into()), "must not be empty"));
+        }
         let mut sources = Vec::new();
         for (name, table) in doc.sources {
             sources.push(self.source(name, table)?);
@@ -382,6 +573,8 @@ impl Parser<'_> {
         }
         Ok(Settings {
             global,
+            shape: enrich.shape(),
+            enrich: enrich.options(),
             sources,
             sinks,
         })

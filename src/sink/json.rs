@@ -1,65 +1,260 @@
-//! Events as JSON lines: `{"tag":…,"time":…,"record":{…}}`.
+//! Events as JSON lines:
+//! `{"tag":…,"time":…,"severity":…,"trace_id":…,"resource":{…},"record":{…}}`.
 //!
 //! The record is walked once from its MessagePack bytes straight into the output buffer; no
-//! value tree is built. The record sits under its own key so that fields named `tag` or `time`
-//! are never lost or duplicated. Strings that are not UTF-8 are written with U+FFFD in place of
-//! the bad bytes; `bin` values and unknown extensions become base64 strings; EventTime values
-//! become RFC 3339 strings; non-finite floats become `null`.
+//! value tree is built. When the log line is a JSON object that enrichment parsed, its fields
+//! are spliced into the record as the application wrote them (or under a nest key), not
+//! re-serialized. Container and Kubernetes names move from the record into `resource`, under
+//! OpenTelemetry names. The record sits under its own key so that fields named `tag` or `time`
+//! are never lost. Strings that are not UTF-8 are written with U+FFFD in place of the bad
+//! bytes; `bin` values and unknown extensions become base64 strings; EventTime values become
+//! RFC 3339 strings; non-finite floats become `null`.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use crate::event::Timestamp;
+use crate::event::{Batch, Event, Span, Timestamp};
 use crate::msgpack::{self, Cursor, Kind};
 
 /// Nesting beyond this is written as `null`. The source's `max_depth` normally stops such
 /// records earlier; this keeps the encoder's recursion bounded whatever it is given.
 const MAX_DEPTH: usize = 256;
 
-/// Writes one event as a JSON object (no newline). On malformed MessagePack, `out` is left as
-/// it was and the error returned.
+/// How a parsed JSON line appears in the record.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// `None`: the line's fields join the record's; `Some(key)`: the line goes under `key`.
+    pub nest_key: Option<Vec<u8>>,
+    /// Keep the line's original text under `line_key` too.
+    pub keep_line: bool,
+    pub line_key: Vec<u8>,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Shape {
+            nest_key: None,
+            keep_line: false,
+            line_key: b"log".to_vec(),
+        }
+    }
+}
+
+/// Writes event `e` of `batch` as one JSON object (no newline). On malformed MessagePack,
+/// `out` is left as it was and the error returned.
 pub fn event(
     out: &mut Vec<u8>,
     times: &mut TimeCache,
-    tag: &[u8],
-    time: Timestamp,
-    record: &[u8],
-    fields: &[(bytes::Bytes, bytes::Bytes)],
+    batch: &Batch,
+    e: &Event,
+    shape: &Shape,
 ) -> Result<(), msgpack::Error> {
     let start = out.len();
-    out.extend_from_slice(b"{\"tag\":");
-    string(out, tag);
-    out.extend_from_slice(b",\"time\":\"");
-    times.write(out, time);
-    out.extend_from_slice(b"\",\"record\":");
-    let mut c = Cursor::new(record);
-    let r = map(out, &mut c, 0, fields);
+    let r = write_event(out, times, batch, e, shape);
     if r.is_err() {
         out.truncate(start);
     }
-    r?;
+    r
+}
+
+fn write_event(
+    out: &mut Vec<u8>,
+    times: &mut TimeCache,
+    batch: &Batch,
+    e: &Event,
+    shape: &Shape,
+) -> Result<(), msgpack::Error> {
+    let m = &e.meta;
+    out.extend_from_slice(b"{\"tag\":");
+    string(out, batch.tag(e));
+    out.extend_from_slice(b",\"time\":\"");
+    times.write(out, e.time);
+    out.push(b'"');
+    if m.severity > 0 {
+        out.extend_from_slice(b",\"severity\":");
+        match m.severity_text {
+            Some(s) => string(out, e.slice(s)),
+            None => string(
+                out,
+                crate::pipeline::severity::Severity(m.severity)
+                    .text()
+                    .as_bytes(),
+            ),
+        }
+        out.extend_from_slice(b",\"severity_number\":");
+        out.extend_from_slice(itoa::Buffer::new().format(m.severity).as_bytes());
+    }
+    if let Some(t) = m.trace_id {
+        out.extend_from_slice(b",\"trace_id\":");
+        hex(out, &t);
+        if let Some(s) = m.span_id {
+            out.extend_from_slice(b",\"span_id\":");
+            hex(out, &s);
+        }
+        if let Some(f) = m.trace_flags {
+            out.extend_from_slice(b",\"trace_flags\":");
+            out.extend_from_slice(itoa::Buffer::new().format(f).as_bytes());
+        }
+    }
+    resource(out, batch, e);
+    out.extend_from_slice(b",\"record\":");
+    let skip = |k: &[u8]| match k {
+        b"container_id" => m.container_id.is_some(),
+        b"container_name" => m.container_name.is_some(),
+        b"source" => m.stream.is_some(),
+        k => m.json && !shape.keep_line && k == shape.line_key.as_slice(),
+    };
+    let line = m.line.filter(|_| m.json).map(|s| e.slice(s));
+    let mut c = Cursor::new(&e.record);
+    record(out, &mut c, &skip, &batch.fields, line, shape)?;
+    if m.incomplete {
+        out.extend_from_slice(b",\"incomplete\":true");
+    }
     out.push(b'}');
     Ok(())
 }
 
-fn map(
+/// `"resource":{…}` with the container, Kubernetes and static attributes, when there are any.
+fn resource(out: &mut Vec<u8>, batch: &Batch, e: &Event) {
+    let m = &e.meta;
+    let k8s = batch.k8s.get(e.tag as usize).copied().flatten();
+    let tag = batch.tag(e);
+    let tag_slice = |s: Span| &tag[s.start as usize..(s.start + s.len) as usize];
+    let mut attrs: Vec<(&[u8], &[u8])> = Vec::new();
+    if let Some(s) = m.container_id {
+        attrs.push((b"container.id", e.slice(s)));
+    } else if let Some(k) = k8s {
+        attrs.push((b"container.id", tag_slice(k.container_id)));
+    }
+    if let Some(s) = m.container_name {
+        attrs.push((b"container.name", e.slice(s)));
+    }
+    if let Some(s) = m.stream {
+        attrs.push((b"log.iostream", e.slice(s)));
+    }
+    if let Some(k) = k8s {
+        attrs.push((b"k8s.pod.name", tag_slice(k.pod)));
+        attrs.push((b"k8s.namespace.name", tag_slice(k.namespace)));
+        attrs.push((b"k8s.container.name", tag_slice(k.container)));
+    }
+    for (k, v) in batch.resource.iter() {
+        attrs.push((k, v));
+    }
+    if attrs.is_empty() {
+        return;
+    }
+    out.extend_from_slice(b",\"resource\":{");
+    for (i, (k, v)) in attrs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, k);
+        out.push(b':');
+        string(out, v);
+    }
+    out.push(b'}');
+}
+
+fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xf)]);
+    }
+    out.push(b'"');
+}
+
+/// The record map, without skipped keys, plus `extra` fields and a parsed JSON `line`.
+fn record(
     out: &mut Vec<u8>,
     c: &mut Cursor<'_>,
-    depth: usize,
+    skip: &dyn Fn(&[u8]) -> bool,
     extra: &[(bytes::Bytes, bytes::Bytes)],
+    line: Option<&[u8]>,
+    shape: &Shape,
 ) -> Result<(), msgpack::Error> {
     let (h, _) = c.read()?;
     out.push(b'{');
     let mut first = true;
-    for _ in 0..h.children / 2 {
-        if !first {
+    let mut sep = |out: &mut Vec<u8>| {
+        if !std::mem::take(&mut first) {
             out.push(b',');
         }
-        first = false;
+    };
+    for _ in 0..h.children / 2 {
+        match c.bytes()? {
+            Some(k) if skip(k) => {
+                c.skip()?;
+            }
+            Some(k) => {
+                sep(out);
+                string(out, k);
+                out.push(b':');
+                value(out, c, 1)?;
+            }
+            None => {
+                // A non-string key: its JSON text becomes the key.
+                let mut key = Vec::new();
+                value(&mut key, c, 1)?;
+                sep(out);
+                string(out, &key);
+                out.push(b':');
+                value(out, c, 1)?;
+            }
+        }
+    }
+    for (k, v) in extra {
+        sep(out);
+        string(out, k);
+        out.push(b':');
+        string(out, v);
+    }
+    if let Some(line) = line {
+        match &shape.nest_key {
+            Some(key) => {
+                sep(out);
+                string(out, key);
+                out.push(b':');
+                out.extend_from_slice(trim(line));
+            }
+            None => {
+                // The members between the object's braces, as the application wrote them.
+                let body = trim(line);
+                let inner = trim(&body[1..body.len() - 1]);
+                if !inner.is_empty() {
+                    sep(out);
+                    out.extend_from_slice(inner);
+                }
+            }
+        }
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+fn map(out: &mut Vec<u8>, c: &mut Cursor<'_>, depth: usize) -> Result<(), msgpack::Error> {
+    let (h, _) = c.read()?;
+    out.push(b'{');
+    for i in 0..h.children / 2 {
+        if i > 0 {
+            out.push(b',');
+        }
         match c.bytes()? {
             Some(k) => string(out, k),
             None => {
-                // A non-string key: its JSON text becomes the key.
                 let mut key = Vec::new();
                 value(&mut key, c, depth + 1)?;
                 string(out, &key);
@@ -67,15 +262,6 @@ fn map(
         }
         out.push(b':');
         value(out, c, depth + 1)?;
-    }
-    for (k, v) in extra {
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        string(out, k);
-        out.push(b':');
-        string(out, v);
     }
     out.push(b'}');
     Ok(())
@@ -89,7 +275,7 @@ fn value(out: &mut Vec<u8>, c: &mut Cursor<'_>, depth: usize) -> Result<(), msgp
         return Ok(());
     }
     match h.kind {
-        Kind::Map => return map(out, c, depth, &[]),
+        Kind::Map => return map(out, c, depth),
         Kind::Array => {
             c.read()?;
             out.push(b'[');
@@ -236,13 +422,29 @@ fn format_secs(secs: i64) -> [u8; 19] {
 mod tests {
     use super::*;
 
-    fn line(record: &[u8]) -> String {
-        let mut out = Vec::new();
+    fn batch(record: &[u8]) -> Batch {
+        let mut b = Batch::default();
+        let tag = b.tag_index(b"app", || bytes::Bytes::from_static(b"app"));
         let t = Timestamp {
             secs: 1441588984,
             nanos: 123456789,
         };
-        event(&mut out, &mut TimeCache::default(), b"app", t, record, &[]).unwrap();
+        b.events
+            .push(Event::new(t, tag, bytes::Bytes::copy_from_slice(record)));
+        b
+    }
+
+    fn line(record: &[u8]) -> String {
+        let b = batch(record);
+        let mut out = Vec::new();
+        event(
+            &mut out,
+            &mut TimeCache::default(),
+            &b,
+            &b.events[0],
+            &Shape::default(),
+        )
+        .unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -285,13 +487,13 @@ mod tests {
     #[test]
     fn truncated_record_leaves_output_untouched() {
         let mut out = b"keep".to_vec();
+        let b = batch(&[0x81, 0xa1]);
         let r = event(
             &mut out,
             &mut TimeCache::default(),
-            b"t",
-            Timestamp::default(),
-            &[0x81, 0xa1],
-            &[],
+            &b,
+            &b.events[0],
+            &Shape::default(),
         );
         assert!(r.is_err());
         assert_eq!(out, b"keep");

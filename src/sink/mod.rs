@@ -17,7 +17,10 @@ use crate::telemetry::logging::RateLimit;
 /// A ready-to-run sink.
 pub enum Sink {
     /// JSON lines to any writer (stdout, a file).
-    Lines(Box<dyn AsyncWrite + Send + Unpin>),
+    Lines {
+        writer: Box<dyn AsyncWrite + Send + Unpin>,
+        shape: json::Shape,
+    },
     /// Counts and discards; with a rate, takes `1/rate` seconds per event.
     Blackhole { rate_events_per_sec: Option<u64> },
 }
@@ -26,19 +29,22 @@ impl Sink {
     /// Drains `queue` until it closes.
     pub async fn run(self, name: String, mut queue: QueueReceiver, metrics: SinkMetrics) {
         match self {
-            Sink::Lines(mut w) => {
+            Sink::Lines {
+                writer: mut w,
+                shape,
+            } => {
                 let mut out = Vec::with_capacity(64 << 10);
                 let mut times = json::TimeCache::default();
                 static WARN: RateLimit = RateLimit::new(5);
                 while let Some(first) = queue.recv().await {
                     // Take what else is waiting, so a burst becomes one large write. Entries
                     // are held until written: the queue bound covers work in progress.
-                    encode(&mut out, &mut times, &first, &name);
+                    encode(&mut out, &mut times, &first, &shape, &name);
                     let mut events = first.events;
                     let mut held = vec![first];
                     while out.len() < (1 << 20) {
                         let Some(e) = queue.try_recv() else { break };
-                        encode(&mut out, &mut times, &e, &name);
+                        encode(&mut out, &mut times, &e, &shape, &name);
                         events += e.events;
                         held.push(e);
                     }
@@ -79,11 +85,17 @@ impl Sink {
     }
 }
 
-fn encode(out: &mut Vec<u8>, times: &mut json::TimeCache, entry: &Entry, name: &str) {
+fn encode(
+    out: &mut Vec<u8>,
+    times: &mut json::TimeCache,
+    entry: &Entry,
+    shape: &json::Shape,
+    name: &str,
+) {
     static WARN: RateLimit = RateLimit::new(5);
     let batch = &entry.batch;
     for e in entry.events() {
-        match json::event(out, times, batch.tag(e), e.time, &e.record, &batch.fields) {
+        match json::event(out, times, batch, e, shape) {
             Ok(()) => out.push(b'\n'),
             Err(err) => {
                 if let Some(suppressed) = WARN.allow() {

@@ -44,6 +44,17 @@ pub struct Metrics {
     queue_events: Gauges,
     sink_events: Counters,
     sink_bytes: Counters,
+    enrich_parse_errors: ReasonCounters,
+    enrich_trace_ids: Counters,
+    enrich_invalid_trace_ids: Counters,
+    enrich_partial: Family<ComponentOutcome, Counter>,
+    enrich_multiline: Counters,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ComponentOutcome {
+    component: String,
+    outcome: &'static str,
 }
 
 impl Default for Metrics {
@@ -69,6 +80,11 @@ impl Metrics {
             queue_events: Default::default(),
             sink_events: Default::default(),
             sink_bytes: Default::default(),
+            enrich_parse_errors: Default::default(),
+            enrich_trace_ids: Default::default(),
+            enrich_invalid_trace_ids: Default::default(),
+            enrich_partial: Default::default(),
+            enrich_multiline: Default::default(),
         };
         // Counters get `_total` appended by the encoder.
         registry.register(
@@ -127,6 +143,31 @@ impl Metrics {
             m.sink_events.clone(),
         );
         registry.register("sink_bytes", "Bytes a sink wrote", m.sink_bytes.clone());
+        registry.register(
+            "enrich_parse_errors",
+            "Lines that looked like JSON but were kept as text, by reason",
+            m.enrich_parse_errors.clone(),
+        );
+        registry.register(
+            "enrich_trace_ids",
+            "Events given a trace ID",
+            m.enrich_trace_ids.clone(),
+        );
+        registry.register(
+            "enrich_invalid_trace_ids",
+            "Events whose trace fields held no valid ID (left without one)",
+            m.enrich_invalid_trace_ids.clone(),
+        );
+        registry.register(
+            "enrich_partial_lines",
+            "Split long lines joined, by outcome (complete, or cut by timeout, overflow, gap, flush)",
+            m.enrich_partial.clone(),
+        );
+        registry.register(
+            "enrich_multiline",
+            "Multi-line stack traces joined into one event",
+            m.enrich_multiline.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -160,6 +201,47 @@ impl Metrics {
                 bytes: self.queue_bytes.get_or_create_owned(&c),
                 events: self.queue_events.get_or_create_owned(&c),
             },
+        }
+    }
+
+    /// Enrichment handles for the source called `name`.
+    pub fn enrich(&self, name: &str) -> crate::pipeline::Metrics {
+        let c = Component {
+            component: name.to_string(),
+        };
+        let reason = |reason| {
+            self.enrich_parse_errors
+                .get_or_create_owned(&ComponentReason {
+                    component: name.to_string(),
+                    reason,
+                })
+        };
+        let outcome = |outcome| {
+            self.enrich_partial.get_or_create_owned(&ComponentOutcome {
+                component: name.to_string(),
+                outcome,
+            })
+        };
+        use crate::pipeline::json::Rejected;
+        use crate::pipeline::partial::Cut;
+        crate::pipeline::Metrics {
+            parse_errors: [
+                Rejected::Invalid,
+                Rejected::TooLarge,
+                Rejected::TooDeep,
+                Rejected::TooManyFields,
+            ]
+            .map(|r| reason(r.as_str())),
+            trace_ids: self.enrich_trace_ids.get_or_create_owned(&c),
+            invalid_trace_ids: self.enrich_invalid_trace_ids.get_or_create_owned(&c),
+            partial: [
+                outcome("complete"),
+                outcome(Cut::Timeout.as_str()),
+                outcome(Cut::Overflow.as_str()),
+                outcome(Cut::Gap.as_str()),
+                outcome(Cut::Flush.as_str()),
+            ],
+            multiline: self.enrich_multiline.get_or_create_owned(&c),
         }
     }
 

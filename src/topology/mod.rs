@@ -85,7 +85,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let mut queues = Vec::new();
     for cfg in &settings.sinks {
         let sink = match &cfg.kind {
-            SinkKind::Stdout => Sink::Lines(Box::new(tokio::io::stdout())),
+            SinkKind::Stdout => Sink::Lines {
+                writer: Box::new(tokio::io::stdout()),
+                shape: settings.shape.clone(),
+            },
             SinkKind::File { path } => {
                 let file = tokio::fs::OpenOptions::new()
                     .create(true)
@@ -93,7 +96,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                     .open(path)
                     .await
                     .with_context(|| format!("sinks.{}: opening {}", cfg.name, path.display()))?;
-                Sink::Lines(Box::new(file))
+                Sink::Lines {
+                    writer: Box::new(file),
+                    shape: settings.shape.clone(),
+                }
             }
             SinkKind::Blackhole {
                 rate_events_per_sec,
@@ -117,12 +123,16 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     }
     let routes: Arc<[Route]> = routes.into();
 
+    let enrich = crate::pipeline::Settings::new(&settings.enrich).map(Arc::new);
     let mut bound = Vec::new();
     for cfg in &settings.sources {
         let SourceKind::Forward(f) = &cfg.kind;
         let m = metrics.source(&cfg.name);
         let router = Router::new(routes.clone(), m.unrouted.clone());
-        let source = Forward::bind(&cfg.name, f, router, m)
+        let e = enrich
+            .as_ref()
+            .map(|s| (s.clone(), metrics.enrich(&cfg.name)));
+        let source = Forward::bind(&cfg.name, f, router, m, e)
             .await
             .with_context(|| format!("sources.{}", cfg.name))?;
         bound.push((cfg.name.clone(), source));

@@ -22,6 +22,8 @@ use serde_json::Value;
 use crate::clients::{now_secs, require, run_blocking, script, time_of};
 use crate::harness::{Outrigger, metric_value};
 
+/// Enrichment is on (the default); keeping the line lets every case compare it.
+const KEEP_LINE: &str = "[enrich]\nkeep_line = true";
 const IMAGE: &str = "outrigger-test-busybox:latest";
 /// Lines each container prints.
 const LINES: usize = 200;
@@ -136,9 +138,13 @@ async fn run(case: Case) -> Option<Seen> {
         return None;
     }
     let mut o = if case.unix {
-        Outrigger::start("unix_path = \"{dir}/f.sock\"\nunix_mode = \"0666\"").await
+        Outrigger::start_with(
+            "unix_path = \"{dir}/f.sock\"\nunix_mode = \"0666\"",
+            KEEP_LINE,
+        )
+        .await
     } else {
-        Outrigger::start("").await
+        Outrigger::start_with("", KEEP_LINE).await
     };
     let address = if case.unix {
         format!("unix://{}", o.dir.path().join("f.sock").display())
@@ -219,21 +225,25 @@ async fn run_container(cmd: Command, name: &str) -> Output {
 /// Every line exactly once, in order per stream, with the driver's record.
 fn check(lines: &[Value], name: &str, container_id: &str, stdout_only: bool, start: i64, end: i64) {
     let tag = format!("docker.{name}");
-    let container_name = format!("/{name}");
-    let keys: BTreeSet<&str> = ["container_id", "container_name", "log", "source"].into();
+    let driver_keys: BTreeSet<&str> = ["container_id", "container_name", "source"].into();
     let mut got: [Vec<String>; 2] = Default::default();
     let mut times: [Vec<(i64, u32)>; 2] = Default::default();
     for l in lines {
         assert_eq!(l["tag"], tag.as_str(), "tag of {l}");
         let r = l["record"].as_object().expect("record is an object");
-        assert_eq!(
-            r.keys().map(String::as_str).collect::<BTreeSet<_>>(),
-            keys,
+        // The driver's fields became resource attributes under OpenTelemetry names; the
+        // record keeps the line (and a JSON line's parsed fields).
+        assert!(
+            r.keys().all(|k| !driver_keys.contains(k.as_str())),
             "record keys of {l}"
         );
-        assert_eq!(r["container_id"], container_id, "container_id of {l}");
-        assert_eq!(r["container_name"], container_name.as_str(), "{l}");
-        let stream = match r["source"].as_str() {
+        let res = &l["resource"];
+        assert_eq!(res["container.id"], container_id, "container.id of {l}");
+        assert_eq!(
+            res["container.name"], name,
+            "Docker's leading slash is removed: {l}"
+        );
+        let stream = match res["log.iostream"].as_str() {
             Some("stdout") => 0,
             Some("stderr") => 1,
             _ => panic!("source of {l}"),
@@ -395,4 +405,85 @@ async fn unix_socket() {
         r#"outrigger_source_connections_total{component="in"}"#,
     );
     assert_eq!(conns, 1.0, "the driver's single connection");
+}
+
+/// Docker cuts lines longer than 16 KiB into fragments; Outrigger joins them again. A
+/// 100 KiB JSON line carries its trace ID in its last fragment, and a 1 MiB text line spans
+/// 64 fragments; interleaved stderr lines must not disturb either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lines_are_reassembled() {
+    if !docker_ready("long_lines_are_reassembled").await {
+        return;
+    }
+    let mut o = Outrigger::start("").await;
+    let name = unique_name("long_lines");
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    // busybox sh: a JSON line padded to ~100 KiB with the trace ID at its end, a 1 MiB line
+    // of 'a', and short stderr lines around them.
+    let script = format!(
+        r#"echo before >&2
+printf '{{"level":"error","pad":"'; head -c 102400 /dev/zero | tr '\0' 'p'; printf '","trace_id":"{trace}"}}\n'
+echo middle >&2
+head -c 1048576 /dev/zero | tr '\0' 'a'; echo
+echo after >&2
+"#
+    );
+    let mut cmd = Command::new("docker");
+    cmd.args([
+        "run",
+        "--rm",
+        "--name",
+        &name,
+        "--log-driver",
+        "fluentd",
+        "--log-opt",
+    ])
+    .arg(format!("fluentd-address=tcp://{}", o.addr()))
+    .args([
+        "--log-opt",
+        "tag=docker.{{.Name}}",
+        IMAGE,
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let out = run_container(cmd, &name).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    o.wait_lines(5).await;
+    let metrics = o.running.as_ref().unwrap().metrics.render();
+    o.stop().await.unwrap();
+    let lines = o.lines();
+    assert_eq!(lines.len(), 5, "two long lines and three short ones");
+    let json = lines
+        .iter()
+        .find(|l| l["severity_number"] == 17)
+        .expect("the JSON line");
+    assert_eq!(json["record"]["pad"].as_str().unwrap().len(), 102400);
+    assert_eq!(json["trace_id"], trace, "found in the last fragment");
+    assert!(json.get("incomplete").is_none());
+    let long = lines
+        .iter()
+        .find(|l| l["record"]["log"].as_str().is_some_and(|s| s.len() > 1000))
+        .expect("the 1 MiB line");
+    let text = long["record"]["log"].as_str().unwrap();
+    assert_eq!(text.len(), 1 << 20);
+    assert!(text.bytes().all(|b| b == b'a'));
+    let short: Vec<_> = lines
+        .iter()
+        .filter_map(|l| l["record"]["log"].as_str().filter(|s| s.len() < 10))
+        .collect();
+    assert_eq!(short, ["before", "middle", "after"]);
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"outrigger_enrich_partial_lines_total{component="in",outcome="complete"}"#
+        ),
+        2.0
+    );
+    // 7 fragments of the JSON line, 65 of the long one, 3 short lines.
+    assert!(metric_value(&metrics, r#"outrigger_source_events_total{component="in"}"#) >= 5.0);
 }

@@ -51,8 +51,12 @@ async fn all_four_modes_arrive_and_are_acked() {
     assert_eq!(tags, ["m", "f", "f", "f", "p", "p", "p", "z", "z", "z"]);
     assert_eq!(lines[0]["time"], "2023-11-14T22:13:20.000000000Z");
     assert_eq!(lines[2]["time"], "2023-11-14T22:13:20.000000001Z");
-    assert_eq!(lines[9]["record"]["log"], "{\"level\":\"info\",\"n\":2}");
-    assert_eq!(lines[9]["record"]["container_name"], "/web-1");
+    // The JSON line was parsed into the record; Docker's fields became resource attributes.
+    assert_eq!(lines[9]["record"]["n"], 2);
+    assert_eq!(lines[9]["record"]["level"], "info");
+    assert_eq!(lines[9]["severity_number"], 9);
+    assert_eq!(lines[9]["resource"]["container.name"], "web-1");
+    assert_eq!(lines[9]["resource"]["log.iostream"], "stdout");
     assert_eq!(
         o.metric("outrigger_source_acks_total{component=\"in\"}"),
         4.0

@@ -22,10 +22,15 @@ impl Outrigger {
     /// Starts with a forward source named `in` on 127.0.0.1:0 (plus `source_extra` TOML lines
     /// in its table) and a `file` sink named `out`.
     pub async fn start(source_extra: &str) -> Outrigger {
+        Self::start_with(source_extra, "").await
+    }
+
+    /// Like [`Outrigger::start`], with more top-level sections (`[enrich]`...) after it.
+    pub async fn start_with(source_extra: &str, sections: &str) -> Outrigger {
         Self::with_config(&format!(
             "[global]\nadmin_enabled = false\ngrace_period_secs = 10\n\n\
              [sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n{source_extra}\n\n\
-             [sinks.out]\ntype = \"file\"\npath = \"{{out}}\"\n"
+             [sinks.out]\ntype = \"file\"\npath = \"{{out}}\"\n\n{sections}\n"
         ))
         .await
     }

@@ -6,5 +6,6 @@ mod harness;
 mod bad_input;
 mod clients;
 mod docker;
+mod enrich;
 mod forward;
 mod lifecycle;

@@ -25,6 +25,7 @@ use super::handshake::{self, Challenge, Security};
 use crate::buffer::Router;
 use crate::event::{Ack, AckStatus, Batch};
 use crate::msgpack::{self, Scanner};
+use crate::pipeline::{self, Enricher};
 use crate::shutdown::Shutdown;
 use crate::telemetry::SourceMetrics;
 use crate::telemetry::logging::RateLimit;
@@ -45,6 +46,8 @@ pub struct Context {
     pub security: Option<Security>,
     pub router: Router,
     pub metrics: SourceMetrics,
+    /// Parsing and enrichment, when on; each connection keeps its own [`Enricher`] state.
+    pub enrich: Option<(Arc<pipeline::Settings>, pipeline::Metrics)>,
     pub source_address_key: Option<Bytes>,
     pub source_hostname_key: Option<Bytes>,
     /// Warnings about bad input, a few per second per source.
@@ -74,6 +77,14 @@ impl Close {
     }
 }
 
+/// What a [`Conn::fill`] produced.
+#[derive(Debug, PartialEq, Eq)]
+enum Filled {
+    Data,
+    /// Held lines are due; nothing was read.
+    Expired,
+}
+
 /// A connection being served.
 pub struct Conn<S> {
     stream: S,
@@ -88,6 +99,8 @@ pub struct Conn<S> {
     /// End offsets of the whole requests found in `buf`.
     ends: Vec<usize>,
     fields: Arc<[(Bytes, Bytes)]>,
+    /// Split lines and stack traces held across reads.
+    enricher: Option<Enricher>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -110,6 +123,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 .unwrap_or_else(|| ip.to_string());
             fields.push((key.clone(), Bytes::from(name)));
         }
+        let enricher = ctx
+            .enrich
+            .as_ref()
+            .map(|(s, m)| Enricher::new(s.clone(), m.clone()));
         Conn {
             stream,
             peer,
@@ -120,6 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             partial_since: None,
             ends: Vec::new(),
             fields: fields.into(),
+            enricher,
         }
     }
 
@@ -127,7 +145,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// true; then acks what was accepted and half-closes.
     pub async fn run(mut self, mut shutdown: Shutdown) {
         let ctx = self.ctx.clone();
-        match self.serve(&mut shutdown).await {
+        let result = self.serve(&mut shutdown).await;
+        // Lines still being joined were accepted (and maybe acked): they go on, marked.
+        self.release(Enricher::flush).await;
+        match result {
             Ok(()) | Err(Close::Eof) | Err(Close::Shutdown) => {}
             Err(Close::Error { reason, detail }) => {
                 ctx.metrics.connection_error(reason);
@@ -148,7 +169,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if shutdown.is_started() {
                 return Err(Close::Shutdown);
             }
-            self.fill(shutdown).await?;
+            if self.fill(shutdown).await? == Filled::Expired {
+                self.release(Enricher::expire).await;
+            }
+        }
+    }
+
+    /// Routes what `take` releases from the enricher (timed-out or flushed lines). These
+    /// requests were acked when their fragments arrived, so there is nothing to ack now.
+    async fn release(&mut self, take: fn(&mut Enricher, &mut Batch)) {
+        let Some(enricher) = &mut self.enricher else {
+            return;
+        };
+        let mut batch = Batch {
+            fields: self.fields.clone(),
+            ..Default::default()
+        };
+        take(enricher, &mut batch);
+        if !batch.is_empty() {
+            self.ctx.metrics.events.inc_by(batch.events.len() as u64);
+            self.ctx.router.send(batch).await;
         }
     }
 
@@ -168,7 +208,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.ctx.decode.max_depth,
             ) {
                 Ok(Some(n)) => break self.buf.split_to(n).freeze(),
-                Ok(None) => self.fill(shutdown).await?,
+                Ok(None) => {
+                    self.fill(shutdown).await?;
+                }
                 Err(e) => return Err(Close::error("handshake_failed", e.to_string())),
             }
         };
@@ -178,11 +220,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         verdict.map_err(|r| Close::error("handshake_failed", r.reason()))
     }
 
-    /// Reads once into the buffer.
+    /// Reads once into the buffer, or returns [`Filled::Expired`] when held lines are due.
     ///
     /// # Errors
     /// End of stream, an I/O error, a timeout, or shutdown.
-    async fn fill(&mut self, shutdown: &mut Shutdown) -> Result<(), Close> {
+    async fn fill(&mut self, shutdown: &mut Shutdown) -> Result<Filled, Close> {
         if self.buf.capacity() - self.buf.len() < MIN_READ {
             self.buf.reserve(self.read_size);
         }
@@ -199,10 +241,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 None => std::future::pending().await,
             }
         };
+        let held = self.enricher.as_ref().and_then(Enricher::deadline);
+        let held_due = async {
+            match held {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         let room = self.buf.capacity() - self.buf.len();
         let n = tokio::select! {
             r = self.stream.read_buf(&mut self.buf) => r.map_err(|e| Close::error("io_error", e.to_string()))?,
             _ = expired => return Err(Close::error(timeout_reason, format!("{} bytes pending", self.buf.len()))),
+            _ = held_due => return Ok(Filled::Expired),
             _ = shutdown.started() => return Err(Close::Shutdown),
         };
         if n == 0 {
@@ -226,7 +276,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         } else {
             self.read_size
         };
-        Ok(())
+        Ok(Filled::Data)
     }
 
     /// Decodes and hands over every whole request in the buffer.
@@ -315,6 +365,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     .collect();
                 tracing::warn!(source = %ctx.name, peer = %self.peer, skipped = %reasons.join(","), suppressed, "skipped invalid input, not acknowledged");
             }
+        }
+        if let Some(enricher) = &mut self.enricher {
+            enricher.process(&mut batch);
         }
         if !batch.is_empty() {
             ctx.metrics.events.inc_by(batch.events.len() as u64);

@@ -224,7 +224,7 @@ fn decode(
             }
             let record = frame.slice(r);
             if let Some(time) = time {
-                batch.events.push(Event { time, tag, record });
+                batch.events.push(Event::new(time, tag, record));
                 out.events += 1;
             }
         }
@@ -367,7 +367,7 @@ fn push_entry(
     };
     match decoded {
         Ok((Some(time), record)) => {
-            batch.events.push(Event { time, tag, record });
+            batch.events.push(Event::new(time, tag, record));
             out.events += 1;
         }
         // A Fluent Bit group marker: framing, not a log event.
@@ -827,15 +827,9 @@ mod robustness {
                 request(&frame, &mut batch, &opts, &mut skipped);
                 let mut out = Vec::new();
                 let mut times = crate::sink::json::TimeCache::default();
+                let shape = crate::sink::json::Shape::default();
                 for e in &batch.events {
-                    let _ = crate::sink::json::event(
-                        &mut out,
-                        &mut times,
-                        batch.tag(e),
-                        e.time,
-                        &e.record,
-                        &[],
-                    );
+                    let _ = crate::sink::json::event(&mut out, &mut times, &batch, e, &shape);
                 }
             }
         }

@@ -28,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::buffer::Router;
 use crate::config;
+use crate::pipeline;
 use crate::shutdown::Shutdown;
 use crate::telemetry::SourceMetrics;
 use crate::telemetry::logging::RateLimit;
@@ -57,6 +58,7 @@ impl Forward {
         cfg: &config::Forward,
         router: Router,
         metrics: SourceMetrics,
+        enrich: Option<(Arc<pipeline::Settings>, pipeline::Metrics)>,
     ) -> anyhow::Result<Forward> {
         let tls = cfg.tls.as_ref().map(tls_acceptor).transpose()?;
         let tcp = match cfg.address {
@@ -113,6 +115,7 @@ impl Forward {
             security,
             router,
             metrics,
+            enrich,
             source_address_key: key(&cfg.source_address_key),
             source_hostname_key: key(&cfg.source_hostname_key),
             warn: RateLimit::new(10),

@@ -1,0 +1,665 @@
+//! Parse and enrich: turning raw container output into searchable, trace-correlated events.
+//!
+//! Runs inside each connection's task, on the batch it just decoded, before routing: CPU only,
+//! no awaits. Per event it reads the record's Docker fields ([`record`]), joins split long
+//! lines ([`partial`]) and stack traces ([`multiline`]), parses a JSON line ([`json`]) or scans
+//! a text line, and writes what it found into [`Meta`] as spans of the record: trace context
+//! ([`trace`]), severity ([`severity`]), time ([`timefmt`]), container and Kubernetes names.
+//! The line itself is never rewritten; encoders splice its fields.
+//!
+//! Enrichment never breaks an event: a line that does not parse, breaks a limit or carries a
+//! malformed ID goes on as it is, and a counter says why.
+
+pub mod json;
+pub mod kubernetes;
+pub mod multiline;
+pub mod partial;
+pub mod record;
+pub mod severity;
+pub mod timefmt;
+pub mod trace;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+
+use crate::event::{Batch, Event, Meta, Span};
+use json::{KeyTable, Role};
+use partial::Reassembler;
+
+/// Objects that loggers put context fields in (MDC, Log4j2's `contextMap`, logrus/zap field
+/// groups): trace keys are also looked for one level inside them.
+const TRACE_CONTAINERS: &[&str] = &[
+    "context",
+    "ctx",
+    "mdc",
+    "contextMap",
+    "labels",
+    "attributes",
+    "fields",
+];
+
+/// Enrichment settings, built once from the configuration and shared by every connection.
+#[derive(Debug)]
+pub struct Settings {
+    pub line_key: Bytes,
+    pub parse_json: bool,
+    pub keys: KeyTable,
+    pub families: json::Families,
+    pub limits: json::Limits,
+    pub trace_from_text: Option<trace::TextScanner>,
+    pub severity_from_text: bool,
+    /// Attributes added to every event (node name, cluster...).
+    pub resource: Arc<[(Bytes, Bytes)]>,
+    pub partial: partial::Limits,
+    pub multiline: Option<multiline::Settings>,
+}
+
+/// What a config file says about enrichment, before it is compiled into [`Settings`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub enabled: bool,
+    pub line_key: String,
+    pub parse_json: bool,
+    pub limits: json::Limits,
+    pub trace: Vec<trace::Family>,
+    pub trace_from_text: bool,
+    pub severity_from_text: bool,
+    pub level_keys: Vec<String>,
+    pub level_name_keys: Vec<String>,
+    pub message_keys: Vec<String>,
+    pub time_key: Option<String>,
+    pub resource: Vec<(String, String)>,
+    pub partial: partial::Limits,
+    pub multiline: Option<multiline::Settings>,
+}
+
+impl Settings {
+    /// Compiles `options`; `None` when enrichment is off.
+    pub fn new(o: &Options) -> Option<Settings> {
+        if !o.enabled {
+            return None;
+        }
+        let mut keys = KeyTable::default();
+        let mut formats = Vec::new();
+        for (i, family) in o.trace.iter().enumerate() {
+            let i = i as u16;
+            formats.push(family.format);
+            // Top level first, then the objects loggers group context fields in; within each,
+            // the family's own key order.
+            for (loc, prefix) in [""].iter().chain(TRACE_CONTAINERS).enumerate() {
+                let path = |k: &String| {
+                    if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    }
+                };
+                let p = |j: usize| (loc * 64 + j.min(63)) as u16;
+                for (j, k) in family.trace.iter().enumerate() {
+                    keys.insert(&path(k), Role::Trace(i, p(j)));
+                }
+                for (j, k) in family.span.iter().enumerate() {
+                    keys.insert(&path(k), Role::Span(i, p(j)));
+                }
+                for (j, k) in family.flags.iter().enumerate() {
+                    keys.insert(&path(k), Role::Flags(i, p(j)));
+                }
+            }
+        }
+        for (i, k) in o.level_keys.iter().enumerate() {
+            keys.insert(k, Role::Level(i as u16));
+        }
+        for (i, k) in o.level_name_keys.iter().enumerate() {
+            keys.insert(k, Role::LevelName((o.level_keys.len() + i) as u16));
+        }
+        for (i, k) in o.message_keys.iter().enumerate() {
+            keys.insert(k, Role::Message(i as u16));
+        }
+        if let Some(k) = &o.time_key {
+            keys.insert(k, Role::Time);
+        }
+        Some(Settings {
+            line_key: Bytes::from(o.line_key.clone()),
+            parse_json: o.parse_json,
+            keys,
+            families: json::Families { formats },
+            limits: o.limits,
+            trace_from_text: o.trace_from_text.then(trace::TextScanner::new),
+            severity_from_text: o.severity_from_text,
+            resource: o
+                .resource
+                .iter()
+                .map(|(k, v)| (Bytes::from(k.clone()), Bytes::from(v.clone())))
+                .collect(),
+            partial: o.partial,
+            multiline: o.multiline.clone(),
+        })
+    }
+}
+
+/// Enrichment counters of one source, bumped once per batch.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Lines that looked like JSON but stayed text, by reason.
+    pub parse_errors: [Counter; 4],
+    pub trace_ids: Counter,
+    pub invalid_trace_ids: Counter,
+    /// Split lines joined, by outcome: complete, timeout, overflow, gap, flush.
+    pub partial: [Counter; 5],
+    pub multiline: Counter,
+}
+
+/// Counts for one batch, added to [`Metrics`] at its end.
+#[derive(Debug, Default)]
+struct Tally {
+    parse_errors: [u64; 4],
+    trace_ids: u64,
+    invalid_trace_ids: u64,
+    partial: [u64; 5],
+    multiline: u64,
+}
+
+/// One connection's enrichment state: pending split lines and stack traces.
+#[derive(Debug)]
+pub struct Enricher {
+    settings: Arc<Settings>,
+    partial: Reassembler,
+    multiline: Option<multiline::Joiner>,
+    metrics: Metrics,
+    /// The previous batch's event vector, reused.
+    spare: Vec<Event>,
+    done: Vec<partial::Done>,
+}
+
+impl Enricher {
+    pub fn new(settings: Arc<Settings>, metrics: Metrics) -> Enricher {
+        Enricher {
+            partial: Reassembler::new(settings.partial, settings.line_key.clone()),
+            multiline: settings.multiline.clone().map(multiline::Joiner::new),
+            settings,
+            metrics,
+            spare: Vec::new(),
+            done: Vec::new(),
+        }
+    }
+
+    /// When held lines must be flushed even if no more input arrives.
+    pub fn deadline(&self) -> Option<Instant> {
+        let m = self.multiline.as_ref().and_then(|m| m.deadline());
+        match (self.partial.deadline(), m) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Enriches every event of `batch` in place. Fragments of split lines are taken out and
+    /// come back, joined, in the batch that completes them.
+    pub fn process(&mut self, batch: &mut Batch) {
+        let mut tally = Tally::default();
+        let mut events = std::mem::replace(&mut batch.events, std::mem::take(&mut self.spare));
+        batch.events.reserve(events.len());
+        batch.resource = self.settings.resource.clone();
+        for e in events.drain(..) {
+            let fields = record::fields(&e.record, &self.settings.line_key);
+            if fields.partial.is_some() {
+                let tag = batch.tags[e.tag as usize].clone();
+                self.partial
+                    .push(&tag, e.time, &e.record, &fields, &mut self.done);
+                self.take_done(batch, &mut tally);
+                continue;
+            }
+            let mut e = e;
+            enrich(&self.settings, &mut e, &fields, &mut tally);
+            self.push(batch, e, &mut tally);
+        }
+        self.spare = events;
+        kubernetes::annotate(batch);
+        self.count(&tally);
+    }
+
+    /// Emits lines whose time is up, into `batch`.
+    pub fn expire(&mut self, batch: &mut Batch) {
+        let mut tally = Tally::default();
+        let now = Instant::now();
+        self.partial.expire(now, &mut self.done);
+        self.take_done(batch, &mut tally);
+        if let Some(ready) = self.multiline.as_mut().map(|m| m.expire(now)) {
+            self.add_joined(batch, ready, &mut tally);
+        }
+        batch.resource = self.settings.resource.clone();
+        kubernetes::annotate(batch);
+        self.count(&tally);
+    }
+
+    /// Emits everything held (the connection is ending), into `batch`.
+    pub fn flush(&mut self, batch: &mut Batch) {
+        let mut tally = Tally::default();
+        self.partial.flush(&mut self.done);
+        self.take_done(batch, &mut tally);
+        if let Some(ready) = self.multiline.as_mut().map(|m| m.flush()) {
+            self.add_joined(batch, ready, &mut tally);
+        }
+        batch.resource = self.settings.resource.clone();
+        kubernetes::annotate(batch);
+        self.count(&tally);
+    }
+
+    /// Enriches joined lines and adds them to `batch`.
+    fn take_done(&mut self, batch: &mut Batch, tally: &mut Tally) {
+        for d in std::mem::take(&mut self.done) {
+            let outcome = d.cut.map_or(0, |c| 1 + c as usize);
+            tally.partial[outcome] += 1;
+            let tag = batch.tag_index(&d.tag, || d.tag.clone());
+            batch.size += d.record.len();
+            let mut e = Event::new(d.time, tag, d.record);
+            let fields = record::fields(&e.record, &self.settings.line_key);
+            enrich(&self.settings, &mut e, &fields, tally);
+            e.meta.joined = true;
+            e.meta.incomplete = d.cut.is_some();
+            self.push(batch, e, tally);
+        }
+    }
+
+    /// Hands `e` to the stack-trace joiner when it is on, else to the batch.
+    fn push(&mut self, batch: &mut Batch, e: Event, tally: &mut Tally) {
+        match &mut self.multiline {
+            None => batch.events.push(e),
+            Some(m) => {
+                let tag = batch.tags[e.tag as usize].clone();
+                let ready = m.push(e, tag);
+                self.add_joined(batch, ready, tally);
+            }
+        }
+    }
+
+    /// Adds what the joiner released to `batch`, enriching joined blocks (their record is new).
+    fn add_joined(&self, batch: &mut Batch, ready: Vec<(Bytes, Event)>, tally: &mut Tally) {
+        for (tag, mut e) in ready {
+            e.tag = batch.tag_index(&tag, || tag.clone());
+            if e.meta.joined {
+                tally.multiline += 1;
+                batch.size += e.record.len();
+                let fields = record::fields(&e.record, &self.settings.line_key);
+                enrich(&self.settings, &mut e, &fields, tally);
+                e.meta.joined = true;
+            }
+            batch.events.push(e);
+        }
+    }
+
+    fn count(&self, t: &Tally) {
+        for (c, n) in self.metrics.parse_errors.iter().zip(t.parse_errors) {
+            if n > 0 {
+                c.inc_by(n);
+            }
+        }
+        for (c, n) in self.metrics.partial.iter().zip(t.partial) {
+            if n > 0 {
+                c.inc_by(n);
+            }
+        }
+        if t.trace_ids > 0 {
+            self.metrics.trace_ids.inc_by(t.trace_ids);
+        }
+        if t.invalid_trace_ids > 0 {
+            self.metrics.invalid_trace_ids.inc_by(t.invalid_trace_ids);
+        }
+        if t.multiline > 0 {
+            self.metrics.multiline.inc_by(t.multiline);
+        }
+    }
+}
+
+/// Fills `e.meta` from the record's fields and its line.
+fn enrich(s: &Settings, e: &mut Event, fields: &record::Fields, tally: &mut Tally) {
+    let mut meta = Meta {
+        container_id: fields.container_id.clone().map(Span::new),
+        stream: fields.source.clone().map(Span::new),
+        ..Meta::default()
+    };
+    if let Some(name) = fields.container_name.clone() {
+        // Docker sends the name with a leading slash.
+        let skip = usize::from(e.record.get(name.start) == Some(&b'/'));
+        meta.container_name = Some(Span::new(name.start + skip..name.end));
+    }
+    if let Some(range) = fields.line.clone() {
+        meta.line = Some(Span::new(range.clone()));
+        let line = &e.record[range.clone()];
+        let at = |r: std::ops::Range<usize>| Span::new(range.start + r.start..range.start + r.end);
+        if s.parse_json && json::looks_like_object(line) {
+            match json::parse(line, &s.keys, &s.families, &s.limits) {
+                Ok(found) => {
+                    meta.json = true;
+                    if let Some(t) = found.trace {
+                        meta.trace_id = Some(t.trace_id);
+                        meta.span_id = t.span_id;
+                        meta.trace_flags = t.flags;
+                    }
+                    if found.trace_invalid && found.trace.is_none() {
+                        tally.invalid_trace_ids += 1;
+                    }
+                    if let Some(sev) = found.severity {
+                        meta.severity = sev.0;
+                        meta.severity_text = found.severity_text.map(at);
+                    }
+                    meta.message = found.message.map(at);
+                    if let Some(t) = found.time {
+                        e.time = t;
+                    }
+                }
+                Err(r) => tally.parse_errors[r as usize] += 1,
+            }
+        }
+        if !meta.json {
+            if let Some(t) = s.trace_from_text.as_ref().and_then(|t| t.scan(line)) {
+                meta.trace_id = Some(t.trace_id);
+                meta.span_id = t.span_id;
+                meta.trace_flags = t.flags;
+            }
+            if s.severity_from_text {
+                meta.severity = severity::scan_text(line).map_or(0, |s| s.0);
+            }
+        }
+    }
+    if meta.trace_id.is_some() {
+        tally.trace_ids += 1;
+    }
+    e.meta = meta;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Timestamp;
+
+    fn settings(edit: impl FnOnce(&mut crate::config::Enrich)) -> Arc<Settings> {
+        let mut e = crate::config::Enrich::default();
+        edit(&mut e);
+        Arc::new(Settings::new(&e.options()).unwrap())
+    }
+
+    fn docker_record(line: &[u8]) -> Bytes {
+        let mut r = Vec::new();
+        rmp::encode::write_map_len(&mut r, 4).unwrap();
+        for (k, v) in [
+            ("container_id", &b"c0ffee"[..]),
+            ("container_name", b"/web-1"),
+            ("source", b"stdout"),
+            ("log", line),
+        ] {
+            rmp::encode::write_str(&mut r, k).unwrap();
+            rmp::encode::write_str_len(&mut r, v.len() as u32).unwrap();
+            r.extend_from_slice(v);
+        }
+        Bytes::from(r)
+    }
+
+    /// Runs one line through a fresh enricher; returns the batch and the metrics.
+    fn run(settings: &Arc<Settings>, line: &[u8]) -> (Batch, Metrics) {
+        let metrics = Metrics::default();
+        let mut en = Enricher::new(settings.clone(), metrics.clone());
+        let mut batch = Batch::default();
+        let tag = batch.tag_index(b"docker.web", || Bytes::from_static(b"docker.web"));
+        batch.events.push(Event::new(
+            Timestamp {
+                secs: 1_700_000_000,
+                nanos: 0,
+            },
+            tag,
+            docker_record(line),
+        ));
+        en.process(&mut batch);
+        (batch, metrics)
+    }
+
+    fn cases(file: &str) -> Vec<serde_json::Value> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/enrich")
+            .join(file);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn trace_corpus() {
+        let s = settings(|_| {});
+        let cases = cases("trace-cases.jsonl");
+        assert!(cases.len() >= 40, "{} cases", cases.len());
+        let mut failures = Vec::new();
+        for c in &cases {
+            let (b, _) = run(&s, c["line"].as_str().unwrap().as_bytes());
+            let m = b.events[0].meta;
+            let got = (
+                m.trace_id.map(hex::encode),
+                m.trace_id.and(m.span_id).map(hex::encode),
+                m.trace_id.and(m.trace_flags).map(u64::from),
+            );
+            let want = (
+                c["trace_id"].as_str().map(String::from),
+                c["span_id"].as_str().map(String::from),
+                c["flags"].as_u64(),
+            );
+            if got != want {
+                failures.push(format!("{}: got {got:?}, want {want:?}", c["name"]));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {} cases:\n{}",
+            failures.len(),
+            cases.len(),
+            failures.join("\n")
+        );
+    }
+
+    #[test]
+    fn severity_corpus() {
+        let s = settings(|_| {});
+        let cases = cases("severity-cases.jsonl");
+        assert!(cases.len() >= 40, "{} cases", cases.len());
+        let mut failures = Vec::new();
+        for c in &cases {
+            let (b, _) = run(&s, c["line"].as_str().unwrap().as_bytes());
+            let got = b.events[0].meta.severity;
+            if u64::from(got) != c["severity_number"].as_u64().unwrap() {
+                failures.push(format!(
+                    "{}: got {got}, want {}",
+                    c["name"], c["severity_number"]
+                ));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {} cases:\n{}",
+            failures.len(),
+            cases.len(),
+            failures.join("\n")
+        );
+    }
+
+    #[test]
+    fn json_line_meta_and_spans() {
+        let s = settings(|_| {});
+        let line = br#"{"level":"warn","msg":"disk \"full\"","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7"}"#;
+        let (b, m) = run(&s, line);
+        let e = &b.events[0];
+        assert!(e.meta.json);
+        assert_eq!(e.slice(e.meta.line.unwrap()), line);
+        assert_eq!(e.slice(e.meta.severity_text.unwrap()), b"warn");
+        assert_eq!(e.meta.severity, 13);
+        assert_eq!(e.slice(e.meta.message.unwrap()), br#""disk \"full\"""#);
+        assert_eq!(e.slice(e.meta.container_name.unwrap()), b"web-1");
+        assert_eq!(e.slice(e.meta.stream.unwrap()), b"stdout");
+        assert_eq!(hex::encode(e.meta.span_id.unwrap()), "00f067aa0ba902b7");
+        assert_eq!(m.trace_ids.get(), 1);
+    }
+
+    #[test]
+    fn edge_cases_pass_through_as_text_and_are_counted() {
+        let s = settings(|e| {
+            e.max_depth = 8;
+            e.max_fields = 16;
+            e.max_line_bytes = 4096;
+        });
+        let reason = |m: &Metrics, r: json::Rejected| m.parse_errors[r as usize].get();
+        // Not JSON at all: text, no parse error.
+        let (b, m) = run(&s, b"plain text ERROR here");
+        assert!(!b.events[0].meta.json && b.events[0].meta.severity == 17);
+        assert_eq!(m.parse_errors.iter().map(Counter::get).sum::<u64>(), 0);
+        // Broken JSON.
+        let (b, m) = run(&s, br#"{"level":"info","msg":"cut"#);
+        assert!(!b.events[0].meta.json);
+        assert_eq!(reason(&m, json::Rejected::Invalid), 1);
+        // Invalid UTF-8 inside a JSON string: not JSON (simd-json validates), kept as text.
+        let (b, m) = run(&s, b"{\"msg\":\"\xff\xfe\"}");
+        assert!(!b.events[0].meta.json);
+        assert_eq!(reason(&m, json::Rejected::Invalid), 1);
+        // Deeper than the limit.
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(20), "]".repeat(20));
+        let (b, m) = run(&s, deep.as_bytes());
+        assert!(!b.events[0].meta.json);
+        assert_eq!(reason(&m, json::Rejected::TooDeep), 1);
+        // More fields than the limit.
+        let wide = format!(
+            "{{{}}}",
+            (0..20)
+                .map(|i| format!("\"k{i}\":1"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let (_, m) = run(&s, wide.as_bytes());
+        assert_eq!(reason(&m, json::Rejected::TooManyFields), 1);
+        // Longer than the limit.
+        let long = format!("{{\"msg\":\"{}\"}}", "x".repeat(5000));
+        let (_, m) = run(&s, long.as_bytes());
+        assert_eq!(reason(&m, json::Rejected::TooLarge), 1);
+        // Huge numbers parse (as floats or big integers) without breaking anything.
+        let (b, _) = run(
+            &s,
+            br#"{"n":123456789012345678901234567890,"f":1e308,"level":"info"}"#,
+        );
+        assert!(b.events[0].meta.json && b.events[0].meta.severity == 9);
+        // Duplicate keys: the first trace ID wins.
+        let dup = br#"{"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","trace_id":"11111111111111111111111111111111"}"#;
+        let (b, _) = run(&s, dup);
+        assert_eq!(
+            hex::encode(b.events[0].meta.trace_id.unwrap()),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        // A malformed ID is not extracted, and counted.
+        let (b, m) = run(&s, br#"{"trace_id":"not-a-trace-id-at-all-0000000000"}"#);
+        assert!(b.events[0].meta.trace_id.is_none());
+        assert_eq!(m.invalid_trace_ids.get(), 1);
+        // All zeros is "no trace", not an error.
+        let (b, m) = run(&s, br#"{"trace_id":"00000000000000000000000000000000"}"#);
+        assert!(b.events[0].meta.trace_id.is_none());
+        assert_eq!(m.invalid_trace_ids.get(), 0);
+    }
+
+    #[test]
+    fn time_from_a_configured_key() {
+        let s = settings(|e| e.time_key = "ts".into());
+        let (b, _) = run(&s, br#"{"ts":"2024-05-01T10:00:00.5Z"}"#);
+        assert_eq!(
+            b.events[0].time,
+            Timestamp {
+                secs: 1_714_557_600,
+                nanos: 500_000_000
+            }
+        );
+        let (b, _) = run(&s, br#"{"ts":1714557600123}"#);
+        assert_eq!(
+            b.events[0].time,
+            Timestamp {
+                secs: 1_714_557_600,
+                nanos: 123_000_000
+            }
+        );
+        // Absent or invalid: the forward time stays.
+        let (b, _) = run(&s, br#"{"ts":"yesterday"}"#);
+        assert_eq!(b.events[0].time.secs, 1_700_000_000);
+    }
+
+    #[test]
+    fn disabled_and_static_resource() {
+        assert!(
+            Settings::new(
+                &crate::config::Enrich {
+                    enabled: false,
+                    ..Default::default()
+                }
+                .options()
+            )
+            .is_none()
+        );
+        let s = settings(|e| {
+            e.resource.insert("k8s.node.name".into(), "node-1".into());
+        });
+        let (b, _) = run(&s, b"x");
+        assert_eq!(
+            &b.resource[..],
+            &[(
+                Bytes::from_static(b"k8s.node.name"),
+                Bytes::from_static(b"node-1")
+            )]
+        );
+    }
+
+    #[test]
+    fn split_lines_are_joined_across_batches() {
+        let s = settings(|_| {});
+        let metrics = Metrics::default();
+        let mut en = Enricher::new(s, metrics.clone());
+        let fragment = |ordinal: u32, last: bool, log: &str| {
+            let mut r = Vec::new();
+            rmp::encode::write_map_len(&mut r, 6).unwrap();
+            for (k, v) in [
+                ("container_id", "c1"),
+                ("source", "stdout"),
+                ("log", log),
+                ("partial_message", "true"),
+                ("partial_id", "p"),
+                ("partial_ordinal", &ordinal.to_string()),
+            ] {
+                rmp::encode::write_str(&mut r, k).unwrap();
+                rmp::encode::write_str(&mut r, v).unwrap();
+            }
+            let _ = last;
+            let mut b = Batch::default();
+            let tag = b.tag_index(b"t", || Bytes::from_static(b"t"));
+            let mut rec = r;
+            // partial_last as a 7th pair
+            rec[0] = 0x87;
+            rmp::encode::write_str(&mut rec, "partial_last").unwrap();
+            rmp::encode::write_str(&mut rec, if last { "true" } else { "false" }).unwrap();
+            b.events
+                .push(Event::new(Timestamp::default(), tag, Bytes::from(rec)));
+            b
+        };
+        let mut b1 = fragment(1, false, r#"{"level":"error","msg":"#);
+        en.process(&mut b1);
+        assert!(b1.events.is_empty(), "a fragment is held");
+        let mut b2 = fragment(
+            2,
+            true,
+            r#""long","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}"#,
+        );
+        en.process(&mut b2);
+        assert_eq!(b2.events.len(), 1);
+        let e = &b2.events[0];
+        assert!(e.meta.json && e.meta.joined && !e.meta.incomplete);
+        assert_eq!(e.meta.severity, 17);
+        assert!(
+            e.meta.trace_id.is_some(),
+            "the trace ID in the tail fragment is found"
+        );
+        assert_eq!(metrics.partial[0].get(), 1);
+    }
+}

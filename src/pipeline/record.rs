@@ -1,0 +1,202 @@
+//! The fields of a forward record that enrichment needs, found in one walk over its map.
+//!
+//! Docker's `fluentd` driver sends `container_id`, `container_name`, `source`, `log` and, for
+//! lines longer than 16 KiB, `partial_message`, `partial_id`, `partial_ordinal` and
+//! `partial_last` (all strings). Everything here is a byte range into the record; nothing is
+//! copied.
+
+use std::ops::Range;
+
+use crate::msgpack::{Cursor, Kind};
+
+/// Where the interesting values of one record are.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Fields {
+    /// The log line: the string value of the configured key.
+    pub line: Option<Range<usize>>,
+    pub container_id: Option<Range<usize>>,
+    pub container_name: Option<Range<usize>>,
+    pub source: Option<Range<usize>>,
+    /// Set when `partial_message` is `"true"`.
+    pub partial: Option<Partial>,
+}
+
+/// One fragment of a line Docker split.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Partial {
+    pub id: Range<usize>,
+    /// 1-based; 0 when absent or not a number.
+    pub ordinal: u32,
+    pub last: bool,
+}
+
+/// Keys whose values enrichment reads from every record, besides the log line.
+const CONTAINER_ID: &[u8] = b"container_id";
+const CONTAINER_NAME: &[u8] = b"container_name";
+const SOURCE: &[u8] = b"source";
+const PARTIAL_MESSAGE: &[u8] = b"partial_message";
+const PARTIAL_ID: &[u8] = b"partial_id";
+const PARTIAL_ORDINAL: &[u8] = b"partial_ordinal";
+const PARTIAL_LAST: &[u8] = b"partial_last";
+
+/// Reads `record` (a msgpack map) once. `line_key` names the log line's key. Malformed input
+/// yields whatever was found before the damage.
+pub fn fields(record: &[u8], line_key: &[u8]) -> Fields {
+    let mut f = Fields::default();
+    let mut c = Cursor::new(record);
+    let Ok((h, _)) = c.read() else { return f };
+    if h.kind != Kind::Map {
+        return f;
+    }
+    let mut partial = false;
+    let mut id = None;
+    let mut ordinal = 0;
+    let mut last = false;
+    for _ in 0..h.children / 2 {
+        let Ok(Some(key)) = c.bytes() else { return f };
+        let value = match c.peek() {
+            Ok(v) if matches!(v.kind, Kind::Str | Kind::Bin) => match c.read() {
+                Ok((_, r)) => r,
+                Err(_) => return f,
+            },
+            _ => {
+                if c.skip().is_err() {
+                    return f;
+                }
+                continue;
+            }
+        };
+        let v = &record[value.clone()];
+        match key {
+            k if k == line_key => f.line = Some(value),
+            CONTAINER_ID => f.container_id = Some(value),
+            CONTAINER_NAME => f.container_name = Some(value),
+            SOURCE => f.source = Some(value),
+            PARTIAL_MESSAGE => partial = v == b"true",
+            PARTIAL_ID => id = Some(value),
+            PARTIAL_ORDINAL => {
+                ordinal = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0)
+            }
+            PARTIAL_LAST => last = v == b"true",
+            _ => {}
+        }
+    }
+    if partial {
+        f.partial = id.map(|id| Partial { id, ordinal, last });
+    }
+    f
+}
+
+/// Writes `record` again with `line_key` set to `line` and the `partial_*` keys removed: the
+/// record of a reassembled line.
+pub fn rewrite(record: &[u8], line_key: &[u8], line: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(record.len() + line.len());
+    let mut kept: Vec<(Range<usize>, Range<usize>)> = Vec::new();
+    let mut c = Cursor::new(record);
+    if let Ok((h, _)) = c.read() {
+        for _ in 0..h.children / 2 {
+            let start = c.pos();
+            let Ok(Some(key)) = c.bytes() else { break };
+            let key_range = start..c.pos();
+            let Ok(value) = c.skip() else { break };
+            let drop = key == line_key
+                || matches!(
+                    key,
+                    PARTIAL_MESSAGE | PARTIAL_ID | PARTIAL_ORDINAL | PARTIAL_LAST
+                );
+            if !drop {
+                kept.push((key_range, value));
+            }
+        }
+    }
+    rmp::encode::write_map_len(&mut out, kept.len() as u32 + 1).expect("Vec writes cannot fail");
+    for (k, v) in kept {
+        out.extend_from_slice(&record[k]);
+        out.extend_from_slice(&record[v]);
+    }
+    rmp::encode::write_str_len(&mut out, line_key.len() as u32).expect("Vec writes cannot fail");
+    out.extend_from_slice(line_key);
+    rmp::encode::write_str_len(&mut out, line.len() as u32).expect("Vec writes cannot fail");
+    out.extend_from_slice(line);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmp::encode::write_map_len(&mut out, pairs.len() as u32).unwrap();
+        for (k, v) in pairs {
+            rmp::encode::write_str(&mut out, k).unwrap();
+            rmp::encode::write_str(&mut out, v).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn finds_docker_fields() {
+        let r = record(&[
+            ("container_id", "abc"),
+            ("container_name", "/web"),
+            ("source", "stderr"),
+            ("log", "hello"),
+            ("com.example.team", "payments"),
+        ]);
+        let f = fields(&r, b"log");
+        assert_eq!(&r[f.line.unwrap()], b"hello");
+        assert_eq!(&r[f.container_name.unwrap()], b"/web");
+        assert_eq!(&r[f.source.unwrap()], b"stderr");
+        assert!(f.partial.is_none());
+        assert_eq!(
+            &r[fields(&r, b"com.example.team").line.unwrap()],
+            b"payments"
+        );
+    }
+
+    #[test]
+    fn finds_partial_fragments() {
+        let r = record(&[
+            ("log", "part"),
+            ("partial_message", "true"),
+            ("partial_id", "p1"),
+            ("partial_ordinal", "3"),
+            ("partial_last", "false"),
+        ]);
+        let p = fields(&r, b"log").partial.unwrap();
+        assert_eq!(&r[p.id], b"p1");
+        assert_eq!((p.ordinal, p.last), (3, false));
+    }
+
+    #[test]
+    fn non_string_values_are_skipped() {
+        // {"log": 5, "source": "stdout"}
+        let r = [
+            0x82, 0xa3, b'l', b'o', b'g', 0x05, 0xa6, b's', b'o', b'u', b'r', b'c', b'e', 0xa6,
+            b's', b't', b'd', b'o', b'u', b't',
+        ];
+        let f = fields(&r, b"log");
+        assert!(f.line.is_none());
+        assert_eq!(&r[f.source.unwrap()], b"stdout");
+    }
+
+    #[test]
+    fn rewrite_replaces_line_and_drops_partial_keys() {
+        let r = record(&[
+            ("container_id", "abc"),
+            ("log", "a"),
+            ("partial_message", "true"),
+            ("partial_id", "x"),
+        ]);
+        let out = rewrite(&r, b"log", b"joined line");
+        let f = fields(&out, b"log");
+        assert_eq!(&out[f.line.unwrap()], b"joined line");
+        assert_eq!(&out[f.container_id.unwrap()], b"abc");
+        assert!(f.partial.is_none());
+        assert_eq!(out[0], 0x82, "two keys left");
+    }
+}
