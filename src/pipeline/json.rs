@@ -149,6 +149,8 @@ struct Scratch {
     buffers: simd_json::Buffers,
     tape: Option<simd_json::Tape<'static>>,
     candidates: Vec<Candidate>,
+    /// [`check`]'s stack of open containers.
+    open: Vec<usize>,
 }
 
 thread_local! {
@@ -158,6 +160,7 @@ thread_local! {
         buffers: simd_json::Buffers::new(4096),
         tape: Some(simd_json::Tape::null().reset()),
         candidates: Vec::new(),
+        open: Vec::new(),
     });
 }
 
@@ -185,6 +188,7 @@ pub fn parse(
             buffers,
             tape,
             candidates,
+            open,
         } = s;
         input.clear();
         input.extend_from_slice(line);
@@ -196,7 +200,7 @@ pub fn parse(
         let parsed = simd_json::fill_tape(input, buffers, &mut t);
         let result = parsed
             .map_err(|_| Rejected::Invalid)
-            .and_then(|()| check(&t.0, limits))
+            .and_then(|()| check(&t.0, limits, open))
             .map(|()| {
                 candidates.clear();
                 candidates.resize(families.formats.len(), Candidate::default());
@@ -220,12 +224,12 @@ pub fn parse(
 }
 
 /// Enforces depth and field-count limits over the whole tape, and that it is an object.
-fn check(tape: &[Node<'_>], limits: &Limits) -> Result<(), Rejected> {
+fn check(tape: &[Node<'_>], limits: &Limits, open: &mut Vec<usize>) -> Result<(), Rejected> {
     if !matches!(tape.first(), Some(Node::Object { .. })) {
         return Err(Rejected::Invalid);
     }
     // Ends (exclusive tape index) of the containers open at each depth.
-    let mut open: Vec<usize> = Vec::new();
+    open.clear();
     let mut fields = 0;
     for (i, node) in tape.iter().enumerate() {
         while open.last().is_some_and(|end| *end <= i) {
