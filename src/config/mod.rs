@@ -819,6 +819,39 @@ mod tests {
     }
 
     #[test]
+    fn enrich_section_with_custom_trace_families() {
+        let text = format!(
+            "{MINIMAL}\n[enrich]\nline_key = \"message\"\nmerge = \"nested\"\n\
+             [[enrich.trace]]\nname = \"mine\"\ntrace = [\"req.trace\"]\nspan = [\"req.span\"]\nformat = \"hex\"\n\
+             [enrich.partial]\ntimeout_ms = 100\n[enrich.multiline]\nenabled = true\n"
+        );
+        let s = parse_str(&text).unwrap();
+        assert_eq!(s.enrich.line_key, "message");
+        assert_eq!(s.enrich.trace.len(), 1, "a configured list replaces the defaults");
+        assert_eq!(s.enrich.trace[0].trace, ["req.trace"]);
+        assert_eq!(s.enrich.partial.timeout, std::time::Duration::from_millis(100));
+        assert!(s.enrich.multiline.is_some());
+        assert_eq!(s.shape.nest_key.as_deref(), Some(&b"json"[..]));
+        // Defaults: the built-in families, no multiline.
+        let d = parse_str(MINIMAL).unwrap();
+        assert!(d.enrich.trace.len() > 10);
+        assert!(d.enrich.multiline.is_none());
+    }
+
+    #[test]
+    fn enrich_errors_name_the_key() {
+        let e = parse_str(&format!("{MINIMAL}\n[enrich]\nmerge = \"sideways\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("enrich.merge"));
+        assert_eq!(e.line, Some(9));
+        let e = parse_str(&format!("{MINIMAL}\n[[enrich.trace]]\nname = \"x\"\ntrace = [\"t\"]\nformat = \"base64\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("enrich.trace"));
+        assert!(e.message.contains("base64"), "{e}");
+        let e = parse_str(&format!("{MINIMAL}\n[enrich.partial]\ntimeout = 5\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("enrich.partial"));
+        assert!(e.message.contains("unknown field `timeout`"), "{e}");
+    }
+
+    #[test]
     fn every_example_config_is_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         let mut n = 0;
