@@ -827,9 +827,16 @@ mod tests {
         );
         let s = parse_str(&text).unwrap();
         assert_eq!(s.enrich.line_key, "message");
-        assert_eq!(s.enrich.trace.len(), 1, "a configured list replaces the defaults");
+        assert_eq!(
+            s.enrich.trace.len(),
+            1,
+            "a configured list replaces the defaults"
+        );
         assert_eq!(s.enrich.trace[0].trace, ["req.trace"]);
-        assert_eq!(s.enrich.partial.timeout, std::time::Duration::from_millis(100));
+        assert_eq!(
+            s.enrich.partial.timeout,
+            std::time::Duration::from_millis(100)
+        );
         assert!(s.enrich.multiline.is_some());
         assert_eq!(s.shape.nest_key.as_deref(), Some(&b"json"[..]));
         // Defaults: the built-in families, no multiline.
@@ -843,7 +850,10 @@ mod tests {
         let e = parse_str(&format!("{MINIMAL}\n[enrich]\nmerge = \"sideways\"\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("enrich.merge"));
         assert_eq!(e.line, Some(9));
-        let e = parse_str(&format!("{MINIMAL}\n[[enrich.trace]]\nname = \"x\"\ntrace = [\"t\"]\nformat = \"base64\"\n")).unwrap_err();
+        let e = parse_str(&format!(
+            "{MINIMAL}\n[[enrich.trace]]\nname = \"x\"\ntrace = [\"t\"]\nformat = \"base64\"\n"
+        ))
+        .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("enrich.trace"));
         assert!(e.message.contains("base64"), "{e}");
         let e = parse_str(&format!("{MINIMAL}\n[enrich.partial]\ntimeout = 5\n")).unwrap_err();
