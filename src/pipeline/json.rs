@@ -14,7 +14,7 @@ use simd_json::{Node, StaticNode};
 
 use super::severity::{self, Severity};
 use super::timefmt;
-use super::trace::{self, Format, TraceContext};
+use super::trace::{self, Format, Scalar, TraceContext};
 use crate::event::Timestamp;
 
 /// What a key means to enrichment.
@@ -326,14 +326,13 @@ impl Walk<'_> {
     }
 
     fn offer(&mut self, role: Role, value: &Node<'_>) {
-        let mut digits = itoa::Buffer::new();
+        let scalar = scalar(value);
         match role {
             Role::Trace(f, p) => {
                 let format = self.families.formats[usize::from(f)];
-                let bytes = id_bytes(value, &mut digits, format, false);
-                let ctx = bytes.and_then(|b| trace::context(b, format));
+                let ctx = scalar.and_then(|v| trace::scalar_context(v, format));
                 if ctx.is_none() {
-                    self.found.trace_invalid |= !is_empty_id(bytes);
+                    self.found.trace_invalid |= !is_empty_id(scalar);
                 }
                 // The first valid occurrence of the best key wins; invalid values are passed
                 // over, so a later key can still supply the trace.
@@ -341,17 +340,11 @@ impl Walk<'_> {
             }
             Role::Span(f, p) => {
                 let format = self.families.formats[usize::from(f)];
-                let span = id_bytes(value, &mut digits, format, true)
-                    .and_then(|b| trace::span_id(b, format));
+                let span = scalar.and_then(|v| trace::scalar_span(v, format));
                 better(&mut self.candidates[usize::from(f)].span, p, span);
             }
             Role::Flags(f, p) => {
-                let flags = match value {
-                    Node::Static(StaticNode::Bool(b)) => Some(u8::from(*b)),
-                    Node::Static(StaticNode::U64(n)) => u8::try_from(*n).ok(),
-                    Node::String(s) => trace::flags(s.as_bytes()),
-                    _ => None,
-                };
+                let flags = scalar.and_then(trace::scalar_flags);
                 better(&mut self.candidates[usize::from(f)].flags, p, flags);
             }
             Role::Level(p) | Role::LevelName(p) if p < self.level_priority => {
@@ -416,24 +409,23 @@ impl Walk<'_> {
     }
 }
 
-/// The bytes of an ID value. IDs written as JSON numbers are decimal, which only Datadog IDs
-/// and Google's span IDs are; a number under a hex key is not an ID.
-fn id_bytes<'b>(
-    value: &'b Node<'_>,
-    digits: &'b mut itoa::Buffer,
-    format: Format,
-    span: bool,
-) -> Option<&'b [u8]> {
-    let decimal = format == Format::Datadog || (span && format == Format::Gcp);
+/// A tape value as the trace module's scalar: strings, integers and booleans; floats (an ID
+/// that lost precision), nulls and containers are not IDs.
+fn scalar<'a>(value: &Node<'a>) -> Option<Scalar<'a>> {
     match value {
-        Node::String(s) => Some(s.as_bytes()),
-        Node::Static(StaticNode::U64(n)) if decimal => Some(digits.format(*n).as_bytes()),
-        Node::Static(StaticNode::I64(n)) if decimal => Some(digits.format(*n).as_bytes()),
+        Node::String(s) => Some(Scalar::Str(s.as_bytes())),
+        Node::Static(StaticNode::U64(n)) => Some(Scalar::U64(*n)),
+        Node::Static(StaticNode::I64(n)) => Some(Scalar::I64(*n)),
+        Node::Static(StaticNode::Bool(b)) => Some(Scalar::Bool(*b)),
         _ => None,
     }
 }
 
-/// Values that mean "no trace" rather than "a broken one": empty, `0`, all zeros.
-fn is_empty_id(v: Option<&[u8]>) -> bool {
-    v.is_none_or(|v| v.iter().all(|b| *b == b'0' || *b == b'-'))
+/// Values that mean "no trace" rather than "a broken one": absent, empty, `0`, all zeros.
+fn is_empty_id(v: Option<Scalar<'_>>) -> bool {
+    match v {
+        None | Some(Scalar::U64(0) | Scalar::I64(0) | Scalar::Bool(_)) => true,
+        Some(Scalar::Str(s)) => s.iter().all(|b| *b == b'0' || *b == b'-'),
+        Some(_) => false,
+    }
 }

@@ -436,54 +436,6 @@ impl Family {
             format,
         }
     }
-
-    /// This family's context in one record, looking values up with `lookup` (a dotted path in,
-    /// the scalar under it out; objects, arrays, nulls and floats are `None`).
-    ///
-    /// The trace comes from the first trace key with a valid value: an invalid value (all
-    /// zeros, OTel Python's `"0"`, malformed) does not stop the search, so a later key or
-    /// family can still provide the trace. Span and flags come only from this family's keys,
-    /// and only when the trace value did not already carry them: a trace without a valid
-    /// span keeps `span_id: None` rather than borrowing one from another source.
-    pub fn extract<'a>(
-        &self,
-        mut lookup: impl FnMut(&str) -> Option<Scalar<'a>>,
-    ) -> Option<TraceContext> {
-        let format = self.format;
-        let mut ctx = self
-            .trace
-            .iter()
-            .find_map(|key| lookup(key).and_then(|v| scalar_context(v, format)))?;
-        if ctx.span_id.is_none() {
-            ctx.span_id = self
-                .span
-                .iter()
-                .find_map(|key| lookup(key).and_then(|v| scalar_span(v, format)));
-        }
-        if ctx.flags.is_none() {
-            ctx.flags = self
-                .flags
-                .iter()
-                .find_map(|key| lookup(key).and_then(scalar_flags));
-        }
-        Some(ctx)
-    }
-}
-
-/// The context from the first family in `families` that yields one, with that family's index
-/// (for the "which source won" debug attribute). See [`Family::extract`] for `lookup`.
-///
-/// Family order is the precedence: with [`default_families`] explicit OTel-style fields beat
-/// `traceparent`, which beats vendor formats (the reference's suggested order). The walker
-/// calls this once per record, after finding the record's JSON object.
-pub fn extract<'a>(
-    families: &[Family],
-    mut lookup: impl FnMut(&str) -> Option<Scalar<'a>>,
-) -> Option<(usize, TraceContext)> {
-    families
-        .iter()
-        .enumerate()
-        .find_map(|(i, family)| family.extract(&mut lookup).map(|ctx| (i, ctx)))
 }
 
 /// A scalar JSON value found under a family's key, so numbers and booleans need not be
@@ -506,7 +458,8 @@ pub enum Scalar<'a> {
     Bool(bool),
 }
 
-fn scalar_context(value: Scalar<'_>, format: Format) -> Option<TraceContext> {
+/// [`context`] for a JSON scalar: strings as text, numbers only where the format is decimal.
+pub fn scalar_context(value: Scalar<'_>, format: Format) -> Option<TraceContext> {
     let id = match (value, format) {
         (Scalar::Str(s), _) => return context(s, format),
         (Scalar::U64(n), Format::Datadog) => n,
@@ -517,7 +470,8 @@ fn scalar_context(value: Scalar<'_>, format: Format) -> Option<TraceContext> {
     nonzero(widen(id)).map(TraceContext::from_trace)
 }
 
-fn scalar_span(value: Scalar<'_>, format: Format) -> Option<[u8; 8]> {
+/// [`span_id`] for a JSON scalar.
+pub fn scalar_span(value: Scalar<'_>, format: Format) -> Option<[u8; 8]> {
     let format = if format.is_whole_context() {
         Format::Hex
     } else {
@@ -533,7 +487,8 @@ fn scalar_span(value: Scalar<'_>, format: Format) -> Option<[u8; 8]> {
     nonzero(id.to_be_bytes())
 }
 
-fn scalar_flags(value: Scalar<'_>) -> Option<u8> {
+/// [`flags`] for a JSON scalar: numbers are the byte, booleans the sampled bit.
+pub fn scalar_flags(value: Scalar<'_>) -> Option<u8> {
     match value {
         Scalar::Str(s) => flags(s),
         Scalar::U64(n) => u8::try_from(n).ok(),
@@ -1732,12 +1687,32 @@ mod tests {
 
     // --- Families over JSON-like records ---
 
-    fn extract_from(pairs: &[(&str, Scalar<'static>)]) -> Option<(String, TraceContext)> {
-        let families = default_families();
-        extract(&families, |key| {
-            pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
-        })
-        .map(|(i, c)| (families[i].name.clone(), c))
+    /// Runs a JSON object with these pairs through the real walker with the default families;
+    /// returns the trace context it settles on.
+    fn extract_from(pairs: &[(&str, Scalar<'static>)]) -> Option<TraceContext> {
+        let members: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Scalar::Str(s) => serde_json::Value::from(std::str::from_utf8(s).unwrap()),
+                    Scalar::U64(n) => serde_json::Value::from(*n),
+                    Scalar::I64(n) => serde_json::Value::from(*n),
+                    Scalar::Bool(b) => serde_json::Value::from(*b),
+                };
+                format!("{}:{v}", serde_json::Value::from(*k))
+            })
+            .collect();
+        let line = format!("{{{}}}", members.join(","));
+        let settings =
+            crate::pipeline::Settings::new(&crate::config::Enrich::default().options()).unwrap();
+        crate::pipeline::json::parse(
+            line.as_bytes(),
+            &settings.keys,
+            &settings.families,
+            &settings.limits,
+        )
+        .unwrap()
+        .trace
     }
 
     fn str_(s: &'static str) -> Scalar<'static> {
@@ -1754,12 +1729,12 @@ mod tests {
             ("trace_id", str_(T1)),
             ("span_id", str_(S1)),
         ]);
-        assert_eq!(got, Some(("otel".into(), ctx(T1, Some(S1), None))));
+        assert_eq!(got, Some(ctx(T1, Some(S1), None)));
 
         let got = extract_from(&[("dd.trace_id", str_("1234")), ("traceparent", str_(TP2))]);
         assert_eq!(
-            got.map(|(n, c)| (n, c.trace_id)),
-            Some(("traceparent".into(), t("0af7651916cd43dd8448eb211c80319c")))
+            got.map(|c| c.trace_id),
+            Some(t("0af7651916cd43dd8448eb211c80319c"))
         );
 
         // No cross-family span: trace_id wins, dd.span_id is not used.
@@ -1768,11 +1743,11 @@ mod tests {
             ("dd.trace_id", str_("1234")),
             ("dd.span_id", str_("5678")),
         ]);
-        assert_eq!(got, Some(("otel".into(), ctx(T1, None, None))));
+        assert_eq!(got, Some(ctx(T1, None, None)));
 
         // Nor across naming conventions.
         let got = extract_from(&[("trace_id", str_(T1)), ("spanId", str_(S1))]);
-        assert_eq!(got, Some(("otel".into(), ctx(T1, None, None))));
+        assert_eq!(got, Some(ctx(T1, None, None)));
 
         // An invalid value falls through to the next source.
         let got = extract_from(&[
@@ -1780,7 +1755,10 @@ mod tests {
             ("span_id", str_(S1)),
             ("traceparent", str_(TP2)),
         ]);
-        assert_eq!(got.map(|(n, _)| n).as_deref(), Some("traceparent"));
+        assert_eq!(
+            got.map(|c| c.trace_id),
+            Some(t("0af7651916cd43dd8448eb211c80319c"))
+        );
 
         // OTel Python writes "0" for no trace.
         let got = extract_from(&[
@@ -1799,7 +1777,7 @@ mod tests {
             ("dd.span_id", Scalar::I64(-1)),
         ]);
         assert_eq!(
-            got.map(|(_, c)| c),
+            got,
             Some(ctx(
                 "0000000000000000ffffffffffffffff",
                 Some("ffffffffffffffff"),
@@ -1808,7 +1786,7 @@ mod tests {
         );
         let got = extract_from(&[("dd.trace_id", Scalar::I64(1234))]);
         assert_eq!(
-            got.map(|(_, c)| c.trace_id),
+            got.map(|c| c.trace_id),
             Some(t("000000000000000000000000000004d2"))
         );
         assert_eq!(extract_from(&[("dd.trace_id", Scalar::U64(0))]), None);
@@ -1823,30 +1801,24 @@ mod tests {
             ("logging.googleapis.com/spanId", Scalar::U64(1234567890)),
             ("logging.googleapis.com/trace_sampled", Scalar::Bool(true)),
         ]);
-        assert_eq!(
-            got.map(|(_, c)| c),
-            Some(ctx(T1, Some("00000000499602d2"), Some(1)))
-        );
+        assert_eq!(got, Some(ctx(T1, Some("00000000499602d2"), Some(1))));
         let got = extract_from(&[("trace_id", str_(T1)), ("trace_flags", Scalar::U64(1))]);
-        assert_eq!(got.map(|(_, c)| c.flags), Some(Some(1)));
+        assert_eq!(got.map(|c| c.flags), Some(Some(1)));
         let got = extract_from(&[("trace_id", str_(T1)), ("trace_flags", Scalar::U64(256))]);
-        assert_eq!(got.map(|(_, c)| c.flags), Some(None));
+        assert_eq!(got.map(|c| c.flags), Some(None));
 
         // ECS: span.id first, then transaction.id.
         let got = extract_from(&[
             ("trace.id", str_(T1)),
             ("transaction.id", str_("b7ad6b7169203331")),
         ]);
-        assert_eq!(
-            got.map(|(_, c)| c.span_id),
-            Some(Some(s("b7ad6b7169203331")))
-        );
+        assert_eq!(got.map(|c| c.span_id), Some(Some(s("b7ad6b7169203331"))));
         let got = extract_from(&[
             ("trace.id", str_(T1)),
             ("span.id", str_(S1)),
             ("transaction.id", str_("b7ad6b7169203331")),
         ]);
-        assert_eq!(got.map(|(_, c)| c.span_id), Some(Some(s(S1))));
+        assert_eq!(got.map(|c| c.span_id), Some(Some(s(S1))));
     }
 
     #[test]
@@ -2233,108 +2205,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    // --- The shared fixture file ---
-
-    /// Containers searched after the top level, as the reference lists them (one level deep).
-    const CONTAINERS: &[&str] = &[
-        "context",
-        "ctx",
-        "mdc",
-        "contextMap",
-        "labels",
-        "attributes",
-        "fields",
-    ];
-
-    fn json_scalar(value: &serde_json::Value) -> Option<Scalar<'_>> {
-        use serde_json::Value;
-        match value {
-            Value::String(s) => Some(Scalar::Str(s.as_bytes())),
-            Value::Number(n) => n.as_u64().map(Scalar::U64).or(n.as_i64().map(Scalar::I64)),
-            Value::Bool(b) => Some(Scalar::Bool(*b)),
-            _ => None,
-        }
-    }
-
-    /// The dotted-path rule on [`Family`]: the whole path as one key, else each split from the
-    /// left into an object.
-    fn resolve<'a>(
-        object: &'a serde_json::Map<String, serde_json::Value>,
-        path: &str,
-    ) -> Option<Scalar<'a>> {
-        if let Some(v) = object.get(path).and_then(json_scalar) {
-            return Some(v);
-        }
-        path.match_indices('.').find_map(|(i, _)| {
-            let inner = object.get(&path[..i])?.as_object()?;
-            resolve(inner, &path[i + 1..])
-        })
-    }
-
-    /// A reference walker: JSON objects go through [`extract`] with [`default_families`]
-    /// (top level first, then each container); everything else through the default
-    /// [`TextScanner`].
-    fn walk(line: &str, scanner: &TextScanner, families: &[Family]) -> Option<TraceContext> {
-        match serde_json::from_str::<serde_json::Value>(line) {
-            Ok(serde_json::Value::Object(root)) => extract(families, |path| {
-                resolve(&root, path).or_else(|| {
-                    CONTAINERS
-                        .iter()
-                        .find_map(|c| resolve(root.get(*c)?.as_object()?, path))
-                })
-            })
-            .map(|(_, c)| c),
-            _ => scanner.scan(line.as_bytes()),
-        }
-    }
-
-    #[test]
-    fn shared_enrichment_cases() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/testdata/enrich/trace-cases.jsonl"
-        );
-        let text = std::fs::read_to_string(path).expect("testdata/enrich/trace-cases.jsonl");
-        let scanner = TextScanner::new();
-        let families = default_families();
-        let mut names = Vec::new();
-        for (n, row) in text.lines().enumerate() {
-            let case: serde_json::Value =
-                serde_json::from_str(row).unwrap_or_else(|e| panic!("line {}: {e}", n + 1));
-            let object = case.as_object().expect("case object");
-            assert_eq!(object.len(), 5, "line {}: exactly the five fields", n + 1);
-            let name = case["name"].as_str().expect("name");
-            let line = case["line"].as_str().expect("line");
-            let want_trace = case["trace_id"].as_str();
-            let want_span = case["span_id"].as_str();
-            let want_flags = case["flags"].as_u64();
-            assert!(case["flags"].is_null() || want_flags.is_some(), "{name}");
-            assert!(
-                want_trace.is_some() || (want_span.is_none() && want_flags.is_none()),
-                "{name}"
-            );
-            let got = walk(line, &scanner, &families);
-            let got_trace = got.map(|c| String::from_utf8(c.trace_id_hex().to_vec()).unwrap());
-            let got_span = got
-                .and_then(|c| c.span_id_hex())
-                .map(|s| String::from_utf8(s.to_vec()).unwrap());
-            assert_eq!(
-                (
-                    got_trace.as_deref(),
-                    got_span.as_deref(),
-                    got.and_then(|c| c.flags).map(u64::from)
-                ),
-                (want_trace, want_span, want_flags),
-                "case {name}: {line}"
-            );
-            names.push(name.to_owned());
-        }
-        let count = names.len();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), count, "case names are unique");
-        assert!(count >= 60, "{count} cases");
     }
 }
