@@ -3,12 +3,15 @@
 //! ```text
 //! cargo build --release --bins
 //! target/release/loadgen --mode message --events 1000000 --connections 1 --runs 3
+//! target/release/loadgen --mode message --events 1000000 --enrich off   # decode only
 //! target/release/loadgen corpus --out testdata/docker-corpus.jsonl   # regenerate the corpus
+//! target/release/loadgen fuzz-seeds --out fuzz/seeds                 # seeds for fuzz/
 //! ```
 //!
 //! By default it starts `outrigger` (found next to its own executable, or `--outrigger PATH`)
 //! with a generated config: a forward source on a free 127.0.0.1 port, a `blackhole` sink named
-//! `null`, the admin listener on another free port, `log_level = "warn"`. It waits for
+//! `null`, the admin listener on another free port, `log_level = "warn"`, and enrichment as
+//! configured by default (`--enrich off` writes `[enrich] enabled = false`). It waits for
 //! `GET /ready`, connects, pre-encodes the requests (cycling through the corpus), and then, on
 //! blocking sockets with one thread per connection, sends `--events` events as fast as the
 //! server takes them. It stops the clock when `outrigger_sink_events_total{component="null"}`
@@ -27,6 +30,8 @@
 mod corpus;
 #[path = "loadgen/frames.rs"]
 mod frames;
+#[path = "loadgen/seeds.rs"]
+mod seeds;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -60,6 +65,15 @@ enum Cmd {
         #[arg(long, default_value_t = corpus::DEFAULT_RECORDS)]
         records: usize,
     },
+    /// Write seed inputs for the fuzz targets in `fuzz/` (see `fuzz/README.md`).
+    FuzzSeeds {
+        /// Directory that gets `forward_decode/` and `enrich/`.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds"))]
+        out: PathBuf,
+        /// Corpus file (JSON lines); when missing, the same records are generated in memory.
+        #[arg(long, default_value = corpus::DEFAULT_PATH)]
+        corpus: PathBuf,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -73,6 +87,10 @@ struct RunArgs {
     /// message | forward | packed | compressed (gzip) | zstd
     #[arg(long, default_value = "message", value_parser = ["message", "forward", "packed", "compressed", "zstd"])]
     mode: String,
+    /// Parse and enrich in the started Outrigger (`[enrich] enabled`); `off` measures
+    /// decoding and delivery alone. Not used with --target.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    enrich: String,
     /// Events per request in the modes other than message.
     #[arg(long, default_value_t = 256)]
     batch: usize,
@@ -106,6 +124,12 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Cmd::Corpus { out, records }) => write_corpus(&out, records),
+        Some(Cmd::FuzzSeeds { out, corpus }) => corpus::load(&corpus)
+            .map_err(|e| anyhow!(e))
+            .and_then(|records| {
+                let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/enrich");
+                seeds::write(&out, &records, &cases)
+            }),
         None => run(&cli.run),
     };
     match result {
@@ -204,9 +228,14 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     let frames = Arc::new(Frames::cycle(&corpus, mode, per_frame));
     eprintln!(
-        "loadgen: mode {} ({} events per request), {} events over {} connection(s), {} run(s); {} distinct requests, {:.1} bytes per event on the wire",
+        "loadgen: mode {} ({} events per request), enrich {}, {} events over {} connection(s), {} run(s); {} distinct requests, {:.1} bytes per event on the wire",
         mode.name(),
         per_frame,
+        if args.target.is_some() {
+            "as configured"
+        } else {
+            &args.enrich
+        },
         args.events,
         args.connections,
         args.runs,
@@ -233,8 +262,14 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         let med =
             |f: &dyn Fn(&Measured) -> Option<f64>| median(results.iter().filter_map(f).collect());
         println!(
-            "median of {}: events/s {:.0}  cpu-s/1M {}  events/cpu-s {}  peak RSS MiB {}  wall s {:.3}",
+            "median of {} (mode={} enrich={}): events/s {:.0}  cpu-s/1M {}  events/cpu-s {}  peak RSS MiB {}  wall s {:.3}",
             results.len(),
+            mode.name(),
+            if args.target.is_some() {
+                "as-configured"
+            } else {
+                &args.enrich
+            },
             med(&|r| Some(r.events_per_s())).unwrap_or(0.0),
             fmt_opt(med(&|r| r.cpu_per_million()), 3),
             fmt_opt(med(&|r| r.events_per_cpu_s()), 0),
@@ -264,8 +299,13 @@ fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
 
 fn line(label: &str, args: &RunArgs, mode: Mode, r: &Measured) -> String {
     format!(
-        "{label}: mode={} connections={} events={} bytes={} wall_s={:.3} events_per_s={:.0} cpu_s={} cpu_s_per_1M={} events_per_cpu_s={} peak_rss_mib={}",
+        "{label}: mode={} enrich={} connections={} events={} bytes={} wall_s={:.3} events_per_s={:.0} cpu_s={} cpu_s_per_1M={} events_per_cpu_s={} peak_rss_mib={}",
         mode.name(),
+        if args.target.is_some() {
+            "as-configured"
+        } else {
+            &args.enrich
+        },
         args.connections,
         r.events,
         r.bytes,
@@ -480,15 +520,7 @@ fn spawn(args: &RunArgs) -> anyhow::Result<Target> {
     ));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("outrigger.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[global]\nlog_level = \"warn\"\nadmin_address = \"127.0.0.1:{admin}\"\ngrace_period_secs = 10\n\n\
-             [sources.forward]\ntype = \"forward\"\naddress = \"127.0.0.1:{forward}\"\nheartbeat_enabled = false\n\n\
-             [sinks.{}]\ntype = \"blackhole\"\n",
-            args.sink
-        ),
-    )?;
+    std::fs::write(&config, config_text(args, forward, admin))?;
     let stderr = std::fs::File::create(dir.join("stderr.log"))?;
     let child = Command::new(&bin)
         .arg("--config")
@@ -530,6 +562,20 @@ fn spawn(args: &RunArgs) -> anyhow::Result<Target> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The configuration of an Outrigger that loadgen starts itself.
+fn config_text(args: &RunArgs, forward: u16, admin: u16) -> String {
+    let mut text = format!(
+        "[global]\nlog_level = \"warn\"\nadmin_address = \"127.0.0.1:{admin}\"\ngrace_period_secs = 10\n\n\
+         [sources.forward]\ntype = \"forward\"\naddress = \"127.0.0.1:{forward}\"\nheartbeat_enabled = false\n\n\
+         [sinks.{}]\ntype = \"blackhole\"\n",
+        args.sink
+    );
+    if args.enrich == "off" {
+        text.push_str("\n[enrich]\nenabled = false\n");
+    }
+    text
 }
 
 fn external(args: &RunArgs, addr: &str) -> anyhow::Result<Target> {
@@ -697,6 +743,20 @@ mod tests {
         );
         assert_eq!(metric(text, "outrigger_sink_events_total", None), Some(43));
         assert_eq!(metric(text, "outrigger_source_events_total", None), None);
+    }
+
+    #[test]
+    fn generated_config_is_valid_and_switches_enrichment() {
+        for (flag, enabled) in [("on", true), ("off", false)] {
+            let args = Cli::try_parse_from(["loadgen", "--enrich", flag])
+                .unwrap()
+                .run;
+            let text = config_text(&args, 24224, 2020);
+            let settings = outrigger::config::parse("loadgen.toml", &text, |_| None)
+                .unwrap_or_else(|e| panic!("--enrich {flag}: {e}\n{text}"));
+            assert_eq!(settings.enrich.enabled, enabled, "--enrich {flag}");
+        }
+        assert!(Cli::try_parse_from(["loadgen", "--enrich", "maybe"]).is_err());
     }
 
     #[test]

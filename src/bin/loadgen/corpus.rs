@@ -714,6 +714,25 @@ pub fn parse_jsonl(text: &str) -> Result<Vec<Record>, String> {
     Ok(records)
 }
 
+/// The string value of top-level `key` in a one-line JSON object whose other values may be of
+/// any type (the `testdata/enrich` case files): found by looking for `"key"` followed by `:`.
+/// Good enough for files we write ourselves; not a JSON parser.
+pub fn string_field(line: &str, key: &str) -> Option<String> {
+    let quoted = format!("\"{key}\"");
+    let mut from = 0;
+    while let Some(at) = line[from..].find(&quoted) {
+        let mut p = Parser {
+            s: line.as_bytes(),
+            pos: from + at + quoted.len(),
+        };
+        if p.next() == Ok(b':') {
+            return p.string().ok();
+        }
+        from += at + quoted.len();
+    }
+    None
+}
+
 fn parse_object(line: &str) -> Result<Vec<(String, String)>, String> {
     let mut p = Parser {
         s: line.as_bytes(),
@@ -857,6 +876,21 @@ mod tests {
         assert!(records.iter().all(|r| r.container_id.len() == 64
             && r.container_name.starts_with('/')
             && (r.source == "stdout" || r.source == "stderr")));
+    }
+
+    #[test]
+    fn string_field_reads_the_case_files() {
+        let l = r#"{"name": "x", "flags": 1, "line": "{\"msg\":\"a\\\"b\"}", "span_id": null}"#;
+        assert_eq!(
+            string_field(l, "line").as_deref(),
+            Some(r#"{"msg":"a\"b"}"#)
+        );
+        assert_eq!(string_field(l, "name").as_deref(), Some("x"));
+        assert_eq!(string_field(l, "span_id"), None);
+        assert_eq!(string_field(l, "nope"), None);
+        // A key's name inside a value is not the key.
+        let l = r#"{"a": "\"line\" here", "line": "yes"}"#;
+        assert_eq!(string_field(l, "line").as_deref(), Some("yes"));
     }
 
     #[test]
