@@ -72,6 +72,26 @@ pub fn check(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A network exporter sink with its dead-letter file opened.
+fn export_sink(
+    name: &str,
+    exporter: crate::sink::export::Exporter,
+    delivery: &crate::config::export::Delivery,
+) -> anyhow::Result<Sink> {
+    let dead_letter =
+        match &delivery.dead_letter_path {
+            Some(p) => Some(crate::sink::export::DeadLetter::open(p).with_context(|| {
+                format!("sinks.{name}.dead_letter_path: opening {}", p.display())
+            })?),
+            None => None,
+        };
+    Ok(Sink::Export(Box::new(crate::sink::Export {
+        exporter,
+        delivery: delivery.clone(),
+        dead_letter,
+    })))
+}
+
 /// Builds and starts everything in `settings`.
 ///
 /// # Errors
@@ -106,6 +126,16 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             } => Sink::Blackhole {
                 rate_events_per_sec: *rate_events_per_sec,
             },
+            SinkKind::Http(http) => {
+                let (client, delivery) = &**http;
+                let client = crate::sink::http::Client::try_new(client)
+                    .with_context(|| format!("sinks.{}", cfg.name))?;
+                let exporter = crate::sink::export::Exporter::Http(crate::sink::ndjson::Ndjson {
+                    client,
+                    shape: settings.shape.clone(),
+                });
+                export_sink(&cfg.name, exporter, delivery)?
+            }
         };
         let m = metrics.sink(&cfg.name);
         let (tx, rx) = Queue::bounded(cfg.max_queue_bytes, cfg.max_queue_events, m.queue.clone());

@@ -3,9 +3,11 @@
 
 mod harness;
 
+mod backend;
 mod bad_input;
 mod clients;
 mod docker;
 mod enrich;
+mod export;
 mod forward;
 mod lifecycle;
