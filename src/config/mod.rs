@@ -429,6 +429,27 @@ pub enum SinkKind {
     Blackhole { rate_events_per_sec: Option<u64> },
     /// JSON lines POSTed to an HTTP endpoint.
     Http(Box<(export::HttpClient, export::Delivery)>),
+    Loki(
+        Box<(
+            export::HttpClient,
+            export::Delivery,
+            crate::sink::loki::Config,
+        )>,
+    ),
+    Elasticsearch(
+        Box<(
+            export::HttpClient,
+            export::Delivery,
+            crate::sink::elasticsearch::Config,
+        )>,
+    ),
+    Otlp(
+        Box<(
+            export::HttpClient,
+            export::Delivery,
+            crate::sink::otlp::Config,
+        )>,
+    ),
 }
 
 pub use export::{Auth, Compression, HttpClient};
@@ -726,12 +747,30 @@ impl Parser<'_> {
                 });
                 SinkKind::Http(Box::new((client, delivery)))
             }
+            "loki" => {
+                let (export, rest) = self.export(&path, at, rest)?;
+                let own = self.typed(&path, at, rest)?;
+                let (client, delivery) = export.resolve(crate::sink::loki::DEFAULTS);
+                SinkKind::Loki(Box::new((client, delivery, own)))
+            }
+            "elasticsearch" => {
+                let (export, rest) = self.export(&path, at, rest)?;
+                let own = self.typed(&path, at, rest)?;
+                let (client, delivery) = export.resolve(crate::sink::elasticsearch::DEFAULTS);
+                SinkKind::Elasticsearch(Box::new((client, delivery, own)))
+            }
+            "otlp" => {
+                let (export, rest) = self.export(&path, at, rest)?;
+                let own = self.typed(&path, at, rest)?;
+                let (client, delivery) = export.resolve(crate::sink::otlp::DEFAULTS);
+                SinkKind::Otlp(Box::new((client, delivery, own)))
+            }
             other => {
                 return Err(self.error(
                     Some(kind_at),
                     Some(format!("{path}.type")),
                     format!(
-                        "unknown sink type `{other}`, expected `stdout`, `file`, `blackhole` or `http`"
+                        "unknown sink type `{other}`, expected `stdout`, `file`, `blackhole`, `http`, `loki`, `elasticsearch` or `otlp`"
                     ),
                 ));
             }

@@ -36,10 +36,18 @@ pub struct Ref<'a> {
 }
 
 /// The network exporters.
+// One value per sink, built once and never moved on a hot path: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Exporter {
     /// JSON lines POSTed to any HTTP endpoint.
     Http(super::ndjson::Ndjson),
+    /// Grafana Loki's push API.
+    Loki(super::loki::Exporter),
+    /// Elasticsearch or OpenSearch `_bulk`.
+    Elasticsearch(super::elasticsearch::Exporter),
+    /// OTLP logs over gRPC or HTTP.
+    Otlp(super::otlp::Exporter),
 }
 
 impl Exporter {
@@ -47,6 +55,9 @@ impl Exporter {
     pub async fn attempt(&self, events: &[Ref<'_>]) -> Verdict {
         match self {
             Exporter::Http(e) => e.attempt(events).await,
+            Exporter::Loki(e) => e.attempt(events).await,
+            Exporter::Elasticsearch(e) => e.attempt(events).await,
+            Exporter::Otlp(e) => e.attempt(events).await,
         }
     }
 }

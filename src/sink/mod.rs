@@ -4,10 +4,13 @@
 //! flushes and returns. Three kinds exist: JSON lines to stdout or a file, and a blackhole that
 //! only counts (for benchmarks, and with a rate limit for backpressure tests).
 
+pub mod elasticsearch;
 pub mod export;
 pub mod http;
 pub mod json;
+pub mod loki;
 pub mod ndjson;
+pub mod otlp;
 pub mod retry;
 
 use std::time::Duration;

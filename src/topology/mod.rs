@@ -136,6 +136,28 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 });
                 export_sink(&cfg.name, exporter, delivery)?
             }
+            SinkKind::Loki(b) => {
+                let (client, delivery, own) = &**b;
+                let e = crate::sink::loki::Exporter::try_new(client, own, &settings.shape)
+                    .with_context(|| format!("sinks.{}", cfg.name))?;
+                export_sink(&cfg.name, crate::sink::export::Exporter::Loki(e), delivery)?
+            }
+            SinkKind::Elasticsearch(b) => {
+                let (client, delivery, own) = &**b;
+                let e = crate::sink::elasticsearch::Exporter::try_new(client, own, &settings.shape)
+                    .with_context(|| format!("sinks.{}", cfg.name))?;
+                export_sink(
+                    &cfg.name,
+                    crate::sink::export::Exporter::Elasticsearch(e),
+                    delivery,
+                )?
+            }
+            SinkKind::Otlp(b) => {
+                let (client, delivery, own) = &**b;
+                let e = crate::sink::otlp::Exporter::try_new(client, own, &settings.shape)
+                    .with_context(|| format!("sinks.{}", cfg.name))?;
+                export_sink(&cfg.name, crate::sink::export::Exporter::Otlp(e), delivery)?
+            }
         };
         let m = metrics.sink(&cfg.name);
         let (tx, rx) = Queue::bounded(cfg.max_queue_bytes, cfg.max_queue_events, m.queue.clone());
