@@ -267,7 +267,8 @@ fn map(out: &mut Vec<u8>, c: &mut Cursor<'_>, depth: usize) -> Result<(), msgpac
     Ok(())
 }
 
-fn value(out: &mut Vec<u8>, c: &mut Cursor<'_>, depth: usize) -> Result<(), msgpack::Error> {
+/// Writes the MessagePack value at `c` as JSON; `depth` counts the containers around it.
+pub fn value(out: &mut Vec<u8>, c: &mut Cursor<'_>, depth: usize) -> Result<(), msgpack::Error> {
     let h = c.peek()?;
     if depth > MAX_DEPTH {
         c.skip()?;
