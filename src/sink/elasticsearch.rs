@@ -332,9 +332,9 @@ impl Exporter {
                     self.action,
                 )
             }
-            Err(e) => Answer::Retry {
-                reason: e.reason(),
-                after: None,
+            Err(e) => match e.verdict() {
+                Verdict::Retry { reason, after } => Answer::Retry { reason, after },
+                _ => Answer::Rejected(e.to_string()),
             },
         };
         match answer {
@@ -1155,7 +1155,7 @@ fn classify(
     items: usize,
     action: Action,
 ) -> Answer {
-    use super::ndjson::snippet;
+    use super::http::snippet;
     match status {
         200..=299 => match errors_flag(body) {
             Some(false) => Answer::Stored,
@@ -1216,7 +1216,7 @@ fn item_results(body: &[u8], expected: usize, action: Action) -> Result<ItemResu
     let v = simd_json::to_borrowed_value(&mut copy).map_err(|e| {
         format!(
             "unreadable bulk response ({e}): {}",
-            super::ndjson::snippet(body)
+            super::http::snippet(body)
         )
     })?;
     let items = v

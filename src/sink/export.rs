@@ -66,6 +66,9 @@ impl Exporter {
 #[derive(Debug)]
 pub struct DeadLetter {
     file: Mutex<std::fs::File>,
+    /// How events are written: the sink's own shape, so a dead letter reads like the events
+    /// the user configured.
+    shape: json::Shape,
 }
 
 impl DeadLetter {
@@ -73,13 +76,14 @@ impl DeadLetter {
     ///
     /// # Errors
     /// The file cannot be opened for appending.
-    pub fn open(path: &std::path::Path) -> std::io::Result<DeadLetter> {
+    pub fn open(path: &std::path::Path, shape: json::Shape) -> std::io::Result<DeadLetter> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)?;
         Ok(DeadLetter {
             file: Mutex::new(file),
+            shape,
         })
     }
 
@@ -88,7 +92,7 @@ impl DeadLetter {
         use std::io::Write;
         let mut out = Vec::new();
         let mut times = json::TimeCache::default();
-        let shape = json::Shape::default();
+        let shape = &self.shape;
         for r in events {
             let start = out.len();
             out.extend_from_slice(b"{\"sink\":");
@@ -96,7 +100,7 @@ impl DeadLetter {
             out.extend_from_slice(b",\"reason\":");
             json::string(&mut out, reason.as_bytes());
             out.extend_from_slice(b",\"event\":");
-            if json::event(&mut out, &mut times, r.batch, r.event, &shape).is_err() {
+            if json::event(&mut out, &mut times, r.batch, r.event, shape).is_err() {
                 out.truncate(start);
                 continue;
             }

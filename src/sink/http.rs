@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client as Legacy;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::retry::{Verdict, retry_after};
 use crate::config::{Auth, Compression, HttpClient};
 
 /// Responses larger than this are not read whole: nothing an exporter classifies needs more.
@@ -36,6 +37,9 @@ pub enum TransportError {
     Connect(String),
     #[error("reading the response failed: {0}")]
     Body(String),
+    /// The backend answered with more than we read; what it stored is unknown.
+    #[error("response larger than {} bytes", MAX_RESPONSE_BYTES)]
+    ResponseTooLarge,
 }
 
 impl TransportError {
@@ -45,6 +49,22 @@ impl TransportError {
             TransportError::Timeout(_) => "timeout",
             TransportError::Connect(_) => "connection",
             TransportError::Body(_) => "connection",
+            TransportError::ResponseTooLarge => "response_too_large",
+        }
+    }
+
+    /// What the delivery loop should do: retry, except after an oversized response, where
+    /// the backend may have stored the batch and resending would duplicate it (the events go
+    /// to the dead-letter file instead, marked with the reason).
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            TransportError::ResponseTooLarge => Verdict::Rejected {
+                reason: self.to_string(),
+            },
+            _ => Verdict::Retry {
+                reason: self.reason(),
+                after: None,
+            },
         }
     }
 }
@@ -171,7 +191,13 @@ impl Client {
             let body = Limited::new(body, MAX_RESPONSE_BYTES)
                 .collect()
                 .await
-                .map_err(|e| TransportError::Body(e.to_string()))?
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        TransportError::ResponseTooLarge
+                    } else {
+                        TransportError::Body(e.to_string())
+                    }
+                })?
                 .to_bytes();
             Ok(Response {
                 status: parts.status,
@@ -262,4 +288,41 @@ fn tls_config(cfg: &HttpClient) -> anyhow::Result<rustls::ClientConfig> {
         }
         None => builder.with_no_client_auth(),
     })
+}
+
+/// The usual HTTP rule: 2xx done; 408, 429 and 5xx (but 501) retried; the rest refused.
+pub fn classify(resp: &Response) -> Verdict {
+    let status = resp.status.as_u16();
+    let after = resp
+        .headers
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(retry_after);
+    match status {
+        200..=299 => Verdict::Delivered,
+        408 => Verdict::Retry {
+            reason: "timeout",
+            after,
+        },
+        429 => Verdict::Retry {
+            reason: "throttled",
+            after,
+        },
+        501 => Verdict::Rejected {
+            reason: format!("HTTP 501: {}", snippet(&resp.body)),
+        },
+        500..=599 => Verdict::Retry {
+            reason: "server_error",
+            after,
+        },
+        _ => Verdict::Rejected {
+            reason: format!("HTTP {status}: {}", snippet(&resp.body)),
+        },
+    }
+}
+
+/// The start of a response body, for logs and dead letters: never the whole thing.
+pub fn snippet(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(200)];
+    String::from_utf8_lossy(cut).trim().to_string()
 }

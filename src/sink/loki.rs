@@ -50,9 +50,9 @@ use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use super::export::Ref;
+use super::http::snippet;
 use super::http::{Client, Response};
 use super::json;
-use super::ndjson::snippet;
 use super::retry::Verdict;
 use crate::config::export::{Compression, Defaults, HttpClient};
 use crate::event::Span;
@@ -330,10 +330,7 @@ impl Exporter {
             .await
         {
             Ok(resp) => classify(&resp, events.len()),
-            Err(e) => Sent::Answer(Verdict::Retry {
-                reason: e.reason(),
-                after: None,
-            }),
+            Err(e) => Sent::Answer(e.verdict()),
         }
     }
 
@@ -565,7 +562,7 @@ fn classify(resp: &Response, sent: usize) -> Sent {
             None => Verdict::Rejected { reason: reason() },
         },
         413 => return Sent::TooLarge(reason()),
-        _ => super::ndjson::classify(resp),
+        _ => super::http::classify(resp),
     })
 }
 

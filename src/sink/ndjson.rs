@@ -7,9 +7,9 @@
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 
 use super::export::Ref;
-use super::http::{Client, Response};
+use super::http::{Client, classify};
 use super::json;
-use super::retry::{Verdict, retry_after};
+use super::retry::Verdict;
 
 /// The `http` exporter.
 #[derive(Debug)]
@@ -33,47 +33,7 @@ impl Ndjson {
         )];
         match self.client.post("", &headers, body, true).await {
             Ok(resp) => classify(&resp),
-            Err(e) => Verdict::Retry {
-                reason: e.reason(),
-                after: None,
-            },
+            Err(e) => e.verdict(),
         }
     }
-}
-
-/// The usual HTTP rule: 2xx done; 408, 429 and 5xx (but 501) retried; the rest refused.
-pub fn classify(resp: &Response) -> Verdict {
-    let status = resp.status.as_u16();
-    let after = resp
-        .headers
-        .get(hyper::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(retry_after);
-    match status {
-        200..=299 => Verdict::Delivered,
-        408 => Verdict::Retry {
-            reason: "timeout",
-            after,
-        },
-        429 => Verdict::Retry {
-            reason: "throttled",
-            after,
-        },
-        501 => Verdict::Rejected {
-            reason: format!("HTTP 501: {}", snippet(&resp.body)),
-        },
-        500..=599 => Verdict::Retry {
-            reason: "server_error",
-            after,
-        },
-        _ => Verdict::Rejected {
-            reason: format!("HTTP {status}: {}", snippet(&resp.body)),
-        },
-    }
-}
-
-/// The start of a response body, for logs and dead letters: never the whole thing.
-pub fn snippet(body: &[u8]) -> String {
-    let cut = &body[..body.len().min(200)];
-    String::from_utf8_lossy(cut).trim().to_string()
 }

@@ -85,9 +85,9 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use super::export::Ref;
+use super::http::snippet;
 use super::http::{Client, Response};
 use super::json::{Shape, TimeCache};
-use super::ndjson::snippet;
 use super::retry::{Verdict, retry_after};
 use crate::config::export::{Auth, Compression, Defaults, HttpClient};
 use crate::event::{Event, Span, Timestamp};
@@ -257,10 +257,7 @@ impl Exporter {
                         self.accepted(partial_of(&resp.body, *json))
                     }
                     Ok(resp) => classify_http(&resp, *json),
-                    Err(e) => Verdict::Retry {
-                        reason: e.reason(),
-                        after: None,
-                    },
+                    Err(e) => e.verdict(),
                 }
             }
         }
