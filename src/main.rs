@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Validate => match topology::check(&settings) {
+        Command::Validate => match check(&settings) {
             Ok(()) => {
                 let name = cli
                     .config
@@ -83,6 +83,14 @@ fn main() -> ExitCode {
             run(settings)
         }
     }
+}
+
+/// Runs [`topology::check`] on a small runtime of its own (gRPC channels need one).
+fn check(settings: &Settings) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(topology::check(settings))
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Settings, config::Error> {

@@ -9,6 +9,7 @@
 //! The built-in default ([`DEFAULT`]) is also `config/default.toml`, so what runs with no
 //! arguments is an example a user can copy.
 
+pub mod export;
 mod interpolate;
 mod spanned;
 
@@ -426,7 +427,32 @@ pub enum SinkKind {
     File { path: PathBuf },
     /// Counts and discards; `rate_events_per_sec` makes it slow on purpose.
     Blackhole { rate_events_per_sec: Option<u64> },
+    /// JSON lines POSTed to an HTTP endpoint.
+    Http(Box<(export::HttpClient, export::Delivery)>),
+    Loki(
+        Box<(
+            export::HttpClient,
+            export::Delivery,
+            crate::sink::loki::Config,
+        )>,
+    ),
+    Elasticsearch(
+        Box<(
+            export::HttpClient,
+            export::Delivery,
+            crate::sink::elasticsearch::Config,
+        )>,
+    ),
+    Otlp(
+        Box<(
+            export::HttpClient,
+            export::Delivery,
+            crate::sink::otlp::Config,
+        )>,
+    ),
 }
+
+pub use export::{Auth, Compression, HttpClient};
 
 /// Keys every sink has, whatever its type.
 #[derive(Debug, Deserialize, Default)]
@@ -671,6 +697,20 @@ impl Parser<'_> {
         Ok(())
     }
 
+    /// Splits the delivery keys ([`export::EXPORT_KEYS`]) off an exporter's table.
+    fn export(
+        &self,
+        path: &str,
+        at: usize,
+        mut rest: Table,
+    ) -> Result<(export::Export, Table), Error> {
+        let keys: Table = export::EXPORT_KEYS
+            .iter()
+            .filter_map(|k| rest.remove_entry(*k))
+            .collect();
+        Ok((self.typed(path, at, keys)?, rest))
+    }
+
     fn sink(&self, name: String, table: Spanned<Table>, global: &Global) -> Result<Sink, Error> {
         let at = table.span().start;
         let path = self.check_name("sinks", &name, at)?;
@@ -696,12 +736,41 @@ impl Parser<'_> {
                     rate_events_per_sec: b.rate_events_per_sec.filter(|r| *r > 0),
                 }
             }
+            "http" => {
+                let (export, rest) = self.export(&path, at, rest)?;
+                self.typed::<Empty>(&path, at, rest)?;
+                let (client, delivery) = export.resolve(export::Defaults {
+                    max_batch_events: 1000,
+                    max_batch_bytes: 1 << 20,
+                    flush_interval_ms: 1000,
+                    compression: export::Compression::Gzip,
+                });
+                SinkKind::Http(Box::new((client, delivery)))
+            }
+            "loki" => {
+                let (export, rest) = self.export(&path, at, rest)?;
+                let own = self.typed(&path, at, rest)?;
+                let (client, delivery) = export.resolve(crate::sink::loki::DEFAULTS);
+                SinkKind::Loki(Box::new((client, delivery, own)))
+            }
+            "elasticsearch" => {
+                let (export, rest) = self.export(&path, at, rest)?;
+                let own = self.typed(&path, at, rest)?;
+                let (client, delivery) = export.resolve(crate::sink::elasticsearch::DEFAULTS);
+                SinkKind::Elasticsearch(Box::new((client, delivery, own)))
+            }
+            "otlp" => {
+                let (export, rest) = self.export(&path, at, rest)?;
+                let own = self.typed(&path, at, rest)?;
+                let (client, delivery) = export.resolve(crate::sink::otlp::DEFAULTS);
+                SinkKind::Otlp(Box::new((client, delivery, own)))
+            }
             other => {
                 return Err(self.error(
                     Some(kind_at),
                     Some(format!("{path}.type")),
                     format!(
-                        "unknown sink type `{other}`, expected `stdout`, `file` or `blackhole`"
+                        "unknown sink type `{other}`, expected `stdout`, `file`, `blackhole`, `http`, `loki`, `elasticsearch` or `otlp`"
                     ),
                 ));
             }

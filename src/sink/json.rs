@@ -216,7 +216,7 @@ fn record(
                 sep(out);
                 string(out, key);
                 out.push(b':');
-                out.extend_from_slice(trim(line));
+                splice(out, trim(line));
             }
             None => {
                 // The members between the object's braces, as the application wrote them.
@@ -224,13 +224,23 @@ fn record(
                 let inner = trim(&body[1..body.len() - 1]);
                 if !inner.is_empty() {
                     sep(out);
-                    out.extend_from_slice(inner);
+                    splice(out, inner);
                 }
             }
         }
     }
     out.push(b'}');
     Ok(())
+}
+
+/// Copies JSON text as written. A raw line break can only stand between tokens (JSON strings
+/// cannot hold one), so it becomes a space: one event stays one line.
+fn splice(out: &mut Vec<u8>, json: &[u8]) {
+    if memchr::memchr2(b'\n', b'\r', json).is_none() {
+        out.extend_from_slice(json);
+    } else {
+        out.extend(json.iter().map(|b| if matches!(b, b'\n' | b'\r') { b' ' } else { *b }));
+    }
 }
 
 fn trim(b: &[u8]) -> &[u8] {
@@ -267,7 +277,8 @@ fn map(out: &mut Vec<u8>, c: &mut Cursor<'_>, depth: usize) -> Result<(), msgpac
     Ok(())
 }
 
-fn value(out: &mut Vec<u8>, c: &mut Cursor<'_>, depth: usize) -> Result<(), msgpack::Error> {
+/// Writes the MessagePack value at `c` as JSON; `depth` counts the containers around it.
+pub fn value(out: &mut Vec<u8>, c: &mut Cursor<'_>, depth: usize) -> Result<(), msgpack::Error> {
     let h = c.peek()?;
     if depth > MAX_DEPTH {
         c.skip()?;

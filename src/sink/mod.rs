@@ -4,7 +4,14 @@
 //! flushes and returns. Three kinds exist: JSON lines to stdout or a file, and a blackhole that
 //! only counts (for benchmarks, and with a rate limit for backpressure tests).
 
+pub mod elasticsearch;
+pub mod export;
+pub mod http;
 pub mod json;
+pub mod loki;
+pub mod ndjson;
+pub mod otlp;
+pub mod retry;
 
 use std::time::Duration;
 
@@ -13,6 +20,13 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use crate::buffer::{Entry, QueueReceiver};
 use crate::telemetry::SinkMetrics;
 use crate::telemetry::logging::RateLimit;
+
+/// A network exporter with what its delivery loop needs.
+pub struct Export {
+    pub exporter: export::Exporter,
+    pub delivery: crate::config::export::Delivery,
+    pub dead_letter: Option<export::DeadLetter>,
+}
 
 /// A ready-to-run sink.
 pub enum Sink {
@@ -23,6 +37,8 @@ pub enum Sink {
     },
     /// Counts and discards; with a rate, takes `1/rate` seconds per event.
     Blackhole { rate_events_per_sec: Option<u64> },
+    /// A network exporter, driven by [`export::run`].
+    Export(Box<Export>),
 }
 
 impl Sink {
@@ -67,6 +83,14 @@ impl Sink {
                     drop(held);
                 }
                 let _ = w.flush().await;
+            }
+            Sink::Export(e) => {
+                let Export {
+                    exporter,
+                    delivery,
+                    dead_letter,
+                } = *e;
+                return export::run(name, exporter, delivery, dead_letter, queue, metrics).await;
             }
             Sink::Blackhole {
                 rate_events_per_sec,

@@ -9,6 +9,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::buffer::QueueGauges;
@@ -44,6 +45,10 @@ pub struct Metrics {
     queue_events: Gauges,
     sink_events: Counters,
     sink_bytes: Counters,
+    sink_batches: Counters,
+    sink_retries: ReasonCounters,
+    sink_failed: ReasonCounters,
+    sink_request_seconds: Family<Component, Histogram, fn() -> Histogram>,
     enrich_parse_errors: ReasonCounters,
     enrich_trace_ids: Counters,
     enrich_invalid_trace_ids: Counters,
@@ -80,6 +85,15 @@ impl Metrics {
             queue_events: Default::default(),
             sink_events: Default::default(),
             sink_bytes: Default::default(),
+            sink_batches: Default::default(),
+            sink_retries: Default::default(),
+            sink_failed: Default::default(),
+            sink_request_seconds: Family::new_with_constructor(|| {
+                // 1 ms to about 33 s.
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                    0.001, 2.0, 16,
+                ))
+            }),
             enrich_parse_errors: Default::default(),
             enrich_trace_ids: Default::default(),
             enrich_invalid_trace_ids: Default::default(),
@@ -144,6 +158,26 @@ impl Metrics {
         );
         registry.register("sink_bytes", "Bytes a sink wrote", m.sink_bytes.clone());
         registry.register(
+            "sink_batches",
+            "Requests (batches) a sink started",
+            m.sink_batches.clone(),
+        );
+        registry.register(
+            "sink_retries",
+            "Request retries, by reason",
+            m.sink_retries.clone(),
+        );
+        registry.register(
+            "sink_failed_events",
+            "Events a sink will never deliver, by reason (see the dead-letter file)",
+            m.sink_failed.clone(),
+        );
+        registry.register(
+            "sink_request_seconds",
+            "Time per request attempt",
+            m.sink_request_seconds.clone(),
+        );
+        registry.register(
             "enrich_parse_errors",
             "Lines that looked like JSON but were kept as text, by reason",
             m.enrich_parse_errors.clone(),
@@ -201,6 +235,11 @@ impl Metrics {
                 bytes: self.queue_bytes.get_or_create_owned(&c),
                 events: self.queue_events.get_or_create_owned(&c),
             },
+            batches: self.sink_batches.get_or_create_owned(&c),
+            request_seconds: self.sink_request_seconds.get_or_create_owned(&c),
+            name: name.to_string(),
+            retries: self.sink_retries.clone(),
+            failed: self.sink_failed.clone(),
         }
     }
 
@@ -296,6 +335,36 @@ pub struct SinkMetrics {
     pub events: Counter,
     pub bytes: Counter,
     pub queue: QueueGauges,
+    /// Requests (batches) started.
+    pub batches: Counter,
+    /// Seconds per request attempt.
+    pub request_seconds: Histogram,
+    name: String,
+    retries: ReasonCounters,
+    failed: ReasonCounters,
+}
+
+impl SinkMetrics {
+    /// Counts a retry for `reason` (`connection`, `timeout`, `throttled`, `server_error`,
+    /// `partial`).
+    pub fn retry(&self, reason: &'static str) {
+        self.retries
+            .get_or_create(&ComponentReason {
+                component: self.name.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts `n` events that will never be delivered, by `reason`.
+    pub fn failed(&self, reason: &'static str, n: u64) {
+        self.failed
+            .get_or_create(&ComponentReason {
+                component: self.name.clone(),
+                reason,
+            })
+            .inc_by(n);
+    }
 }
 
 #[cfg(test)]

@@ -21,9 +21,12 @@ use anyhow::Context as _;
 use tokio::task::JoinSet;
 
 use crate::buffer::{Pattern, Queue, QueueGauges, Route, Router};
-use crate::config::{Settings, SinkKind, SourceKind};
+use crate::config::export::Delivery;
+use crate::config::{self, Settings, SinkKind, SourceKind};
 use crate::shutdown::{self, Trigger};
 use crate::sink::Sink;
+use crate::sink::export::Exporter;
+use crate::sink::{elasticsearch, json, loki, ndjson, otlp};
 use crate::source::forward::{self, Forward};
 use crate::telemetry::Metrics;
 use crate::telemetry::admin::{self, Health};
@@ -58,18 +61,86 @@ pub struct DrainTimeout {
     pub queued_events: i64,
 }
 
-/// Checks what loading the configuration cannot: TLS material. Used by `outrigger validate`.
+/// Checks what loading the configuration cannot: TLS material, exporter endpoints, headers
+/// and templates, by building (not starting) what uses them. Used by `outrigger validate`;
+/// needs a runtime, as gRPC channels are created inside one.
 ///
 /// # Errors
-/// Unreadable or invalid certificate or key files.
-pub fn check(settings: &Settings) -> anyhow::Result<()> {
+/// Unreadable or invalid certificate or key files, invalid endpoints or exporter settings.
+pub async fn check(settings: &Settings) -> anyhow::Result<()> {
     for source in &settings.sources {
         let SourceKind::Forward(f) = &source.kind;
         if let Some(tls) = &f.tls {
             forward::tls_acceptor(tls).with_context(|| format!("sources.{}.tls", source.name))?;
         }
     }
+    for sink in &settings.sinks {
+        exporter(sink, &settings.shape)?;
+    }
     Ok(())
+}
+
+/// The exporter of a network sink, built from its settings; `None` for the local sinks.
+fn exporter<'a>(
+    cfg: &'a config::Sink,
+    shape: &json::Shape,
+) -> anyhow::Result<Option<(Exporter, &'a Delivery)>> {
+    let context = || format!("sinks.{}", cfg.name);
+    Ok(Some(match &cfg.kind {
+        SinkKind::Stdout | SinkKind::File { .. } | SinkKind::Blackhole { .. } => return Ok(None),
+        SinkKind::Http(b) => {
+            let (client, delivery) = &**b;
+            let client = crate::sink::http::Client::try_new(client).with_context(context)?;
+            (
+                Exporter::Http(ndjson::Ndjson {
+                    client,
+                    shape: shape.clone(),
+                }),
+                delivery,
+            )
+        }
+        SinkKind::Loki(b) => {
+            let (client, delivery, own) = &**b;
+            (
+                Exporter::Loki(loki::Exporter::try_new(client, own, shape).with_context(context)?),
+                delivery,
+            )
+        }
+        SinkKind::Elasticsearch(b) => {
+            let (client, delivery, own) = &**b;
+            let e = elasticsearch::Exporter::try_new(client, own, shape).with_context(context)?;
+            (Exporter::Elasticsearch(e), delivery)
+        }
+        SinkKind::Otlp(b) => {
+            let (client, delivery, own) = &**b;
+            (
+                Exporter::Otlp(otlp::Exporter::try_new(client, own, shape).with_context(context)?),
+                delivery,
+            )
+        }
+    }))
+}
+
+/// A network exporter sink with its dead-letter file opened.
+fn export_sink(
+    name: &str,
+    exporter: Exporter,
+    delivery: &Delivery,
+    shape: &json::Shape,
+) -> anyhow::Result<Sink> {
+    let dead_letter = match &delivery.dead_letter_path {
+        Some(p) => Some(
+            crate::sink::export::DeadLetter::open(p, shape.clone()).with_context(|| {
+                format!("sinks.{name}.dead_letter_path: opening {}", p.display())
+            })?,
+        ),
+        None => None,
+    };
+    Ok(Sink::Export(Box::new(crate::sink::Export {
+        exporter,
+        delivery: delivery.clone(),
+        dead_letter,
+    })))
 }
 
 /// Builds and starts everything in `settings`.
@@ -106,6 +177,11 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             } => Sink::Blackhole {
                 rate_events_per_sec: *rate_events_per_sec,
             },
+            _ => {
+                let (exporter, delivery) =
+                    exporter(cfg, &settings.shape)?.expect("every other sink kind is an exporter");
+                export_sink(&cfg.name, exporter, delivery, &settings.shape)?
+            }
         };
         let m = metrics.sink(&cfg.name);
         let (tx, rx) = Queue::bounded(cfg.max_queue_bytes, cfg.max_queue_events, m.queue.clone());

@@ -3,9 +3,14 @@
 
 mod harness;
 
+mod backend;
 mod bad_input;
 mod clients;
 mod docker;
+mod elasticsearch;
 mod enrich;
+mod export;
 mod forward;
 mod lifecycle;
+mod loki;
+mod otlp;

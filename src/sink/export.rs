@@ -1,0 +1,343 @@
+//! Delivery to network backends: batching, bounded concurrency, retries, dead letters.
+//!
+//! Every network exporter runs this same loop; an exporter only turns events into a request
+//! and a response into a [`Verdict`] ([`Exporter::attempt`]).
+//!
+//! The loop takes queue entries until a batch is full (events or bytes) or old enough
+//! (`flush_interval_ms`), then sends it as one request, keeping at most `max_in_flight`
+//! requests going. While all of them are busy it stops taking entries: the queue fills and the
+//! sources stop reading, which is how a slow or failing backend slows the senders instead of
+//! growing memory. A request keeps its entries (and so their queue permits) until it is
+//! finished, so the queue bound covers events in flight and in retry too.
+//!
+//! A retryable failure is retried with exponential backoff and jitter, honouring
+//! `Retry-After`, until it succeeds, `max_retries` runs out, or Outrigger stops. Events a
+//! backend refuses for good are logged, counted by reason and appended to the dead-letter
+//! file, never dropped silently.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use super::json;
+use super::retry::{Backoff, Verdict};
+use crate::buffer::{Entry, QueueReceiver};
+use crate::config::export::Delivery;
+use crate::event::{Batch, Event};
+use crate::telemetry::SinkMetrics;
+use crate::telemetry::logging::RateLimit;
+
+/// One event of a request, with the batch it belongs to (for its tag, resource and fields).
+#[derive(Debug, Clone, Copy)]
+pub struct Ref<'a> {
+    pub batch: &'a Batch,
+    pub event: &'a Event,
+}
+
+/// The network exporters.
+// One value per sink, built once and never moved on a hot path: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Exporter {
+    /// JSON lines POSTed to any HTTP endpoint.
+    Http(super::ndjson::Ndjson),
+    /// Grafana Loki's push API.
+    Loki(super::loki::Exporter),
+    /// Elasticsearch or OpenSearch `_bulk`.
+    Elasticsearch(super::elasticsearch::Exporter),
+    /// OTLP logs over gRPC or HTTP.
+    Otlp(super::otlp::Exporter),
+}
+
+impl Exporter {
+    /// Sends `events` once and says what became of them.
+    pub async fn attempt(&self, events: &[Ref<'_>]) -> Verdict {
+        match self {
+            Exporter::Http(e) => e.attempt(events).await,
+            Exporter::Loki(e) => e.attempt(events).await,
+            Exporter::Elasticsearch(e) => e.attempt(events).await,
+            Exporter::Otlp(e) => e.attempt(events).await,
+        }
+    }
+}
+
+/// Appends refused events, with the reason, to a file of JSON lines.
+#[derive(Debug)]
+pub struct DeadLetter {
+    file: Mutex<std::fs::File>,
+    /// How events are written: the sink's own shape, so a dead letter reads like the events
+    /// the user configured.
+    shape: json::Shape,
+}
+
+impl DeadLetter {
+    /// Opens (appending) the dead-letter file.
+    ///
+    /// # Errors
+    /// The file cannot be opened for appending.
+    pub fn open(path: &std::path::Path, shape: json::Shape) -> std::io::Result<DeadLetter> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(DeadLetter {
+            file: Mutex::new(file),
+            shape,
+        })
+    }
+
+    /// Writes `{"sink":…,"reason":…,"event":{…}}` per event.
+    fn write(&self, sink: &str, reason: &str, events: &[Ref<'_>]) {
+        use std::io::Write;
+        let mut out = Vec::new();
+        let mut times = json::TimeCache::default();
+        let shape = &self.shape;
+        for r in events {
+            let start = out.len();
+            out.extend_from_slice(b"{\"sink\":");
+            json::string(&mut out, sink.as_bytes());
+            out.extend_from_slice(b",\"reason\":");
+            json::string(&mut out, reason.as_bytes());
+            out.extend_from_slice(b",\"event\":");
+            if json::event(&mut out, &mut times, r.batch, r.event, shape).is_err() {
+                out.truncate(start);
+                continue;
+            }
+            out.extend_from_slice(b"}\n");
+        }
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = file.write_all(&out) {
+            tracing::error!(sink, error = %e, events = events.len(), "dead-letter write failed, events lost");
+        }
+    }
+}
+
+/// What every request of one sink shares.
+struct Shared {
+    name: String,
+    exporter: Exporter,
+    backoff: Backoff,
+    max_retries: u32,
+    dead_letter: Option<DeadLetter>,
+    metrics: SinkMetrics,
+    warn: RateLimit,
+}
+
+/// A run of consecutive events of one queue entry (`skip` and `take` count the entry's
+/// selected events). Entries are shared by the requests that carry their events; the queue
+/// space they hold returns when the last of those requests is done.
+#[derive(Debug, Clone)]
+struct Piece {
+    entry: Arc<Entry>,
+    skip: usize,
+    take: usize,
+}
+
+/// Cuts queue entries into requests of at most `max_events` events and about `max_bytes`
+/// bytes of records, in order.
+struct Batcher {
+    max_events: usize,
+    max_bytes: usize,
+    current: Vec<Piece>,
+    events: usize,
+    bytes: usize,
+    /// When the oldest event of `current` arrived.
+    since: Option<Instant>,
+    /// Full requests waiting for a free in-flight slot.
+    ready: std::collections::VecDeque<Vec<Piece>>,
+}
+
+impl Batcher {
+    fn add(&mut self, entry: Entry) {
+        let entry = Arc::new(entry);
+        let mut start = 0;
+        let mut taken = 0;
+        for (i, e) in entry.events().enumerate() {
+            self.events += 1;
+            self.bytes += e.record.len();
+            taken += 1;
+            if self.events >= self.max_events || self.bytes >= self.max_bytes {
+                self.current.push(Piece {
+                    entry: entry.clone(),
+                    skip: start,
+                    take: taken,
+                });
+                start = i + 1;
+                taken = 0;
+                self.seal();
+            }
+        }
+        if taken > 0 {
+            self.current.push(Piece {
+                entry,
+                skip: start,
+                take: taken,
+            });
+            self.since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// Moves the current request to `ready`.
+    fn seal(&mut self) {
+        if !self.current.is_empty() {
+            self.ready.push_back(std::mem::take(&mut self.current));
+        }
+        (self.events, self.bytes, self.since) = (0, 0, None);
+    }
+}
+
+/// Drains `queue` into `exporter` until the queue closes and every request has finished.
+pub async fn run(
+    name: String,
+    exporter: Exporter,
+    delivery: Delivery,
+    dead_letter: Option<DeadLetter>,
+    mut queue: QueueReceiver,
+    metrics: SinkMetrics,
+) {
+    let shared = Arc::new(Shared {
+        name,
+        exporter,
+        backoff: Backoff {
+            initial: Duration::from_millis(delivery.retry_initial_backoff_ms),
+            max: Duration::from_millis(delivery.retry_max_backoff_ms),
+        },
+        max_retries: delivery.max_retries,
+        dead_letter,
+        metrics,
+        warn: RateLimit::new(5),
+    });
+    let flush_every = Duration::from_millis(delivery.flush_interval_ms);
+    let mut batcher = Batcher {
+        max_events: delivery.max_batch_events,
+        max_bytes: delivery.max_batch_bytes,
+        current: Vec::new(),
+        events: 0,
+        bytes: 0,
+        since: None,
+        ready: Default::default(),
+    };
+    let mut inflight = JoinSet::new();
+    let mut open = true;
+    loop {
+        while inflight.len() < delivery.max_in_flight {
+            let Some(work) = batcher.ready.pop_front() else {
+                break;
+            };
+            inflight.spawn(deliver(shared.clone(), work));
+        }
+        if !open {
+            if batcher.ready.is_empty() && !batcher.current.is_empty() {
+                batcher.seal();
+                continue;
+            }
+            if batcher.ready.is_empty() && inflight.is_empty() {
+                break;
+            }
+        }
+        let due = batcher.since.map(|s| s + flush_every);
+        let wait_due = async {
+            match due {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            // Full requests waiting for a slot: take nothing more, so the queue fills and the
+            // sources stop reading.
+            entry = queue.recv(), if open && batcher.ready.is_empty() => match entry {
+                Some(e) => batcher.add(e),
+                None => open = false,
+            },
+            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+            _ = wait_due => batcher.seal(),
+        }
+    }
+    tracing::debug!(sink = %shared.name, "sink drained");
+}
+
+/// Sends one request's events until they are delivered, refused, or out of retries.
+async fn deliver(s: Arc<Shared>, work: Vec<Piece>) {
+    let refs: Vec<Ref<'_>> = work
+        .iter()
+        .flat_map(|p| {
+            let batch = &p.entry.batch;
+            p.entry
+                .events()
+                .skip(p.skip)
+                .take(p.take)
+                .map(move |event| Ref { batch, event })
+        })
+        .collect();
+    let mut todo: Vec<usize> = (0..refs.len()).collect();
+    let mut failures = 0u32;
+    s.metrics.batches.inc();
+    loop {
+        let attempt: Vec<Ref<'_>> = todo.iter().map(|i| refs[*i]).collect();
+        let started = Instant::now();
+        let verdict = s.exporter.attempt(&attempt).await;
+        s.metrics
+            .request_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let (retry, after, reason) = match verdict {
+            Verdict::Delivered => {
+                s.metrics.events.inc_by(attempt.len() as u64);
+                return;
+            }
+            Verdict::Accepted { rejected, reason } => {
+                let rejected = rejected.min(attempt.len() as u64);
+                s.metrics.events.inc_by(attempt.len() as u64 - rejected);
+                s.metrics.failed("partially_rejected", rejected);
+                if let Some(suppressed) = s.warn.allow() {
+                    tracing::error!(sink = %s.name, rejected, reason, suppressed, "backend rejected part of a batch without saying which, events lost");
+                }
+                return;
+            }
+            Verdict::Rejected { reason } => {
+                refuse(&s, &attempt, &reason);
+                return;
+            }
+            Verdict::Retry { reason, after } => (todo.clone(), after, reason),
+            Verdict::Partial {
+                retry,
+                rejected,
+                after,
+            } => {
+                let done = attempt.len().saturating_sub(retry.len() + rejected.len());
+                s.metrics.events.inc_by(done as u64);
+                for (i, reason) in &rejected {
+                    refuse(&s, &attempt[*i..*i + 1], reason);
+                }
+                (retry.iter().map(|i| todo[*i]).collect(), after, "partial")
+            }
+        };
+        todo = retry;
+        if todo.is_empty() {
+            return;
+        }
+        failures += 1;
+        if s.max_retries > 0 && failures > s.max_retries {
+            let left: Vec<Ref<'_>> = todo.iter().map(|i| refs[*i]).collect();
+            refuse(&s, &left, &format!("retries exhausted ({reason})"));
+            return;
+        }
+        s.metrics.retry(reason);
+        let wait = s.backoff.delay(failures, after);
+        if let Some(suppressed) = s.warn.allow() {
+            tracing::warn!(sink = %s.name, reason, events = todo.len(), attempt = failures, wait_ms = wait.as_millis() as u64, suppressed, "delivery failed, retrying");
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Events the backend will never take: counted, logged, dead-lettered.
+fn refuse(s: &Shared, events: &[Ref<'_>], reason: &str) {
+    s.metrics.failed("rejected", events.len() as u64);
+    if let Some(suppressed) = s.warn.allow() {
+        tracing::error!(sink = %s.name, events = events.len(), reason, dead_letter = s.dead_letter.is_some(), suppressed, "backend refused events");
+    }
+    if let Some(d) = &s.dead_letter {
+        d.write(&s.name, reason, events);
+    }
+}

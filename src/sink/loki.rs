@@ -1,0 +1,1613 @@
+//! The `loki` sink: events pushed to Grafana Loki's push API, `POST /loki/api/v1/push`
+//! (<https://grafana.com/docs/loki/latest/reference/loki-http-api/#ingest-logs>, schema in
+//! Loki's `pkg/push/push.proto`, mirrored in [`proto`]).
+//!
+//! What comes in: the events of one request ([`Ref`]s). What goes out: one `PushRequest` with a
+//! stream per distinct label set, entries sorted by time within each stream (stable), encoded
+//! as protobuf and snappy block-compressed (or, with `encoding = "json"`, the JSON form,
+//! gzipped per the shared `compression` key). Nothing here retries or waits: the shared loop
+//! ([`super::export`]) does, from the [`Verdict`] this module makes of the answer.
+//!
+//! # Labels and structured metadata
+//!
+//! Both are maps of a name to a template. A template is text with attributes in braces,
+//! named as OpenTelemetry names them: `{container.name}`, `{container.id}`, `{log.iostream}`,
+//! `{k8s.pod.name}`, `{k8s.namespace.name}`, `{k8s.container.name}`, plus `{trace_id}`,
+//! `{span_id}`, `{trace_flags}`, `{severity}` (the OpenTelemetry short name, `WARN`),
+//! `{severity_text}` (the level as the application wrote it), `{severity_number}`, `{tag}`,
+//! and any other name is a static resource attribute (`[enrich.resource]`, e.g.
+//! `{k8s.cluster.name}`). `{a|b}` takes the first of `a`, `b` that is not empty; `{{` and `}}`
+//! are literal braces. A value that renders empty is left out.
+//!
+//! The default labels follow Loki's label guidance (few, bounded, static): `job="outrigger"`
+//! (a static label, so no stream is ever label-less), `cluster`, `namespace` and `container`
+//! (the Kubernetes container name, else Docker's). Loki derives `service_name` from
+//! `container`. Values that change with every rollout, restart or request (pod names,
+//! container IDs, trace and span IDs) would multiply streams, so they are structured
+//! metadata instead: by default `trace_id`, `span_id`, `pod` and `stream` (stdout/stderr).
+//! `{trace_id}` and `{span_id}` are refused in labels outright. Structured metadata needs
+//! Loki 3 with schema v13; set `structured_metadata = {}` for older stores, which would
+//! refuse every entry that carries some.
+//!
+//! # Responses
+//!
+//! | answer | verdict | why |
+//! |---|---|---|
+//! | 2xx (204) | delivered | |
+//! | 260 | accepted, all counted lost | Loki's default status for a tenant whose ingestion is blocked: nothing stored, on purpose |
+//! | 400 naming entries | accepted, the named count lost | Loki stored the valid entries and lists the others; resending would duplicate the stored ones |
+//! | other 400 | refused: dead letter | a request Loki could not read; nothing stored |
+//! | 413 | split in halves and sent again now; one entry still too large is refused | the body limit of Loki or a proxy |
+//! | 408, 429, 5xx but 501 | retry, honouring `Retry-After` | nothing stored (a 429 `stream_limit` may have stored some streams; Loki drops exact duplicates) |
+//! | 401, 403, 404, other 4xx, 501 | refused: dead letter, with the body's start | configuration errors |
+//! | no answer | retry | |
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::time::Duration;
+
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use serde::Deserialize;
+
+use super::export::Ref;
+use super::http::snippet;
+use super::http::{Client, Response};
+use super::json;
+use super::retry::Verdict;
+use crate::config::export::{Compression, Defaults, HttpClient};
+use crate::event::Span;
+use crate::pipeline::severity::Severity;
+
+/// Where Loki's distributor takes pushes, appended to the endpoint (unless it already ends
+/// with it).
+pub const PUSH_PATH: &str = "/loki/api/v1/push";
+
+/// Loki's default `max_label_value_length`: a longer value makes Loki drop the whole stream,
+/// so values are cut to it instead.
+const MAX_LABEL_VALUE_BYTES: usize = 2048;
+
+/// Loki's default `max_label_names_per_series`; more configured labels earn a warning.
+const MAX_LABEL_NAMES: usize = 15;
+
+/// The label set of an event whose labels all render empty (Loki refuses a stream without
+/// labels); `unknown_service` is what Loki itself calls a service it cannot name.
+const FALLBACK_LABEL: (&str, &str) = ("service_name", "unknown_service");
+
+/// Loki's tenant IDs: at most this long, from [`tenant_char`]s.
+const MAX_TENANT_BYTES: usize = 150;
+
+/// The `loki` sink's own keys (besides the shared delivery keys).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Label name → template. Replaces the default set as a whole.
+    #[serde(default = "Config::default_labels")]
+    pub labels: BTreeMap<String, String>,
+    /// Structured metadata name → template. Replaces the default set as a whole.
+    #[serde(default = "Config::default_structured_metadata")]
+    pub structured_metadata: BTreeMap<String, String>,
+    /// Sent as `X-Scope-OrgID`; empty sends none (Loki with `auth_enabled: false`).
+    #[serde(default)]
+    pub tenant_id: String,
+    /// What an entry's line is.
+    #[serde(default)]
+    pub line: Line,
+    #[serde(default)]
+    pub encoding: Encoding,
+}
+
+impl Config {
+    fn default_labels() -> BTreeMap<String, String> {
+        [
+            ("job", "outrigger"),
+            ("cluster", "{k8s.cluster.name}"),
+            ("namespace", "{k8s.namespace.name}"),
+            ("container", "{k8s.container.name|container.name}"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn default_structured_metadata() -> BTreeMap<String, String> {
+        [
+            ("trace_id", "{trace_id}"),
+            ("span_id", "{span_id}"),
+            ("pod", "{k8s.pod.name}"),
+            ("stream", "{log.iostream}"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+/// An entry's line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Line {
+    /// The log line as the application wrote it (the record's line key, `log` by default);
+    /// for a record without one, the record as JSON.
+    #[default]
+    Original,
+    /// The whole event as the `stdout` sink writes it (tag, time, severity, trace, resource,
+    /// record).
+    Json,
+}
+
+/// The request body's format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// `PushRequest` protobuf, snappy block-compressed: what promtail and Alloy send.
+    #[default]
+    Protobuf,
+    /// The JSON form; gzip when `compression` says so.
+    Json,
+}
+
+/// Batching and compression defaults when the config leaves them out: 1 MiB or 1 s, as
+/// promtail and Alloy batch. The event bound is only a backstop; bytes decide. Compression
+/// applies to `encoding = "json"` only: protobuf bodies are always snappy.
+pub const DEFAULTS: Defaults = Defaults {
+    max_batch_events: 100_000,
+    max_batch_bytes: 1 << 20,
+    flush_interval_ms: 1000,
+    compression: Compression::Gzip,
+};
+
+/// Loki's push schema (`pkg/push/push.proto`, package `logproto`, gogoproto options left
+/// out), public so that tests decode what is sent with the same definitions.
+pub mod proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PushRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub streams: Vec<StreamAdapter>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StreamAdapter {
+        /// The label set as a selector: `{container="api", job="outrigger"}`.
+        #[prost(string, tag = "1")]
+        pub labels: String,
+        #[prost(message, repeated, tag = "2")]
+        pub entries: Vec<EntryAdapter>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct EntryAdapter {
+        #[prost(message, optional, tag = "1")]
+        pub timestamp: Option<Timestamp>,
+        #[prost(string, tag = "2")]
+        pub line: String,
+        #[prost(message, repeated, tag = "3")]
+        pub structured_metadata: Vec<LabelPairAdapter>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LabelPairAdapter {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+
+    /// `google.protobuf.Timestamp`.
+    #[derive(Clone, Copy, PartialEq, prost::Message)]
+    pub struct Timestamp {
+        #[prost(int64, tag = "1")]
+        pub seconds: i64,
+        #[prost(int32, tag = "2")]
+        pub nanos: i32,
+    }
+}
+
+/// The exporter.
+#[derive(Debug)]
+pub struct Exporter {
+    client: Client,
+    /// [`PUSH_PATH`], or empty when the endpoint already names it.
+    path: &'static str,
+    labels: Vec<Field>,
+    metadata: Vec<Field>,
+    tenant: Option<HeaderValue>,
+    line: Line,
+    encoding: Encoding,
+    shape: json::Shape,
+}
+
+/// A label or structured-metadata entry: its name and how its value is made.
+#[derive(Debug, Clone)]
+struct Field {
+    name: String,
+    template: Template,
+}
+
+// === impl Exporter ===
+
+impl Exporter {
+    /// Builds the exporter (client, TLS material, templates).
+    ///
+    /// # Errors
+    /// Invalid settings or TLS files: a label or metadata name Loki would refuse, a template
+    /// that does not parse, a trace or span ID in a label, an invalid tenant ID.
+    pub fn try_new(
+        client: &HttpClient,
+        config: &Config,
+        shape: &super::json::Shape,
+    ) -> anyhow::Result<Exporter> {
+        let labels = fields("labels", &config.labels)?;
+        for f in &labels {
+            if let Some(a) = f.template.unbounded() {
+                anyhow::bail!(
+                    "labels.{}: `{{{a}}}` is unique per request and would make every request a stream of its own; put it in `structured_metadata`",
+                    f.name
+                );
+            }
+        }
+        if labels.len() > MAX_LABEL_NAMES {
+            tracing::warn!(
+                labels = labels.len(),
+                "more labels than Loki's default max_label_names_per_series (15): Loki will refuse the streams unless the limit was raised"
+            );
+        }
+        let metadata = fields("structured_metadata", &config.structured_metadata)?;
+        let tenant = match config.tenant_id.as_str() {
+            "" => None,
+            t => {
+                check_tenant(t).map_err(|e| anyhow::anyhow!("tenant_id `{t}`: {e}"))?;
+                Some(HeaderValue::from_str(t)?)
+            }
+        };
+        let path = if client.endpoint.trim_end_matches('/').ends_with(PUSH_PATH) {
+            ""
+        } else {
+            PUSH_PATH
+        };
+        Ok(Exporter {
+            client: Client::try_new(client)?,
+            path,
+            labels,
+            metadata,
+            tenant,
+            line: config.line,
+            encoding: config.encoding,
+            shape: shape.clone(),
+        })
+    }
+
+    /// Pushes `events` and says what became of them. A 413 splits the request in halves,
+    /// sent one after the other; the first retryable failure stops the sending and marks
+    /// what is left for a retry.
+    pub async fn attempt(&self, events: &[Ref<'_>]) -> Verdict {
+        let mut todo = std::collections::VecDeque::new();
+        todo.push_back(0..events.len());
+        let mut done: Vec<(Range<usize>, Verdict)> = Vec::new();
+        while let Some(range) = todo.pop_front() {
+            match self.push(&events[range.clone()]).await {
+                Sent::TooLarge(reason) if range.len() > 1 => {
+                    let mid = range.start + range.len() / 2;
+                    todo.push_front(mid..range.end);
+                    todo.push_front(range.start..mid);
+                    tracing::debug!(%reason, events = range.len(), "request too large, split");
+                }
+                Sent::TooLarge(reason) => done.push((range, Verdict::Rejected { reason })),
+                Sent::Answer(v @ Verdict::Retry { .. }) => {
+                    done.push((range, v.clone()));
+                    done.extend(todo.drain(..).map(|r| (r, v.clone())));
+                }
+                Sent::Answer(v) => done.push((range, v)),
+            }
+        }
+        combine(events.len(), done)
+    }
+
+    /// One request for `events`.
+    async fn push(&self, events: &[Ref<'_>]) -> Sent {
+        let streams = self.streams(events);
+        let (body, content_type, compressible) = match self.encoding {
+            Encoding::Protobuf => {
+                let raw = prost::Message::encode_to_vec(&self.request(events, &streams));
+                match snap::raw::Encoder::new().compress_vec(&raw) {
+                    Ok(body) => (body, "application/x-protobuf", false),
+                    Err(e) => {
+                        return Sent::Answer(Verdict::Rejected {
+                            reason: format!("snappy: {e}"),
+                        });
+                    }
+                }
+            }
+            Encoding::Json => (self.json(events, &streams), "application/json", true),
+        };
+        let mut headers: Vec<(HeaderName, HeaderValue)> =
+            vec![(CONTENT_TYPE, HeaderValue::from_static(content_type))];
+        if let Some(t) = &self.tenant {
+            headers.push((HeaderName::from_static("x-scope-orgid"), t.clone()));
+        }
+        match self
+            .client
+            .post(self.path, &headers, body, compressible)
+            .await
+        {
+            Ok(resp) => classify(&resp, events.len()),
+            Err(e) => Sent::Answer(e.verdict()),
+        }
+    }
+
+    /// Groups `events` by label set, in order of first appearance; each stream's events
+    /// sorted by time, equal times kept in arrival order.
+    fn streams(&self, events: &[Ref<'_>]) -> Vec<Stream> {
+        let mut streams: Vec<Stream> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut key = String::new();
+        let mut buf = Vec::new();
+        for (i, r) in events.iter().enumerate() {
+            key.clear();
+            self.selector(*r, &mut buf, &mut key, None);
+            if let Some(&s) = index.get(key.as_str()) {
+                streams[s].events.push(i);
+                continue;
+            }
+            let mut pairs = Vec::new();
+            self.selector(*r, &mut buf, &mut String::new(), Some(&mut pairs));
+            index.insert(key.clone(), streams.len());
+            streams.push(Stream {
+                labels: key.clone(),
+                pairs,
+                events: vec![i],
+            });
+        }
+        for s in &mut streams {
+            s.events.sort_by_key(|&i| events[i].event.time);
+        }
+        streams
+    }
+
+    /// Writes `r`'s label set as a selector, `{a="b", c="d"}` (names sorted, values escaped),
+    /// into `key`, and the raw pairs into `pairs` when asked.
+    fn selector(
+        &self,
+        r: Ref<'_>,
+        buf: &mut Vec<u8>,
+        key: &mut String,
+        mut pairs: Option<&mut Vec<(String, String)>>,
+    ) {
+        let mut add = |key: &mut String, name: &str, value: &str| {
+            key.push_str(if key.is_empty() { "{" } else { ", " });
+            key.push_str(name);
+            key.push_str("=\"");
+            escape_label_value(key, value);
+            key.push('"');
+            if let Some(p) = pairs.as_deref_mut() {
+                p.push((name.to_string(), value.to_string()));
+            }
+        };
+        for f in &self.labels {
+            buf.clear();
+            f.template.render(buf, r);
+            let value = String::from_utf8_lossy(buf);
+            let value = truncate(&value, MAX_LABEL_VALUE_BYTES);
+            if !value.is_empty() {
+                add(key, &f.name, value);
+            }
+        }
+        if key.is_empty() {
+            add(key, FALLBACK_LABEL.0, FALLBACK_LABEL.1);
+        }
+        key.push('}');
+    }
+
+    /// The entry's line, as bytes (not yet checked for UTF-8).
+    fn line(&self, out: &mut Vec<u8>, times: &mut json::TimeCache, r: Ref<'_>) {
+        out.clear();
+        match self.line {
+            Line::Json => {
+                let _ = json::event(out, times, r.batch, r.event, &self.shape);
+            }
+            Line::Original => {
+                let e = r.event;
+                let span = e.meta.line.or_else(|| {
+                    // Enrichment off: find the line ourselves.
+                    crate::pipeline::record::fields(&e.record, &self.shape.line_key)
+                        .line
+                        .map(Span::new)
+                });
+                match span {
+                    Some(s) => out.extend_from_slice(e.slice(s)),
+                    None => record_json(out, times, r, &self.shape),
+                }
+            }
+        }
+    }
+
+    /// Renders the structured metadata of `r` into `buf`: (field index, value range) for each
+    /// value that is not empty.
+    fn metadata(&self, r: Ref<'_>, buf: &mut Vec<u8>, found: &mut Vec<(usize, Range<usize>)>) {
+        buf.clear();
+        found.clear();
+        for (i, f) in self.metadata.iter().enumerate() {
+            let start = buf.len();
+            f.template.render(buf, r);
+            if buf.len() > start {
+                found.push((i, start..buf.len()));
+            }
+        }
+    }
+
+    /// The protobuf request.
+    fn request(&self, events: &[Ref<'_>], streams: &[Stream]) -> proto::PushRequest {
+        let mut times = json::TimeCache::default();
+        let (mut line, mut buf, mut found) = (Vec::new(), Vec::new(), Vec::new());
+        let streams = streams
+            .iter()
+            .map(|s| proto::StreamAdapter {
+                labels: s.labels.clone(),
+                entries: s
+                    .events
+                    .iter()
+                    .map(|&i| {
+                        let r = events[i];
+                        self.line(&mut line, &mut times, r);
+                        self.metadata(r, &mut buf, &mut found);
+                        let t = r.event.time;
+                        proto::EntryAdapter {
+                            timestamp: Some(proto::Timestamp {
+                                seconds: t.secs,
+                                nanos: t.nanos.min(999_999_999) as i32,
+                            }),
+                            line: String::from_utf8_lossy(&line).into_owned(),
+                            structured_metadata: found
+                                .iter()
+                                .map(|(f, range)| proto::LabelPairAdapter {
+                                    name: self.metadata[*f].name.clone(),
+                                    value: String::from_utf8_lossy(&buf[range.clone()])
+                                        .into_owned(),
+                                })
+                                .collect(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        proto::PushRequest { streams }
+    }
+
+    /// The JSON request: `{"streams":[{"stream":{…},"values":[["<ns>","<line>",{…}]]}]}`.
+    fn json(&self, events: &[Ref<'_>], streams: &[Stream]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(events.len() * 256);
+        let mut times = json::TimeCache::default();
+        let (mut line, mut buf, mut found) = (Vec::new(), Vec::new(), Vec::new());
+        out.extend_from_slice(b"{\"streams\":[");
+        for (n, s) in streams.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"stream\":{");
+            for (i, (k, v)) in s.pairs.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json::string(&mut out, k.as_bytes());
+                out.push(b':');
+                json::string(&mut out, v.as_bytes());
+            }
+            out.extend_from_slice(b"},\"values\":[");
+            for (j, &i) in s.events.iter().enumerate() {
+                let r = events[i];
+                if j > 0 {
+                    out.push(b',');
+                }
+                let t = r.event.time;
+                let ns = i128::from(t.secs) * 1_000_000_000 + i128::from(t.nanos);
+                out.extend_from_slice(b"[\"");
+                out.extend_from_slice(ns.to_string().as_bytes());
+                out.extend_from_slice(b"\",");
+                self.line(&mut line, &mut times, r);
+                json::string(&mut out, &line);
+                self.metadata(r, &mut buf, &mut found);
+                if !found.is_empty() {
+                    out.extend_from_slice(b",{");
+                    for (m, (f, range)) in found.iter().enumerate() {
+                        if m > 0 {
+                            out.push(b',');
+                        }
+                        json::string(&mut out, self.metadata[*f].name.as_bytes());
+                        out.push(b':');
+                        json::string(&mut out, &buf[range.clone()]);
+                    }
+                    out.push(b'}');
+                }
+                out.push(b']');
+            }
+            out.extend_from_slice(b"]}");
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+}
+
+/// One stream of a request.
+#[derive(Debug)]
+struct Stream {
+    /// The selector: `{a="b", c="d"}`.
+    labels: String,
+    /// The same labels, unescaped, for the JSON encoding.
+    pairs: Vec<(String, String)>,
+    /// Indices into the request's events, sorted by time.
+    events: Vec<usize>,
+}
+
+/// What one request came back with.
+#[derive(Debug, PartialEq)]
+enum Sent {
+    Answer(Verdict),
+    /// 413: the body is too large for Loki or a proxy in front of it.
+    TooLarge(String),
+}
+
+/// The verdict for `sent` events from Loki's answer (the table in the module docs).
+fn classify(resp: &Response, sent: usize) -> Sent {
+    let status = resp.status.as_u16();
+    let reason = || format!("HTTP {status}: {}", snippet(&resp.body));
+    Sent::Answer(match status {
+        260 => Verdict::Accepted {
+            rejected: sent as u64,
+            reason: "HTTP 260: Loki blocks ingestion for this tenant".into(),
+        },
+        400 => match rejected_count(&resp.body) {
+            Some(n) => Verdict::Accepted {
+                rejected: n.min(sent as u64),
+                reason: reason(),
+            },
+            None => Verdict::Rejected { reason: reason() },
+        },
+        413 => return Sent::TooLarge(reason()),
+        _ => super::http::classify(resp),
+    })
+}
+
+/// How many entries a 400 says Loki refused, when the body is one of Loki's per-entry forms;
+/// `None` for anything else (a body Loki could not read at all: nothing was stored).
+///
+/// The forms (Loki 2.x–3.x):
+/// - the ingester's, for entries behind the stream's window or out of order: up to ten
+///   `entry with timestamp … ignored, reason: '…',` lines, then `user '…', total ignored: N
+///   out of M for stream: {…}`. N is exact for that stream; only one stream is reported.
+/// - the distributor's validation errors, grouped by message: `N errors like: <msg>; M errors
+///   like: <msg>`, or a lone message when there was exactly one error (`entry for stream
+///   '{…}' has timestamp too old: …`, `Max entry size '…' bytes exceeded …`). A stream-level
+///   error (`stream '{…}' has label value too long`) counts once although it drops every
+///   entry of that stream, so the count is a lower bound there; our own label checks keep
+///   those errors from happening.
+fn rejected_count(body: &[u8]) -> Option<u64> {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let number_after = |s: &str| -> Option<u64> {
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        s[..digits].parse().ok()
+    };
+    let ignored: Vec<u64> = text
+        .match_indices("total ignored: ")
+        .filter_map(|(i, m)| number_after(&text[i + m.len()..]))
+        .collect();
+    if !ignored.is_empty() {
+        return Some(ignored.iter().sum());
+    }
+    let grouped: Vec<u64> = text
+        .match_indices(" errors like: ")
+        .filter_map(|(i, _)| {
+            let before = &text[..i];
+            let start = before
+                .rfind(|c: char| !c.is_ascii_digit())
+                .map_or(0, |p| p + 1);
+            let at_group_start = start == 0 || before[..start].ends_with("; ");
+            at_group_start
+                .then(|| before[start..].parse().ok())
+                .flatten()
+        })
+        .collect();
+    if !grouped.is_empty() {
+        return Some(grouped.iter().sum());
+    }
+    const ONE_ERROR: [&str; 6] = [
+        "entry ",
+        "Max entry size",
+        "stream '",
+        "Error parsing labels",
+        "error at least one label pair",
+        "missing required labels",
+    ];
+    ONE_ERROR.iter().any(|p| text.starts_with(p)).then_some(1)
+}
+
+/// One verdict for the whole attempt from the verdicts of its parts (several only after a
+/// 413 split). Entries refused without being named (a 400 in one part) cannot be expressed
+/// next to a retry, so in that rare mix they are logged here and counted as delivered.
+fn combine(total: usize, mut done: Vec<(Range<usize>, Verdict)>) -> Verdict {
+    if done.len() == 1 {
+        return done.pop().map(|(_, v)| v).unwrap_or(Verdict::Delivered);
+    }
+    let mut retry = Vec::new();
+    let mut rejected = Vec::new();
+    let mut after: Option<Duration> = None;
+    let mut retry_reason = "partial";
+    let mut unnamed = 0u64;
+    let mut unnamed_reason = String::new();
+    for (range, verdict) in done {
+        match verdict {
+            Verdict::Delivered => {}
+            Verdict::Accepted {
+                rejected: n,
+                reason,
+            } => {
+                unnamed += n;
+                unnamed_reason = reason;
+            }
+            Verdict::Rejected { reason } => {
+                rejected.extend(range.map(|i| (i, reason.clone())));
+            }
+            Verdict::Retry { reason, after: a } => {
+                retry.extend(range);
+                after = after.max(a);
+                retry_reason = reason;
+            }
+            Verdict::Partial {
+                retry: r,
+                rejected: x,
+                after: a,
+            } => {
+                retry.extend(r.iter().map(|i| range.start + i));
+                rejected.extend(x.into_iter().map(|(i, why)| (range.start + i, why)));
+                after = after.max(a);
+            }
+        }
+    }
+    if retry.is_empty() && rejected.is_empty() {
+        return match unnamed {
+            0 => Verdict::Delivered,
+            n => Verdict::Accepted {
+                rejected: n,
+                reason: unnamed_reason,
+            },
+        };
+    }
+    if unnamed > 0 {
+        tracing::error!(
+            rejected = unnamed,
+            reason = %unnamed_reason,
+            "Loki refused entries of a split request without naming them, events lost"
+        );
+    }
+    if rejected.is_empty() && unnamed == 0 && retry.len() == total {
+        return Verdict::Retry {
+            reason: retry_reason,
+            after,
+        };
+    }
+    if retry.is_empty() && unnamed == 0 && rejected.len() == total {
+        let reason = rejected.swap_remove(0).1;
+        return Verdict::Rejected { reason };
+    }
+    Verdict::Partial {
+        retry,
+        rejected,
+        after,
+    }
+}
+
+/// The record of `r` as JSON (`{…}`), as the `stdout` sink writes it under `"record"`.
+fn record_json(out: &mut Vec<u8>, times: &mut json::TimeCache, r: Ref<'_>, shape: &json::Shape) {
+    // json::event writes `{"tag":…,…,"record":{…}}` (then `,"incomplete":true` when marked).
+    // Every value before the record is a string (escaped quotes) or a number, so the first
+    // `,"record":{` is the record's key.
+    const KEY: &[u8] = b",\"record\":{";
+    const INCOMPLETE: &[u8] = b",\"incomplete\":true}";
+    let start = out.len();
+    if json::event(out, times, r.batch, r.event, shape).is_err() {
+        return;
+    }
+    let Some(at) = memchr::memmem::find(&out[start..], KEY) else {
+        out.truncate(start);
+        return;
+    };
+    let from = start + at + KEY.len() - 1;
+    let to = out.len()
+        - if r.event.meta.incomplete {
+            INCOMPLETE.len()
+        } else {
+            1
+        };
+    out.copy_within(from..to, start);
+    out.truncate(start + (to - from));
+}
+
+/// `value` cut to at most `max` bytes, at a character boundary.
+fn truncate(value: &str, max: usize) -> &str {
+    if value.len() <= max {
+        return value;
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
+/// Escapes `value` for a double-quoted label value in a selector (Go/PromQL string escapes).
+fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Parses each template of `map`; names must be valid Loki label names.
+fn fields(what: &str, map: &BTreeMap<String, String>) -> anyhow::Result<Vec<Field>> {
+    map.iter()
+        .map(|(name, template)| {
+            check_name(name).map_err(|e| anyhow::anyhow!("{what}.{name}: {e}"))?;
+            let template = Template::parse(template)
+                .map_err(|e| anyhow::anyhow!("{what}.{name}: template `{template}`: {e}"))?;
+            Ok(Field {
+                name: name.clone(),
+                template,
+            })
+        })
+        .collect()
+}
+
+/// Loki's (Prometheus's) label names: `[a-zA-Z_][a-zA-Z0-9_]*`, `__` reserved.
+fn check_name(name: &str) -> Result<(), String> {
+    let mut bytes = name.bytes();
+    let valid = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        return Err(format!(
+            "`{name}` is not a valid Loki label name ([a-zA-Z_][a-zA-Z0-9_]*; write `k8s.pod.name` as `k8s_pod_name`)"
+        ));
+    }
+    if name.starts_with("__") {
+        return Err(format!(
+            "`{name}`: names starting with `__` are reserved by Loki"
+        ));
+    }
+    Ok(())
+}
+
+/// Loki's tenant ID rules (`dskit/tenant`): one tenant, at most 150 bytes of
+/// [`tenant_char`]s, not `.` or `..`.
+fn check_tenant(t: &str) -> Result<(), String> {
+    if t.contains('|') {
+        return Err("a push goes to exactly one tenant (`|` joins several)".into());
+    }
+    if t.len() > MAX_TENANT_BYTES {
+        return Err(format!("longer than {MAX_TENANT_BYTES} bytes"));
+    }
+    if t == "." || t == ".." {
+        return Err("`.` and `..` are not tenant IDs".into());
+    }
+    match t.chars().find(|c| !tenant_char(*c)) {
+        Some(c) => Err(format!(
+            "`{c}` is not allowed (letters, digits and !-_.*'() are)"
+        )),
+        None => Ok(()),
+    }
+}
+
+fn tenant_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!-_.*'()".contains(c)
+}
+
+/// An event attribute a template can name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Attr {
+    TraceId,
+    SpanId,
+    TraceFlags,
+    Severity,
+    SeverityText,
+    SeverityNumber,
+    ContainerId,
+    ContainerName,
+    LogIostream,
+    K8sPod,
+    K8sNamespace,
+    K8sContainer,
+    Tag,
+    /// A static resource attribute (`[enrich.resource]`).
+    Resource(Box<[u8]>),
+}
+
+impl Attr {
+    fn from_name(name: &str) -> Attr {
+        match name {
+            "trace_id" => Attr::TraceId,
+            "span_id" => Attr::SpanId,
+            "trace_flags" => Attr::TraceFlags,
+            "severity" => Attr::Severity,
+            "severity_text" => Attr::SeverityText,
+            "severity_number" => Attr::SeverityNumber,
+            "container.id" => Attr::ContainerId,
+            "container.name" => Attr::ContainerName,
+            "log.iostream" => Attr::LogIostream,
+            "k8s.pod.name" => Attr::K8sPod,
+            "k8s.namespace.name" => Attr::K8sNamespace,
+            "k8s.container.name" => Attr::K8sContainer,
+            "tag" => Attr::Tag,
+            other => Attr::Resource(other.as_bytes().into()),
+        }
+    }
+
+    /// Appends the attribute's value for `r` (nothing when it has none).
+    fn render(&self, out: &mut Vec<u8>, r: Ref<'_>) {
+        let (b, e) = (r.batch, r.event);
+        let m = &e.meta;
+        let tag = b.tag(e);
+        let k8s = b.k8s.get(e.tag as usize).copied().flatten();
+        let in_tag = |s: Span| {
+            tag.get(s.start as usize..(s.start + s.len) as usize)
+                .unwrap_or_default()
+        };
+        match self {
+            Attr::TraceId => {
+                if let Some(t) = m.trace_id {
+                    hex(out, &t);
+                }
+            }
+            Attr::SpanId => {
+                if let Some(s) = m.span_id {
+                    hex(out, &s);
+                }
+            }
+            Attr::TraceFlags => {
+                if let Some(f) = m.trace_flags {
+                    out.extend_from_slice(itoa::Buffer::new().format(f).as_bytes());
+                }
+            }
+            Attr::Severity => out.extend_from_slice(Severity(m.severity).text().as_bytes()),
+            Attr::SeverityText => match m.severity_text {
+                Some(s) => out.extend_from_slice(e.slice(s)),
+                None => out.extend_from_slice(Severity(m.severity).text().as_bytes()),
+            },
+            Attr::SeverityNumber => {
+                if m.severity > 0 {
+                    out.extend_from_slice(itoa::Buffer::new().format(m.severity).as_bytes());
+                }
+            }
+            Attr::ContainerId => match (m.container_id, k8s) {
+                (Some(s), _) => out.extend_from_slice(e.slice(s)),
+                (None, Some(k)) => out.extend_from_slice(in_tag(k.container_id)),
+                (None, None) => {}
+            },
+            Attr::ContainerName => {
+                if let Some(s) = m.container_name {
+                    out.extend_from_slice(e.slice(s));
+                }
+            }
+            Attr::LogIostream => {
+                if let Some(s) = m.stream {
+                    out.extend_from_slice(e.slice(s));
+                }
+            }
+            Attr::K8sPod => {
+                if let Some(k) = k8s {
+                    out.extend_from_slice(in_tag(k.pod));
+                }
+            }
+            Attr::K8sNamespace => {
+                if let Some(k) = k8s {
+                    out.extend_from_slice(in_tag(k.namespace));
+                }
+            }
+            Attr::K8sContainer => {
+                if let Some(k) = k8s {
+                    out.extend_from_slice(in_tag(k.container));
+                }
+            }
+            Attr::Tag => out.extend_from_slice(tag),
+            Attr::Resource(name) => {
+                if let Some((_, v)) = b.resource.iter().find(|(k, _)| k[..] == name[..]) {
+                    out.extend_from_slice(v);
+                }
+            }
+        }
+    }
+}
+
+fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xf)]);
+    }
+}
+
+/// A label or metadata value: literal text and attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    /// The first of these that has a value.
+    Attr(Vec<Attr>),
+}
+
+// === impl Template ===
+
+impl Template {
+    /// Parses `text`: `{name}` or `{a|b}` for attributes, `{{` and `}}` for braces.
+    fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find(['{', '}']) {
+            literal.push_str(&rest[..i]);
+            let (brace, after) = (&rest[i..i + 1], &rest[i + 1..]);
+            if let Some(after) = after.strip_prefix(brace) {
+                literal.push_str(brace);
+                rest = after;
+                continue;
+            }
+            if brace == "}" {
+                return Err("unmatched `}` (write `}}` for a literal brace)".into());
+            }
+            let end = after
+                .find(['{', '}'])
+                .filter(|e| after.as_bytes()[*e] == b'}')
+                .ok_or("unclosed `{` (write `{{` for a literal brace)")?;
+            let alternatives = after[..end]
+                .split('|')
+                .map(|name| match name.trim() {
+                    "" => Err("empty attribute name".to_string()),
+                    name => Ok(Attr::from_name(name)),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if !literal.is_empty() {
+                parts.push(Part::Text(std::mem::take(&mut literal)));
+            }
+            parts.push(Part::Attr(alternatives));
+            rest = &after[end + 1..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            parts.push(Part::Text(literal));
+        }
+        Ok(Template { parts })
+    }
+
+    /// Appends the value for `r`.
+    fn render(&self, out: &mut Vec<u8>, r: Ref<'_>) {
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.extend_from_slice(t.as_bytes()),
+                Part::Attr(alternatives) => {
+                    let start = out.len();
+                    for a in alternatives {
+                        a.render(out, r);
+                        if out.len() > start {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The name of an attribute used here that is different for nearly every request.
+    fn unbounded(&self) -> Option<&'static str> {
+        self.parts.iter().find_map(|p| match p {
+            Part::Attr(a) if a.contains(&Attr::TraceId) => Some("trace_id"),
+            Part::Attr(a) if a.contains(&Attr::SpanId) => Some("span_id"),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use prost::Message as _;
+
+    use super::*;
+    use crate::event::{Batch, Event, Meta, Timestamp};
+
+    const K8S_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// A msgpack map of string pairs, and the span of each value.
+    fn record(fields: &[(&str, &str)]) -> (Bytes, Vec<Span>) {
+        let mut out = Vec::new();
+        let mut spans = Vec::new();
+        rmp::encode::write_map_len(&mut out, fields.len() as u32).unwrap();
+        for (k, v) in fields {
+            rmp::encode::write_str(&mut out, k).unwrap();
+            rmp::encode::write_str(&mut out, v).unwrap();
+            spans.push(Span::new(out.len() - v.len()..out.len()));
+        }
+        (Bytes::from(out), spans)
+    }
+
+    /// A Docker event from container `name`, as enrichment leaves it.
+    fn docker(batch: &mut Batch, secs: i64, name: &str, stream: &str, log: &str) {
+        let tag = batch.tag_index(b"docker.app", || Bytes::from_static(b"docker.app"));
+        let (rec, s) = record(&[
+            ("container_id", "c0ffee"),
+            ("container_name", &format!("/{name}")),
+            ("source", stream),
+            ("log", log),
+        ]);
+        let mut e = Event::new(Timestamp { secs, nanos: 5 }, tag, rec);
+        e.meta = Meta {
+            line: Some(s[3]),
+            container_id: Some(s[0]),
+            container_name: Some(Span::new(
+                s[1].start as usize + 1..(s[1].start + s[1].len) as usize,
+            )),
+            stream: Some(s[2]),
+            ..Meta::default()
+        };
+        batch.events.push(e);
+    }
+
+    fn refs(b: &Batch) -> Vec<Ref<'_>> {
+        b.events
+            .iter()
+            .map(|event| Ref { batch: b, event })
+            .collect()
+    }
+
+    fn exporter(extra: &str) -> Exporter {
+        let config: Config = toml::from_str(extra).unwrap();
+        try_new(&config).unwrap()
+    }
+
+    fn try_new(config: &Config) -> anyhow::Result<Exporter> {
+        let client = HttpClient {
+            endpoint: "http://127.0.0.1:9/".into(),
+            headers: Default::default(),
+            auth: None,
+            tls: None,
+            compression: Compression::Gzip,
+            timeout_ms: 1000,
+            http2: false,
+        };
+        Exporter::try_new(&client, config, &json::Shape::default())
+    }
+
+    fn render(t: &str, r: Ref<'_>) -> String {
+        let mut out = Vec::new();
+        Template::parse(t).unwrap().render(&mut out, r);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn decode(body: &[u8]) -> proto::PushRequest {
+        let raw = snap::raw::Decoder::new().decompress_vec(body).unwrap();
+        proto::PushRequest::decode(&raw[..]).unwrap()
+    }
+
+    #[test]
+    fn templates_render_attributes_alternatives_and_braces() {
+        let mut b = Batch::default();
+        docker(&mut b, 1, "api", "stderr", "hello");
+        let tag = format!("kube.var.log.containers.web-7d9f_shop_app-{K8S_ID}.log");
+        let t = b.tag_index(tag.as_bytes(), || Bytes::from(tag.clone()));
+        b.k8s = vec![None, crate::pipeline::kubernetes::parse(tag.as_bytes())];
+        b.resource = Arc::from(vec![(
+            Bytes::from_static(b"k8s.cluster.name"),
+            Bytes::from_static(b"prod-eu"),
+        )]);
+        let (rec, s) = record(&[("log", "x")]);
+        let mut e = Event::new(Timestamp::default(), t, rec);
+        e.meta.line = Some(s[0]);
+        e.meta.trace_id = Some([0xab; 16]);
+        e.meta.span_id = Some([0x01; 8]);
+        e.meta.trace_flags = Some(1);
+        e.meta.severity = 13;
+        b.events.push(e);
+        let r = refs(&b);
+        let (docker, k8s) = (r[0], r[1]);
+        assert_eq!(render("{container.name}", docker), "api");
+        assert_eq!(
+            render("{container.id}/{log.iostream}", docker),
+            "c0ffee/stderr"
+        );
+        assert_eq!(render("{k8s.container.name|container.name}", docker), "api");
+        assert_eq!(render("{k8s.container.name|container.name}", k8s), "app");
+        assert_eq!(
+            render("{k8s.pod.name}.{k8s.namespace.name}", k8s),
+            "web-7d9f.shop"
+        );
+        assert_eq!(render("{container.id}", k8s), K8S_ID);
+        assert_eq!(render("{ k8s.cluster.name }", k8s), "prod-eu");
+        assert_eq!(render("{k8s.cluster.name}", docker), "prod-eu");
+        assert_eq!(render("{no.such}", k8s), "");
+        assert_eq!(render("{trace_id}", k8s), "ab".repeat(16));
+        assert_eq!(render("{span_id}:{trace_flags}", k8s), "0101010101010101:1");
+        assert_eq!(render("{trace_id}{span_id}", docker), "");
+        assert_eq!(
+            render("{severity}/{severity_text}/{severity_number}", k8s),
+            "WARN/WARN/13"
+        );
+        assert_eq!(render("{severity}{severity_number}", docker), "");
+        assert_eq!(render("{tag}", docker), "docker.app");
+        assert_eq!(render("app-{{x}}-{container.name}", docker), "app-{x}-api");
+        assert_eq!(render("static", docker), "static");
+    }
+
+    #[test]
+    fn bad_templates_and_names_are_refused_naming_the_key() {
+        for bad in ["{", "{container.name", "}", "a}b", "{}", "{a|}", "{a{b}}"] {
+            assert!(Template::parse(bad).is_err(), "{bad:?}");
+        }
+        let err = |toml: &str| {
+            try_new(&toml::from_str(toml).unwrap())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("labels = { \"k8s.pod\" = \"x\" }");
+        assert!(
+            e.contains("labels.k8s.pod") && e.contains("not a valid Loki label name"),
+            "{e}"
+        );
+        let e = err("labels = { \"__name__\" = \"x\" }");
+        assert!(
+            e.contains("labels.__name__") && e.contains("reserved"),
+            "{e}"
+        );
+        for bad in ["1abc", "", "a-b", "é"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["a", "_a", "A_1", "job"] {
+            assert!(check_name(good).is_ok(), "{good:?}");
+        }
+        let e = err("labels = { app = \"{container.name\" }");
+        assert!(e.contains("labels.app") && e.contains("unclosed"), "{e}");
+        let e = err("labels = { t = \"{trace_id}\" }");
+        assert!(
+            e.contains("labels.t") && e.contains("structured_metadata"),
+            "{e}"
+        );
+        let e = err("structured_metadata = { \"trace.id\" = \"{trace_id}\" }");
+        assert!(e.contains("structured_metadata.trace.id"), "{e}");
+        let e = err("tenant_id = \"a|b\"");
+        assert!(e.contains("exactly one tenant"), "{e}");
+        let e = err("tenant_id = \"team a\"");
+        assert!(e.contains("not allowed"), "{e}");
+        assert!(check_tenant(&"a".repeat(151)).is_err());
+        assert!(check_tenant("..").is_err());
+        assert!(check_tenant("team-a_1.(x)*'!").is_ok());
+        assert!(toml::from_str::<Config>("lines = \"json\"").is_err());
+        assert!(toml::from_str::<Config>("encoding = \"xml\"").is_err());
+    }
+
+    #[test]
+    fn label_values_are_escaped_truncated_and_empty_ones_left_out() {
+        let mut b = Batch::default();
+        docker(&mut b, 1, "we\"ird\\na\nme\tx", "stdout", "l");
+        let long = "é".repeat(1500);
+        docker(&mut b, 1, &long, "stdout", "l");
+        b.events[1].meta.container_name = Some(Span::new(0..0));
+        let e = exporter("labels = { job = \"{no.such}\", c = \"{container.name}\" }");
+        let r = refs(&b);
+        let streams = e.streams(&r);
+        assert_eq!(streams[0].labels, r#"{c="we\"ird\\na\nme\tx"}"#);
+        assert_eq!(
+            streams[0].pairs,
+            [("c".into(), "we\"ird\\na\nme\tx".into())]
+        );
+        // Every label empty: Loki would refuse the stream, so it gets a name.
+        assert_eq!(streams[1].labels, r#"{service_name="unknown_service"}"#);
+        let mut b = Batch::default();
+        docker(&mut b, 1, &long, "stdout", "l");
+        let e = exporter("labels = { c = \"{container.name}\" }");
+        let streams = e.streams(&refs(&b));
+        let value = &streams[0].pairs[0].1;
+        assert_eq!(value.len(), 2048, "cut at a character boundary");
+        assert!(long.starts_with(value.as_str()));
+        // {"container_name": "x\xffy"}
+        let mut raw = vec![0x81, 0xae];
+        raw.extend_from_slice(b"container_name");
+        raw.extend_from_slice(&[0xa3, b'x', 0xff, b'y']);
+        let mut b = Batch::default();
+        let mut ev = Event::new(Timestamp::default(), 0, Bytes::from(raw));
+        ev.meta.container_name = Some(Span::new(17..20));
+        b.tag_index(b"t", || Bytes::from_static(b"t"));
+        b.events.push(ev);
+        let streams = e.streams(&refs(&b));
+        assert_eq!(streams[0].labels, "{c=\"x\u{fffd}y\"}");
+    }
+
+    #[test]
+    fn default_labels_are_bounded_and_metadata_carries_the_rest() {
+        let e = exporter("");
+        let names = |f: &[Field]| f.iter().map(|f| f.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&e.labels),
+            ["cluster", "container", "job", "namespace"]
+        );
+        assert_eq!(names(&e.metadata), ["pod", "span_id", "stream", "trace_id"]);
+        assert_eq!(e.path, PUSH_PATH);
+        assert!(e.tenant.is_none());
+        assert_eq!((e.line, e.encoding), (Line::Original, Encoding::Protobuf));
+    }
+
+    #[test]
+    fn an_endpoint_naming_the_push_path_is_used_as_it_is() {
+        let client = HttpClient {
+            endpoint: "https://gw.example/loki/api/v1/push".into(),
+            headers: Default::default(),
+            auth: None,
+            tls: None,
+            compression: Compression::Gzip,
+            timeout_ms: 1000,
+            http2: false,
+        };
+        let e =
+            Exporter::try_new(&client, &toml::from_str("").unwrap(), &Default::default()).unwrap();
+        assert_eq!(e.path, "");
+    }
+
+    #[test]
+    fn requests_group_streams_sort_entries_and_carry_metadata() {
+        let mut b = Batch::default();
+        docker(&mut b, 30, "api", "stdout", "api third");
+        docker(&mut b, 10, "web", "stderr", "web only");
+        docker(&mut b, 20, "api", "stdout", "api second");
+        docker(&mut b, 20, "api", "stdout", "api second, same time");
+        docker(&mut b, 10, "api", "stdout", "api first");
+        docker(&mut b, 10, "api", "stderr", "api stderr");
+        b.events[0].meta.trace_id = Some([0x4b; 16]);
+        b.events[0].meta.span_id = Some([0x0f; 8]);
+        let e = exporter("");
+        let r = refs(&b);
+        let req = e.request(&r, &e.streams(&r));
+        let labels: Vec<&str> = req.streams.iter().map(|s| s.labels.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                r#"{container="api", job="outrigger"}"#,
+                r#"{container="web", job="outrigger"}"#
+            ]
+        );
+        let api = &req.streams[0].entries;
+        let lines: Vec<&str> = api.iter().map(|e| e.line.as_str()).collect();
+        assert_eq!(
+            lines,
+            [
+                "api first",
+                "api stderr",
+                "api second",
+                "api second, same time",
+                "api third"
+            ]
+        );
+        let ts: Vec<(i64, i32)> = api
+            .iter()
+            .map(|e| e.timestamp.map(|t| (t.seconds, t.nanos)).unwrap())
+            .collect();
+        assert_eq!(ts, [(10, 5), (10, 5), (20, 5), (20, 5), (30, 5)]);
+        let md = |e: &proto::EntryAdapter| {
+            e.structured_metadata
+                .iter()
+                .map(|p| format!("{}={}", p.name, p.value))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            md(&api[4]),
+            [
+                "span_id=0f0f0f0f0f0f0f0f",
+                "stream=stdout",
+                &format!("trace_id={}", "4b".repeat(16))
+            ]
+        );
+        assert_eq!(md(&api[1]), ["stream=stderr"]);
+        // The snappy-compressed body decodes to the same request.
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .unwrap();
+        assert_eq!(decode(&body), req);
+    }
+
+    #[test]
+    fn lines_original_fallbacks_and_json() {
+        let mut b = Batch::default();
+        docker(&mut b, 1, "api", "stdout", "a \u{1F600} line\n");
+        // Enrichment off: no meta at all, the line is found in the record.
+        let (rec, _) = record(&[("source", "stdout"), ("log", "found")]);
+        b.events
+            .push(Event::new(Timestamp { secs: 2, nanos: 0 }, 0, rec));
+        // No line key: the record as JSON, without what moved to the resource.
+        let (rec, s) = record(&[("msg", "hi \"there\""), ("container_name", "/api")]);
+        let mut e = Event::new(Timestamp { secs: 3, nanos: 0 }, 0, rec);
+        e.meta.container_name = Some(s[1]);
+        e.meta.incomplete = true;
+        b.events.push(e);
+        // Invalid UTF-8 in the line.
+        docker(&mut b, 4, "api", "stdout", "ab");
+        let last = b.events.last_mut().unwrap();
+        let mut raw = last.record.to_vec();
+        let at = (last.meta.line.unwrap().start + 1) as usize;
+        raw[at] = 0xff;
+        last.record = Bytes::from(raw);
+        b.fields = Arc::from(vec![(
+            Bytes::from_static(b"host"),
+            Bytes::from_static(b"h1"),
+        )]);
+        let e = exporter("labels = { job = \"x\" }\nstructured_metadata = {}");
+        let r = refs(&b);
+        let req = e.request(&r, &e.streams(&r));
+        let lines: Vec<&str> = req.streams[0]
+            .entries
+            .iter()
+            .map(|e| e.line.as_str())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "a \u{1F600} line\n",
+                "found",
+                r#"{"msg":"hi \"there\"","host":"h1"}"#,
+                "a\u{fffd}"
+            ]
+        );
+        let e = exporter("labels = { job = \"x\" }\nline = \"json\"");
+        let req = e.request(&r, &e.streams(&r));
+        let first: serde_json::Value =
+            serde_json::from_str(&req.streams[0].entries[0].line).unwrap();
+        assert_eq!(first["record"]["log"], "a \u{1F600} line\n");
+        assert_eq!(first["resource"]["container.name"], "api");
+        assert_eq!(first["time"], "1970-01-01T00:00:01.000000005Z");
+    }
+
+    #[test]
+    fn the_json_encoding() {
+        let mut b = Batch::default();
+        docker(&mut b, 1_700_000_000, "api", "stdout", "second");
+        docker(&mut b, 1_699_999_999, "api", "stdout", "first \"quoted\"");
+        docker(&mut b, 1_700_000_000, "w\"eb", "stdout", "web");
+        b.events[0].meta.trace_id = Some([0x11; 16]);
+        let e = exporter(
+            "encoding = \"json\"\nlabels = { job = \"o\", c = \"{container.name}\" }\nstructured_metadata = { trace_id = \"{trace_id}\" }",
+        );
+        let r = refs(&b);
+        let body = e.json(&r, &e.streams(&r));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"streams": [
+                {"stream": {"c": "api", "job": "o"}, "values": [
+                    ["1699999999000000005", "first \"quoted\""],
+                    ["1700000000000000005", "second", {"trace_id": "11".repeat(16)}],
+                ]},
+                {"stream": {"c": "w\"eb", "job": "o"}, "values": [
+                    ["1700000000000000005", "web"],
+                ]},
+            ]})
+        );
+    }
+
+    fn response(status: u16, retry_after: Option<&str>, body: &str) -> Response {
+        let mut headers = hyper::HeaderMap::new();
+        if let Some(a) = retry_after {
+            headers.insert(hyper::header::RETRY_AFTER, a.parse().unwrap());
+        }
+        Response {
+            status: hyper::StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    #[test]
+    fn classification() {
+        let v = |status, after, body| match classify(&response(status, after, body), 10) {
+            Sent::Answer(v) => v,
+            Sent::TooLarge(r) => Verdict::Rejected {
+                reason: format!("too large: {r}"),
+            },
+        };
+        assert_eq!(v(204, None, ""), Verdict::Delivered);
+        assert_eq!(v(200, None, ""), Verdict::Delivered);
+        assert_eq!(
+            v(429, Some("3"), "Ingestion rate limit exceeded"),
+            Verdict::Retry {
+                reason: "throttled",
+                after: Some(Duration::from_secs(3))
+            }
+        );
+        for s in [500, 502, 503, 504] {
+            assert!(matches!(
+                v(s, None, "x"),
+                Verdict::Retry {
+                    reason: "server_error",
+                    ..
+                }
+            ));
+        }
+        assert!(matches!(v(408, None, ""), Verdict::Retry { .. }));
+        for (s, body) in [
+            (401, "no org id"),
+            (403, "denied"),
+            (404, "404 page not found"),
+            (501, ""),
+        ] {
+            assert_eq!(
+                v(s, None, body),
+                Verdict::Rejected {
+                    reason: format!("HTTP {s}: {body}")
+                }
+            );
+        }
+        assert_eq!(
+            classify(&response(413, None, "request body too large"), 10),
+            Sent::TooLarge("HTTP 413: request body too large".into())
+        );
+        let partial = "entry with timestamp 2023-11-14 22:13:20 +0000 UTC ignored, reason: 'entry too far behind, entry timestamp is: 2023-11-14T22:13:20Z, oldest acceptable timestamp is: 2023-11-14T23:13:20Z',\nuser 'fake', total ignored: 3 out of 10 for stream: {job=\"x\"}\n";
+        assert_eq!(
+            v(400, None, partial),
+            Verdict::Accepted {
+                rejected: 3,
+                reason: format!("HTTP 400: {}", snippet(partial.as_bytes()))
+            }
+        );
+        assert!(matches!(
+            v(400, None, "Content-Encoding \"br\" not supported"),
+            Verdict::Rejected { .. }
+        ));
+        assert_eq!(
+            v(260, None, ""),
+            Verdict::Accepted {
+                rejected: 10,
+                reason: "HTTP 260: Loki blocks ingestion for this tenant".into()
+            }
+        );
+    }
+
+    #[test]
+    fn rejected_counts_from_loki_bodies() {
+        assert_eq!(
+            rejected_count(b"entry for stream '{job=\"x\"}' has timestamp too old: 2023-01-01, oldest acceptable timestamp is: 2023-11-07\n"),
+            Some(1)
+        );
+        assert_eq!(
+            rejected_count(b"Max entry size '262144' bytes exceeded for stream '{job=\"x\"}' while adding an entry with length '300000' bytes"),
+            Some(1)
+        );
+        assert_eq!(
+            rejected_count(b"4 errors like: entry for stream '{a=\"b\"}' has timestamp too new: x; 2 errors like: Max entry size '1' bytes exceeded; 12 x"),
+            Some(6)
+        );
+        assert_eq!(
+            rejected_count(b"user 'a', total ignored: 7 out of 9 for stream: {a=\"b\"}"),
+            Some(7)
+        );
+        assert_eq!(
+            rejected_count(b"stream '{a=\"b\"}' has label value too long: 'x'"),
+            Some(1)
+        );
+        assert_eq!(rejected_count(b""), None);
+        assert_eq!(rejected_count(b"loghttp: cannot parse"), None);
+        assert_eq!(rejected_count(b"<html>400 Bad Request</html>"), None);
+        assert_eq!(rejected_count(b"x5 errors like: y"), None);
+    }
+
+    #[test]
+    fn split_outcomes_combine() {
+        let retry = |s| Verdict::Retry {
+            reason: s,
+            after: Some(Duration::from_secs(1)),
+        };
+        let rejected = |s: &str| Verdict::Rejected { reason: s.into() };
+        assert_eq!(
+            combine(4, vec![(0..4, retry("throttled"))]),
+            retry("throttled")
+        );
+        assert_eq!(
+            combine(
+                4,
+                vec![(0..2, Verdict::Delivered), (2..4, Verdict::Delivered)]
+            ),
+            Verdict::Delivered
+        );
+        assert_eq!(
+            combine(
+                4,
+                vec![
+                    (0..2, Verdict::Delivered),
+                    (
+                        2..4,
+                        Verdict::Accepted {
+                            rejected: 1,
+                            reason: "r".into()
+                        }
+                    )
+                ]
+            ),
+            Verdict::Accepted {
+                rejected: 1,
+                reason: "r".into()
+            }
+        );
+        assert_eq!(
+            combine(
+                4,
+                vec![
+                    (0..1, rejected("big")),
+                    (1..2, Verdict::Delivered),
+                    (2..4, retry("server_error"))
+                ]
+            ),
+            Verdict::Partial {
+                retry: vec![2, 3],
+                rejected: vec![(0, "big".into())],
+                after: Some(Duration::from_secs(1))
+            }
+        );
+        assert_eq!(
+            combine(
+                2,
+                vec![(0..1, retry("server_error")), (1..2, retry("server_error"))]
+            ),
+            retry("server_error")
+        );
+        assert_eq!(
+            combine(2, vec![(0..1, rejected("big")), (1..2, rejected("big"))]),
+            rejected("big")
+        );
+    }
+
+    #[test]
+    fn the_example_config_builds() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/loki.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let settings = crate::config::parse(path, &text, |_| None).unwrap();
+        let mut n = 0;
+        for s in &settings.sinks {
+            if let crate::config::SinkKind::Loki(b) = &s.kind {
+                let (client, delivery, own) = &**b;
+                Exporter::try_new(client, own, &settings.shape).unwrap();
+                assert_eq!(delivery.max_batch_bytes, 1 << 20);
+                n += 1;
+            }
+        }
+        assert!(n >= 1);
+    }
+
+    #[test]
+    fn k8s_tags_fill_namespace_and_container() {
+        let mut b = Batch::default();
+        let tag = format!("kube.var.log.containers.web-7d9f_shop_app-{K8S_ID}.log");
+        let t = b.tag_index(tag.as_bytes(), || Bytes::from(tag.clone()));
+        b.k8s = vec![crate::pipeline::kubernetes::parse(tag.as_bytes())];
+        let (rec, s) = record(&[("log", "x"), ("stream", "stdout")]);
+        let mut e = Event::new(Timestamp::default(), t, rec);
+        e.meta.line = Some(s[0]);
+        b.events.push(e);
+        let e = exporter("");
+        let r = refs(&b);
+        let req = e.request(&r, &e.streams(&r));
+        assert_eq!(
+            req.streams[0].labels,
+            r#"{container="app", job="outrigger", namespace="shop"}"#
+        );
+        assert_eq!(
+            req.streams[0].entries[0].structured_metadata,
+            [proto::LabelPairAdapter {
+                name: "pod".into(),
+                value: "web-7d9f".into()
+            }]
+        );
+    }
+}

@@ -1,0 +1,39 @@
+//! The `http` sink: events as JSON lines (the `stdout` sink's format) POSTed to any endpoint.
+//!
+//! A generic target for collectors and webhooks that take NDJSON (Vector's and Fluent Bit's
+//! `http` sources, a log gateway). 2xx is success; 408, 429 and 5xx other than 501 are retried;
+//! everything else is refused.
+
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+
+use super::export::Ref;
+use super::http::{Client, classify};
+use super::json;
+use super::retry::Verdict;
+
+/// The `http` exporter.
+#[derive(Debug)]
+pub struct Ndjson {
+    pub client: Client,
+    pub shape: json::Shape,
+}
+
+impl Ndjson {
+    pub async fn attempt(&self, events: &[Ref<'_>]) -> Verdict {
+        let mut body = Vec::with_capacity(events.len() * 512);
+        let mut times = json::TimeCache::default();
+        for r in events {
+            if json::event(&mut body, &mut times, r.batch, r.event, &self.shape).is_ok() {
+                body.push(b'\n');
+            }
+        }
+        let headers = [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        )];
+        match self.client.post("", &headers, body, true).await {
+            Ok(resp) => classify(&resp),
+            Err(e) => e.verdict(),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! An in-test HTTP backend with injectable faults, for the network exporters.
+//!
+//! It records every request it accepts (path, headers, decompressed body) and answers from a
+//! script of [`Fault`]s, one per request, then with 2xx. It can start late (the backend is
+//! down when Outrigger starts) and can stall (never answer).
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// How to answer one request.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status (and `Retry-After` seconds, when given) and body.
+    Status(u16, Option<u64>, &'static str),
+    /// Wait this long before answering 2xx.
+    Delay(Duration),
+    /// Close the connection without answering.
+    Reset,
+    /// Answer with this status and a body computed from the request body (the Elasticsearch
+    /// bulk response, for one).
+    Custom(fn(&[u8]) -> (u16, String)),
+}
+
+/// One request as the backend saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: hyper::HeaderMap,
+    /// The body, gzip removed (snappy and protobuf are the test's business).
+    pub body: Bytes,
+    /// Whether the backend answered 2xx.
+    pub ok: bool,
+}
+
+/// The backend's shared state.
+#[derive(Debug, Default)]
+pub struct State {
+    pub script: Mutex<VecDeque<Fault>>,
+    pub received: Mutex<Vec<Received>>,
+    /// The status for a request with no fault scripted.
+    pub ok_status: Mutex<u16>,
+}
+
+/// A running backend.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A free port on 127.0.0.1 with nothing listening (yet).
+pub async fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+impl Backend {
+    /// Starts on `addr` (`127.0.0.1:0` for any port), answering 2xx with `ok_status`.
+    pub async fn start_on(addr: SocketAddr, ok_status: u16, faults: Vec<Fault>) -> Backend {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            script: Mutex::new(faults.into()),
+            received: Mutex::new(Vec::new()),
+            ok_status: Mutex::new(ok_status),
+        });
+        let s = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| answer(s.clone(), req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                });
+            }
+        });
+        Backend { addr, state, task }
+    }
+
+    pub async fn start(faults: Vec<Fault>) -> Backend {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), 200, faults).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request answered 2xx, in order.
+    pub fn accepted(&self) -> Vec<Received> {
+        self.state
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.ok)
+            .cloned()
+            .collect()
+    }
+
+    pub fn requests(&self) -> usize {
+        self.state.received.lock().unwrap().len()
+    }
+}
+
+async fn answer(
+    s: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let headers = req.headers().clone();
+    let raw = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    let body = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out)?;
+        Bytes::from(out)
+    } else {
+        raw
+    };
+    let fault = s.script.lock().unwrap().pop_front();
+    let ok_status = *s.ok_status.lock().unwrap();
+    let (status, retry_after, text) = match fault {
+        None => (ok_status, None, String::new()),
+        Some(Fault::Status(code, after, text)) => (code, after, text.to_string()),
+        Some(Fault::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            (ok_status, None, String::new())
+        }
+        Some(Fault::Reset) => {
+            s.received.lock().unwrap().push(Received {
+                path,
+                headers,
+                body,
+                ok: false,
+            });
+            return Err(std::io::Error::other("reset by the test backend"));
+        }
+        Some(Fault::Custom(f)) => {
+            let (code, text) = f(&body);
+            (code, None, text)
+        }
+    };
+    let ok = (200..300).contains(&status);
+    s.received.lock().unwrap().push(Received {
+        path,
+        headers,
+        body,
+        ok,
+    });
+    let mut resp = Response::builder().status(StatusCode::from_u16(status).unwrap());
+    if let Some(secs) = retry_after {
+        resp = resp.header("retry-after", secs.to_string());
+    }
+    Ok::<_, std::io::Error>(resp.body(Full::new(Bytes::from(text))).unwrap())
+}
+
+/// `Infallible` is what hyper wants from services that never fail; kept for exporters' tests
+/// that build their own.
+pub type Never = Infallible;
