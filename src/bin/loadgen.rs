@@ -482,10 +482,10 @@ fn metric(text: &str, name: &str, component: Option<&str>) -> Option<u64> {
         if !(rest.starts_with('{') || rest.starts_with(' ')) {
             continue;
         }
-        if let Some(c) = component {
-            if !rest.contains(&format!("component=\"{c}\"")) {
-                continue;
-            }
+        if let Some(c) = component
+            && !rest.contains(&format!("component=\"{c}\""))
+        {
+            continue;
         }
         let value = rest.rsplit(' ').next()?.parse::<f64>().ok()?;
         *found.get_or_insert(0) += value as u64;
@@ -546,12 +546,12 @@ fn spawn(args: &RunArgs) -> anyhow::Result<Target> {
     };
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Some((child, dir)) = &mut target.child {
-            if let Some(status) = child.try_wait()? {
-                let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-                target.stop()?;
-                bail!("outrigger exited at start ({status}):\n{log}");
-            }
+        if let Some((child, dir)) = &mut target.child
+            && let Some(status) = child.try_wait()?
+        {
+            let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+            target.stop()?;
+            bail!("outrigger exited at start ({status}):\n{log}");
         }
         if matches!(http_get(&ready), Ok((200, _))) {
             return Ok(target);

@@ -238,10 +238,10 @@ impl Router {
                 .queue
                 .push(batch.clone(), selection, events)
                 .await;
-            if pushed.is_err() {
-                if let Some(ack) = &ack {
-                    ack.reject();
-                }
+            if pushed.is_err()
+                && let Some(ack) = &ack
+            {
+                ack.reject();
             }
         }
     }

@@ -689,10 +689,10 @@ impl Parser<'_> {
                 "must be at least 3 to hold a Forward-mode request",
             );
         }
-        if let Some(s) = &f.security {
-            if s.self_hostname.is_empty() {
-                return err("security.self_hostname", "must not be empty");
-            }
+        if let Some(s) = &f.security
+            && s.self_hostname.is_empty()
+        {
+            return err("security.self_hostname", "must not be empty");
         }
         Ok(())
     }

@@ -137,10 +137,10 @@ struct Candidate {
 
 /// Keeps `new` when nothing is there yet or it comes from a better key.
 fn better<T>(slot: &mut Option<(u16, T)>, priority: u16, new: Option<T>) {
-    if let Some(v) = new {
-        if slot.as_ref().is_none_or(|(p, _)| priority < *p) {
-            *slot = Some((priority, v));
-        }
+    if let Some(v) = new
+        && slot.as_ref().is_none_or(|(p, _)| priority < *p)
+    {
+        *slot = Some((priority, v));
     }
 }
 
@@ -369,11 +369,11 @@ impl Walk<'_> {
                 }
             }
             Role::Message(p) if p < self.message_priority => {
-                if let Node::String(s) = value {
-                    if let Some(r) = self.literal_of(s) {
-                        self.message_priority = p;
-                        self.found.message = Some(r);
-                    }
+                if let Node::String(s) = value
+                    && let Some(r) = self.literal_of(s)
+                {
+                    self.message_priority = p;
+                    self.found.message = Some(r);
                 }
             }
             Role::Time if self.found.time.is_none() => {

@@ -944,10 +944,10 @@ fn key_value(line: &[u8], start: usize, end: usize, format: Format) -> Option<&[
         return None;
     }
     let to = from + len;
-    if let Some(quote) = quote {
-        if !line[to..].starts_with(quote) {
-            return None;
-        }
+    if let Some(quote) = quote
+        && !line[to..].starts_with(quote)
+    {
+        return None;
     }
     Some(&line[from..to])
 }

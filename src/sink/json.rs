@@ -239,7 +239,10 @@ fn splice(out: &mut Vec<u8>, json: &[u8]) {
     if memchr::memchr2(b'\n', b'\r', json).is_none() {
         out.extend_from_slice(json);
     } else {
-        out.extend(json.iter().map(|b| if matches!(b, b'\n' | b'\r') { b' ' } else { *b }));
+        out.extend(
+            json.iter()
+                .map(|b| if matches!(b, b'\n' | b'\r') { b' ' } else { *b }),
+        );
     }
 }
 

@@ -266,10 +266,11 @@ impl Exporter {
     /// A successful answer, with its partial success if any.
     fn accepted(&self, partial: Option<ExportLogsPartialSuccess>) -> Verdict {
         let p = partial.unwrap_or_default();
-        if p.rejected_log_records <= 0 && !p.error_message.is_empty() {
-            if let Some(suppressed) = self.warn.allow() {
-                tracing::warn!(warning = %p.error_message, suppressed, "OTLP backend accepted every record with a warning");
-            }
+        if p.rejected_log_records <= 0
+            && !p.error_message.is_empty()
+            && let Some(suppressed) = self.warn.allow()
+        {
+            tracing::warn!(warning = %p.error_message, suppressed, "OTLP backend accepted every record with a warning");
         }
         partial_success(&p)
     }
@@ -657,24 +658,24 @@ impl Encoder {
         }
         attrs.push(string_kv(b"fluent.tag", batch.tag(e)));
         let mut body = line.map(string_value);
-        if let Some(line) = line.filter(|_| m.json) {
-            if let Some(fields) = scratch.object(line) {
-                match (self.body, &self.shape.nest_key) {
-                    (Body::Map, _) => {
-                        body = Some(kvlist_value(fields));
-                        if self.shape.keep_line {
-                            attrs.push(string_kv(b"log.record.original", line));
-                        }
+        if let Some(line) = line.filter(|_| m.json)
+            && let Some(fields) = scratch.object(line)
+        {
+            match (self.body, &self.shape.nest_key) {
+                (Body::Map, _) => {
+                    body = Some(kvlist_value(fields));
+                    if self.shape.keep_line {
+                        attrs.push(string_kv(b"log.record.original", line));
                     }
-                    (Body::String, Some(nest)) => {
-                        attrs.push(KeyValue {
-                            key: lossy(nest),
-                            value: Some(kvlist_value(fields)),
-                            ..Default::default()
-                        });
-                    }
-                    (Body::String, None) => attrs.extend(fields),
                 }
+                (Body::String, Some(nest)) => {
+                    attrs.push(KeyValue {
+                        key: lossy(nest),
+                        value: Some(kvlist_value(fields)),
+                        ..Default::default()
+                    });
+                }
+                (Body::String, None) => attrs.extend(fields),
             }
         }
         attrs.extend(walked.fields);

@@ -36,7 +36,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(120);
 fn expected(i: usize, stdout_only: bool) -> (&'static str, String) {
     if i == 7 {
         ("stdout", format!("bad utf8 {i} \u{fffd} end"))
-    } else if i % 5 == 0 {
+    } else if i.is_multiple_of(5) {
         let stream = if stdout_only { "stdout" } else { "stderr" };
         (stream, format!("stderr line {i}"))
     } else if i % 5 == 1 {

@@ -377,10 +377,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 wait
             });
             ctx.router.send(batch).await;
-            if let Some(wait) = wait {
-                if wait.wait().await == AckStatus::Rejected {
-                    acks.clear();
-                }
+            if let Some(wait) = wait
+                && wait.wait().await == AckStatus::Rejected
+            {
+                acks.clear();
             }
         }
         if !acks.is_empty() {

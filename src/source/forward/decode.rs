@@ -279,10 +279,10 @@ fn options(c: &mut Cursor<'_>, frame: &Bytes) -> Result<Opt, Reason> {
                 }
             }
             Some(b"fluent_signal") => {
-                if let Ok((h, _)) = Cursor::new(c.slice(value)).read() {
-                    if let Kind::Int(n) = h.kind {
-                        opt.signal = n;
-                    }
+                if let Ok((h, _)) = Cursor::new(c.slice(value)).read()
+                    && let Kind::Int(n) = h.kind
+                {
+                    opt.signal = n;
                 }
             }
             // `size` is only a hint, and unknown keys are ignored, as the spec asks.
