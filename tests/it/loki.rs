@@ -132,8 +132,11 @@ fn metadata(e: &EntryAdapter) -> BTreeMap<&str, &str> {
         .collect()
 }
 
-fn events_total(o: &Outrigger) -> f64 {
-    o.metric("outrigger_sink_events_total{component=\"out\"}")
+/// The sink's delivered count once it reaches `want` (10 s at most): the backend records a
+/// request before Outrigger has read the answer and counted it.
+async fn events_total(o: &Outrigger, want: f64) -> f64 {
+    o.wait_metric("outrigger_sink_events_total{component=\"out\"}", want)
+        .await
 }
 
 fn failed(o: &Outrigger, reason: &str) -> f64 {
@@ -244,7 +247,7 @@ async fn docker_events_arrive_as_labelled_streams_sorted_with_metadata() {
     assert_eq!(web[0].line, "GET / 200");
     let t = web[0].timestamp.unwrap();
     assert_eq!((t.seconds, t.nanos), (1_700_000_000, 999_999_999));
-    assert_eq!(events_total(&o), 5.0);
+    assert_eq!(events_total(&o, 5.0).await, 5.0);
 }
 
 #[tokio::test]
@@ -313,7 +316,7 @@ async fn custom_labels_and_the_whole_event_as_line() {
     let (labels, e) = &got[1];
     assert_eq!(labels, r#"{app="svc-api", stream="stderr"}"#);
     assert_eq!(metadata(e)["level"], "ERROR");
-    assert_eq!(events_total(&o), 2.0);
+    assert_eq!(events_total(&o, 2.0).await, 2.0);
 }
 
 #[tokio::test]
@@ -346,7 +349,7 @@ async fn the_json_encoding_is_gzipped_with_nanosecond_strings() {
             ],
         }]})
     );
-    assert_eq!(events_total(&o), 2.0);
+    assert_eq!(events_total(&o, 2.0).await, 2.0);
 }
 
 #[tokio::test]
@@ -361,12 +364,13 @@ async fn throttling_honours_retry_after_then_delivers_everything() {
         "waited for Retry-After"
     );
     assert_eq!(ids(&b), upto(50));
-    assert_eq!(b.requests(), 2);
+    // One throttled request and its retry; under load the 50 events may span two batches.
+    assert!(b.requests() >= 2);
     assert_eq!(
         o.metric("outrigger_sink_retries_total{component=\"out\",reason=\"throttled\"}"),
         1.0
     );
-    assert_eq!(events_total(&o), 50.0);
+    assert_eq!(events_total(&o, 50.0).await, 50.0);
 }
 
 #[tokio::test]
@@ -394,7 +398,7 @@ async fn server_error_bursts_and_resets_are_retried_without_loss() {
         })
         .sum();
     assert!(retries >= 6.0, "{retries} retries");
-    assert_eq!(events_total(&o), 200.0);
+    assert_eq!(events_total(&o, 200.0).await, 200.0);
 }
 
 #[tokio::test]
@@ -420,15 +424,18 @@ async fn a_partial_rejection_is_counted_and_never_resent() {
     )
     .await;
     assert_eq!(failed(&o, "partially_rejected"), 2.0);
-    assert_eq!(events_total(&o), 8.0, "the rest Loki stored");
+    assert_eq!(events_total(&o, 8.0).await, 8.0, "the rest Loki stored");
     // Time for a retry, had there been one.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(b.requests(), 1, "a 400 is never resent");
     send(&o, 10, 10).await;
     wait_entries(&b, 10).await;
     assert_eq!(ids(&b), (10..20).collect::<Vec<_>>());
-    assert_eq!(b.requests(), 2);
-    assert_eq!(events_total(&o) + failed(&o, "partially_rejected"), 20.0);
+    assert!(b.requests() >= 2);
+    assert_eq!(
+        events_total(&o, 18.0).await + failed(&o, "partially_rejected"),
+        20.0
+    );
     assert!(
         !dead.exists() || std::fs::read_to_string(&dead).unwrap().is_empty(),
         "entries Loki chose not to store are not dead letters: their request was stored"
@@ -495,7 +502,7 @@ async fn refusals_go_to_the_dead_letter_file() {
             ),
         ])
     );
-    assert_eq!(failed(&o, "rejected") + events_total(&o), 30.0);
+    assert_eq!(failed(&o, "rejected") + events_total(&o, 10.0).await, 30.0);
     assert_eq!(b.requests(), 3, "refusals are not retried");
 }
 
@@ -519,7 +526,7 @@ async fn a_request_too_large_is_split_in_halves() {
         .map(|r| decode(r).streams.iter().map(|s| s.entries.len()).sum())
         .collect();
     assert_eq!(sizes, [8, 4, 2, 2, 4], "halved until it fits, in order");
-    assert_eq!(events_total(&o), 8.0);
+    assert_eq!(events_total(&o, 8.0).await, 8.0);
 }
 
 #[tokio::test]
@@ -535,5 +542,5 @@ async fn backend_down_at_start_then_up_loses_nothing() {
     let b = Backend::start_on(addr, 204, vec![]).await;
     wait_entries(&b, 300).await;
     assert_eq!(ids(&b), upto(300));
-    assert_eq!(events_total(&o), 300.0);
+    assert_eq!(events_total(&o, 300.0).await, 300.0);
 }

@@ -537,7 +537,11 @@ async fn grpc_maps_containers_to_resources_and_lines_to_records() {
             .unwrap()
             .starts_with("outrigger/")
     );
-    assert_eq!(metric(&o, "outrigger_sink_events_total", None), 4.0);
+    assert_eq!(
+        o.wait_metric("outrigger_sink_events_total{component=\"out\"}", 4.0)
+            .await,
+        4.0
+    );
 }
 
 #[tokio::test]
@@ -632,7 +636,11 @@ async fn grpc_invalid_argument_goes_to_the_dead_letter_file() {
     );
     assert_eq!(sorted(got), (10..20).collect::<Vec<_>>());
     assert_eq!(c.requests(), 2, "not retried");
-    assert_eq!(metric(&o, "outrigger_sink_events_total", None), 10.0);
+    assert_eq!(
+        o.wait_metric("outrigger_sink_events_total{component=\"out\"}", 10.0)
+            .await,
+        10.0
+    );
 }
 
 #[tokio::test]
@@ -649,7 +657,11 @@ async fn grpc_partial_success_is_counted_and_not_retried() {
     let got = wait_ids(|| ids(&c.accepted()), 20).await;
     assert_eq!(sorted(got), (0..20).collect::<Vec<_>>(), "each once");
     assert_eq!(c.requests(), 2, "the partial success was not retried");
-    assert_eq!(metric(&o, "outrigger_sink_events_total", None), 17.0);
+    assert_eq!(
+        o.wait_metric("outrigger_sink_events_total{component=\"out\"}", 17.0)
+            .await,
+        17.0
+    );
     assert_eq!(
         metric(
             &o,
