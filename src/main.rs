@@ -111,6 +111,14 @@ fn run(settings: Settings) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // Before anything starts: a SIGTERM during start-up must drain, not kill.
+        let mut signals = match topology::Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("outrigger: installing signal handlers: {e}");
+                return ExitCode::from(1);
+            }
+        };
         let running = match topology::start(&settings).await {
             Ok(r) => r,
             Err(e) => {
@@ -119,14 +127,14 @@ fn run(settings: Settings) -> ExitCode {
             }
         };
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
-        let signal = topology::stop_signal().await;
+        let signal = signals.recv().await;
         tracing::info!(
             signal,
             grace_period_secs = settings.global.grace_period_secs,
             "draining"
         );
-        tokio::spawn(async {
-            let signal = topology::stop_signal().await;
+        tokio::spawn(async move {
+            let signal = signals.recv().await;
             tracing::warn!(signal, "second signal: exiting without finishing the drain");
             std::process::exit(130);
         });

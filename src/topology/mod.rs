@@ -31,7 +31,7 @@ use crate::source::forward::{self, Forward};
 use crate::telemetry::Metrics;
 use crate::telemetry::admin::{self, Health};
 
-pub use signal::stop as stop_signal;
+pub use signal::Signals;
 
 /// A started Outrigger.
 pub struct Running {

@@ -24,7 +24,7 @@ use crate::harness::{Outrigger, metric_value};
 
 /// Enrichment is on (the default); keeping the line lets every case compare it.
 const KEEP_LINE: &str = "[enrich]\nkeep_line = true";
-const IMAGE: &str = "outrigger-test-busybox:latest";
+pub(crate) const IMAGE: &str = "outrigger-test-busybox:latest";
 /// Lines each container prints.
 const LINES: usize = 200;
 /// The longest a `docker run` may take.
@@ -68,7 +68,7 @@ done
 
 /// Whether Docker tests can run here: the engine answers and the image exists (built once per
 /// process). Prints the skip message or panics, see [`require`].
-async fn docker_ready(test: &str) -> bool {
+pub(crate) async fn docker_ready(test: &str) -> bool {
     static STATE: OnceLock<Result<(), String>> = OnceLock::new();
     let state = tokio::task::spawn_blocking(|| STATE.get_or_init(prepare).clone())
         .await
@@ -104,7 +104,7 @@ fn prepare() -> Result<(), String> {
 }
 
 /// A container name unique to this process and call.
-fn unique_name(case: &str) -> String {
+pub(crate) fn unique_name(case: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("outrigger-it-{}-{n}-{case}", std::process::id())
@@ -209,7 +209,7 @@ async fn run(case: Case) -> Option<Seen> {
 }
 
 /// Runs `docker run ...`; on timeout removes the container and fails.
-async fn run_container(cmd: Command, name: &str) -> Output {
+pub(crate) async fn run_container(cmd: Command, name: &str) -> Output {
     let task = tokio::spawn(run_blocking(cmd, RUN_LIMIT));
     match task.await {
         Ok(out) => out,

@@ -17,7 +17,7 @@ const BULK_PATH: &str =
 
 /// Outrigger with one `elasticsearch` sink named `out` pointed at `url`; `extra` lines go into
 /// the sink's table.
-async fn outrigger(url: &str, extra: &str) -> Outrigger {
+pub(crate) async fn outrigger(url: &str, extra: &str) -> Outrigger {
     Outrigger::with_config(&format!(
         "[global]\nadmin_enabled = false\ngrace_period_secs = 10\n\
          [sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n\
@@ -66,7 +66,7 @@ fn kind(doc: &Value) -> &str {
 }
 
 /// Everything stored.
-fn ok(body: &[u8]) -> (u16, String) {
+pub(crate) fn ok(body: &[u8]) -> (u16, String) {
     bulk(body, |_| 201)
 }
 
@@ -101,7 +101,7 @@ fn small_bodies_only(body: &[u8]) -> (u16, String) {
 }
 
 /// `script` followed by `then` for every later request.
-fn script(first: &[Fault], then: Fault) -> Vec<Fault> {
+pub(crate) fn script(first: &[Fault], then: Fault) -> Vec<Fault> {
     let mut s = first.to_vec();
     s.extend(std::iter::repeat_n(then, 500));
     s
@@ -190,7 +190,7 @@ fn ids(docs: &[Value]) -> Vec<usize> {
 }
 
 /// Waits until `n` documents are stored (20 s at most) and returns them.
-async fn wait_stored(b: &Backend, script: &[Fault], n: usize) -> Vec<Value> {
+pub(crate) async fn wait_stored(b: &Backend, script: &[Fault], n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = stored(b, script);

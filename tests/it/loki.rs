@@ -18,7 +18,7 @@ const SPAN_ID: &str = "00f067aa0ba902b7";
 
 /// Outrigger with one `loki` sink named `out` pointed at `url`; `extra` lines go into the
 /// sink's table, `sections` after it.
-async fn outrigger(url: &str, extra: &str, sections: &str) -> Outrigger {
+pub(crate) async fn outrigger(url: &str, extra: &str, sections: &str) -> Outrigger {
     Outrigger::with_config(&format!(
         "[global]\nadmin_enabled = false\ngrace_period_secs = 10\n\
          [sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n\
@@ -88,7 +88,7 @@ fn decode(r: &Received) -> PushRequest {
 }
 
 /// Every entry of every accepted push, with its stream's labels, in order.
-fn entries(b: &Backend) -> Vec<(String, EntryAdapter)> {
+pub(crate) fn entries(b: &Backend) -> Vec<(String, EntryAdapter)> {
     b.accepted()
         .iter()
         .flat_map(|r| {
@@ -114,7 +114,7 @@ fn ids(b: &Backend) -> Vec<usize> {
     ids
 }
 
-async fn wait_entries(b: &Backend, n: usize) -> Vec<(String, EntryAdapter)> {
+pub(crate) async fn wait_entries(b: &Backend, n: usize) -> Vec<(String, EntryAdapter)> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let got = entries(b);
@@ -125,7 +125,7 @@ async fn wait_entries(b: &Backend, n: usize) -> Vec<(String, EntryAdapter)> {
     }
 }
 
-fn metadata(e: &EntryAdapter) -> BTreeMap<&str, &str> {
+pub(crate) fn metadata(e: &EntryAdapter) -> BTreeMap<&str, &str> {
     e.structured_metadata
         .iter()
         .map(|p| (p.name.as_str(), p.value.as_str()))

@@ -7,6 +7,7 @@ mod backend;
 mod bad_input;
 mod clients;
 mod docker;
+mod docker_export;
 mod elasticsearch;
 mod enrich;
 mod export;

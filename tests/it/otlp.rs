@@ -30,7 +30,7 @@ use crate::harness::{Outrigger, wire};
 
 /// How the collector answers one request.
 #[derive(Debug, Clone)]
-enum Answer {
+pub(crate) enum Answer {
     /// This status; with `RetryInfo { retry_delay }` in its details when a delay is given.
     Status(Code, Option<Duration>),
     /// Success with `partial_success { rejected_log_records, error_message }`.
@@ -155,7 +155,7 @@ fn rpc_status(code: Code, delay: Option<Duration>) -> Vec<u8> {
 }
 
 /// A running collector.
-struct Collector {
+pub(crate) struct Collector {
     addr: SocketAddr,
     state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
@@ -188,16 +188,16 @@ impl Collector {
         Collector { addr, state, task }
     }
 
-    async fn start(script: Vec<Answer>) -> Collector {
+    pub(crate) async fn start(script: Vec<Answer>) -> Collector {
         Self::start_on("127.0.0.1:0".parse().unwrap(), script).await
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Requests answered with success, in order.
-    fn accepted(&self) -> Vec<ExportLogsServiceRequest> {
+    pub(crate) fn accepted(&self) -> Vec<ExportLogsServiceRequest> {
         self.state
             .received
             .lock()
@@ -217,7 +217,7 @@ impl Collector {
 
 /// Outrigger with one `otlp` sink named `out`; `extra` lines go into the sink's table
 /// (`flush_interval_ms` is 50 unless `extra` sets it).
-async fn outrigger(url: &str, extra: &str) -> Outrigger {
+pub(crate) async fn outrigger(url: &str, extra: &str) -> Outrigger {
     let flush = if extra.contains("flush_interval_ms") {
         ""
     } else {
@@ -249,7 +249,7 @@ async fn send(o: &Outrigger, from: usize, n: usize) {
     s.flush().await.unwrap();
 }
 
-fn records(reqs: &[ExportLogsServiceRequest]) -> Vec<&LogRecord> {
+pub(crate) fn records(reqs: &[ExportLogsServiceRequest]) -> Vec<&LogRecord> {
     reqs.iter()
         .flat_map(|r| &r.resource_logs)
         .flat_map(|rl| &rl.scope_logs)
@@ -257,7 +257,7 @@ fn records(reqs: &[ExportLogsServiceRequest]) -> Vec<&LogRecord> {
         .collect()
 }
 
-fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+pub(crate) fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
     attrs
         .iter()
         .find(|a| a.key == key)
@@ -525,7 +525,7 @@ async fn grpc_maps_containers_to_resources_and_lines_to_records() {
     assert_eq!(reqs.len(), 1, "one request");
     check_mixed(&reqs[0], &k8s_tag, &pod_id, sent_after);
 
-    let md = &c.state.received.lock().unwrap()[0].metadata;
+    let md = c.state.received.lock().unwrap()[0].metadata.clone();
     assert_eq!(md.get("grpc-encoding").unwrap(), "gzip");
     assert_eq!(md.get("x-scope-orgid").unwrap(), "tenant-1");
     assert_eq!(md.get("authorization").unwrap(), "Bearer s3cret");
@@ -559,7 +559,7 @@ async fn grpc_unavailable_burst_is_retried_without_loss() {
         metric(&o, "outrigger_sink_retries_total", Some("unavailable")),
         3.0
     );
-    let md = &c.state.received.lock().unwrap()[0].metadata;
+    let md = c.state.received.lock().unwrap()[0].metadata.clone();
     assert!(md.get("grpc-encoding").is_none(), "compression = none");
 }
 
