@@ -5,7 +5,9 @@
 //! [`Enricher::flush`], as at the end of a connection), and every event that comes out is
 //! written by the JSON sink. The whole line also goes straight into the value parsers the
 //! walker and the text scanner call: [`trace::context`], [`trace::trace_id`] and
-//! [`trace::span_id`] for every [`Format`], [`trace::flags`], [`TextScanner::scan`],
+//! [`trace::span_id`] for every [`Format`], [`trace::flags`], the [`Scalar`] forms
+//! ([`trace::scalar_context`], [`trace::scalar_span`], [`trace::scalar_flags`]) with the
+//! line as a string and its first 8 bytes as an integer, [`TextScanner::scan`],
 //! [`severity::scan_text`], [`severity::from_text`], [`severity::from_name`],
 //! [`timefmt::parse_rfc3339`], [`timefmt::from_epoch_text`] and [`kubernetes::parse`].
 //!
@@ -40,7 +42,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 
 use outrigger::event::{Batch, Event, Span, Timestamp};
-use outrigger::pipeline::trace::{self, Format, TextScanner, TraceContext};
+use outrigger::pipeline::trace::{self, Format, Scalar, TextScanner, TraceContext};
 use outrigger::pipeline::{Enricher, Metrics, Settings, kubernetes, severity, timefmt};
 use outrigger::sink::json::Shape;
 
@@ -121,12 +123,29 @@ fn check_severity(s: Option<severity::Severity>, what: &str) {
 
 /// The value parsers, each on the whole line.
 fn values(line: &[u8], scanner: &TextScanner) {
+    // The line's first 8 bytes as the integer a JSON number would be.
+    let n = line
+        .first_chunk::<8>()
+        .map_or(line.len() as u64, |b| u64::from_le_bytes(*b));
+    let scalars = [
+        Scalar::Str(line),
+        Scalar::U64(n),
+        Scalar::I64(n as i64),
+        Scalar::Bool(n & 1 == 1),
+    ];
     for format in FORMATS {
         check_context(trace::context(line, format), "context");
         assert_ne!(trace::trace_id(line, format), Some([0; 16]), "trace_id");
         assert_ne!(trace::span_id(line, format), Some([0; 8]), "span_id");
+        for v in scalars {
+            check_context(trace::scalar_context(v, format), "scalar_context");
+            assert_ne!(trace::scalar_span(v, format), Some([0; 8]), "scalar_span");
+        }
     }
     let _ = trace::flags(line);
+    for v in scalars {
+        let _ = trace::scalar_flags(v);
+    }
     check_context(scanner.scan(line), "TextScanner::scan");
     check_severity(severity::scan_text(line), "scan_text");
     check_severity(severity::from_text(line), "from_text");
