@@ -36,7 +36,19 @@ pub enum Role {
 /// Keys by length, each with its roles and, for dotted paths, the keys one level down.
 #[derive(Debug, Default, Clone)]
 pub struct KeyTable {
-    buckets: Vec<Vec<(Box<[u8]>, Entry)>>,
+    buckets: Vec<Vec<(u64, Box<[u8]>, Entry)>>,
+}
+
+/// A cheap summary of a key (its first and last eight bytes) compared before the bytes:
+/// with every trace family's keys also listed under each context container, a length bucket
+/// can hold dozens of keys, and most lookups are misses.
+fn fingerprint(k: &[u8]) -> u64 {
+    let n = k.len().min(8);
+    let mut a = [0u8; 8];
+    a[..n].copy_from_slice(&k[..n]);
+    let mut b = [0u8; 8];
+    b[8 - n..].copy_from_slice(&k[k.len() - n..]);
+    u64::from_le_bytes(a) ^ u64::from_le_bytes(b).rotate_left(29)
 }
 
 #[derive(Debug, Default, Clone)]
@@ -64,18 +76,22 @@ impl KeyTable {
             self.buckets.resize_with(b + 1, Vec::new);
         }
         let bucket = &mut self.buckets[b];
-        match bucket.iter().position(|(k, _)| &k[..] == key) {
-            Some(i) => &mut bucket[i].1,
+        match bucket.iter().position(|(_, k, _)| &k[..] == key) {
+            Some(i) => &mut bucket[i].2,
             None => {
-                bucket.push((key.into(), Entry::default()));
-                &mut bucket.last_mut().expect("just pushed").1
+                bucket.push((fingerprint(key), key.into(), Entry::default()));
+                &mut bucket.last_mut().expect("just pushed").2
             }
         }
     }
 
     fn get(&self, key: &[u8]) -> Option<&Entry> {
         let bucket = self.buckets.get(key.len().min(64))?;
-        bucket.iter().find(|(k, _)| &k[..] == key).map(|(_, e)| e)
+        let f = fingerprint(key);
+        bucket
+            .iter()
+            .find(|(fp, k, _)| *fp == f && &k[..] == key)
+            .map(|(_, _, e)| e)
     }
 }
 
@@ -182,6 +198,11 @@ pub fn parse(
     if line.len() > limits.max_line_bytes {
         return Err(Rejected::TooLarge);
     }
+    // simd-json 0.15 accepts a scalar followed by a raw NUL (`{"a":1\0}`); a NUL is never
+    // valid JSON, so such a line is text.
+    if memchr::memchr(0, line).is_some() {
+        return Err(Rejected::Invalid);
+    }
     SCRATCH.with_borrow_mut(|s| {
         let Scratch {
             input,
@@ -201,6 +222,15 @@ pub fn parse(
         let result = parsed
             .map_err(|_| Rejected::Invalid)
             .and_then(|()| check(&t.0, limits, open))
+            .and_then(|long_numbers| {
+                // simd-json 0.15 also accepts a number of 18 or more digits followed by a
+                // stray byte; such numbers are rare, so only their lines are checked again.
+                if long_numbers && !numbers_end_cleanly(line) {
+                    Err(Rejected::Invalid)
+                } else {
+                    Ok(())
+                }
+            })
             .map(|()| {
                 candidates.clear();
                 candidates.resize(families.formats.len(), Candidate::default());
@@ -224,13 +254,16 @@ pub fn parse(
 }
 
 /// Enforces depth and field-count limits over the whole tape, and that it is an object.
-fn check(tape: &[Node<'_>], limits: &Limits, open: &mut Vec<usize>) -> Result<(), Rejected> {
+/// Returns whether the tape holds a float or an integer of 17 digits or more (see
+/// [`numbers_end_cleanly`]).
+fn check(tape: &[Node<'_>], limits: &Limits, open: &mut Vec<usize>) -> Result<bool, Rejected> {
     if !matches!(tape.first(), Some(Node::Object { .. })) {
         return Err(Rejected::Invalid);
     }
     // Ends (exclusive tape index) of the containers open at each depth.
     open.clear();
     let mut fields = 0;
+    let mut long_numbers = false;
     for (i, node) in tape.iter().enumerate() {
         while open.last().is_some_and(|end| *end <= i) {
             open.pop();
@@ -248,10 +281,56 @@ fn check(tape: &[Node<'_>], limits: &Limits, open: &mut Vec<usize>) -> Result<()
                     return Err(Rejected::TooDeep);
                 }
             }
+            Node::Static(StaticNode::F64(_)) => long_numbers = true,
+            Node::Static(StaticNode::U64(n)) => long_numbers |= *n >= 10u64.pow(16),
+            Node::Static(StaticNode::I64(n)) => long_numbers |= n.unsigned_abs() >= 10u64.pow(16),
             _ => {}
         }
     }
-    Ok(())
+    Ok(long_numbers)
+}
+
+/// Whether every number outside strings ends where JSON says one may: at `,`, `}`, `]`,
+/// whitespace or the end.
+fn numbers_end_cleanly(line: &[u8]) -> bool {
+    let mut i = 0;
+    while i < line.len() {
+        match line[i] {
+            b'"' => {
+                i += 1;
+                while i < line.len() && line[i] != b'"' {
+                    i += if line[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                // -? digits (. digits)? ([eE] [+-]? digits)?
+                let digits = |i: &mut usize| {
+                    while *i < line.len() && line[*i].is_ascii_digit() {
+                        *i += 1;
+                    }
+                };
+                i += usize::from(line[i] == b'-');
+                digits(&mut i);
+                if line.get(i) == Some(&b'.') {
+                    i += 1;
+                    digits(&mut i);
+                }
+                if matches!(line.get(i), Some(b'e' | b'E')) {
+                    i += 1;
+                    i += usize::from(matches!(line.get(i), Some(b'+' | b'-')));
+                    digits(&mut i);
+                }
+                if i < line.len()
+                    && !matches!(line[i], b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')
+                {
+                    return false;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    true
 }
 
 /// Nodes a value occupies on the tape, itself included.
@@ -427,5 +506,48 @@ fn is_empty_id(v: Option<Scalar<'_>>) -> bool {
         None | Some(Scalar::U64(0) | Scalar::I64(0) | Scalar::Bool(_)) => true,
         Some(Scalar::Str(s)) => s.iter().all(|b| *b == b'0' || *b == b'-'),
         Some(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_default(line: &[u8]) -> Result<Found, Rejected> {
+        let limits = Limits {
+            max_line_bytes: 1 << 20,
+            max_depth: 64,
+            max_fields: 1024,
+        };
+        parse(
+            line,
+            &KeyTable::default(),
+            &Families { formats: vec![] },
+            &limits,
+        )
+    }
+
+    #[test]
+    fn lines_simd_json_would_wrongly_accept_are_text() {
+        // Found by fuzzing: a raw NUL after a scalar, and long numbers followed by garbage.
+        for line in [
+            &b"{\"a\":1\0}"[..],
+            b"{\"a\":111111111111111111x}",
+            b"{\"ts\":1700000000.123456000000000.5}",
+        ] {
+            assert_eq!(parse_default(line), Err(Rejected::Invalid), "{line:?}");
+        }
+        // Long numbers that end properly are fine.
+        for line in [
+            &b"{\"a\":111111111111111111}"[..],
+            b"{\"a\": 1700000000.123456, \"b\":[1e300 ,2]}",
+            b"{\"s\":\"123456789012345678x\",\"n\":-1234567890123456789}",
+        ] {
+            assert!(
+                parse_default(line).is_ok(),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 }

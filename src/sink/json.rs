@@ -194,11 +194,8 @@ fn record(
                 value(out, c, 1)?;
             }
             None => {
-                // A non-string key: its JSON text becomes the key.
-                let mut key = Vec::new();
-                value(&mut key, c, 1)?;
                 sep(out);
-                string(out, &key);
+                other_key(out, c)?;
                 out.push(b':');
                 value(out, c, 1)?;
             }
@@ -246,6 +243,27 @@ fn splice(out: &mut Vec<u8>, json: &[u8]) {
     }
 }
 
+/// A map key that is not a string. A scalar's JSON text becomes the key; a container (or
+/// binary) key becomes the base64 of its MessagePack bytes. Writing a container's JSON text
+/// would escape it into a string, and a key nested inside that key would be escaped again:
+/// output doubling with every level, from a request of a few dozen bytes.
+fn other_key(out: &mut Vec<u8>, c: &mut Cursor<'_>) -> Result<(), msgpack::Error> {
+    match c.peek()?.kind {
+        Kind::Map | Kind::Array | Kind::Bin | Kind::Ext(_) => {
+            let raw = c.skip()?;
+            out.push(b'"');
+            out.extend_from_slice(BASE64.encode(c.slice(raw)).as_bytes());
+            out.push(b'"');
+        }
+        _ => {
+            let mut key = Vec::new();
+            value(&mut key, c, 0)?;
+            string(out, &key);
+        }
+    }
+    Ok(())
+}
+
 fn trim(b: &[u8]) -> &[u8] {
     let start = b
         .iter()
@@ -267,11 +285,7 @@ fn map(out: &mut Vec<u8>, c: &mut Cursor<'_>, depth: usize) -> Result<(), msgpac
         }
         match c.bytes()? {
             Some(k) => string(out, k),
-            None => {
-                let mut key = Vec::new();
-                value(&mut key, c, depth + 1)?;
-                string(out, &key);
-            }
+            None => other_key(out, c)?,
         }
         out.push(b':');
         value(out, c, depth + 1)?;
@@ -511,6 +525,30 @@ mod tests {
         );
         assert!(r.is_err());
         assert_eq!(out, b"keep");
+    }
+
+    #[test]
+    fn nested_container_keys_stay_linear() {
+        // {"k": {{{...{"a": 1}: 1}...: 1}: 1}} nested 40 deep, as map keys.
+        let mut rec = vec![0x81, 0xa1, b'k'];
+        rec.extend(std::iter::repeat_n(0x81, 40));
+        rec.extend([0xa1, b'a']);
+        rec.extend(std::iter::repeat_n(0x01, 41));
+        let out = line(&rec);
+        assert!(
+            out.len() < 4096,
+            "{} bytes from a {}-byte record",
+            out.len(),
+            rec.len()
+        );
+        serde_json::from_str::<serde_json::Value>(&out).unwrap();
+        // Scalar keys keep their text.
+        let rec = [0x81, 0x05, 0xa1, b'x'];
+        assert!(
+            line(&rec).contains(r#""record":{"5":"x"}"#),
+            "{}",
+            line(&rec)
+        );
     }
 
     #[test]
