@@ -36,8 +36,11 @@ pub enum Role {
 /// Keys by length, each with its roles and, for dotted paths, the keys one level down.
 #[derive(Debug, Default, Clone)]
 pub struct KeyTable {
-    buckets: Vec<Vec<(u64, Box<[u8]>, Entry)>>,
+    buckets: Vec<Vec<Slot>>,
 }
+
+/// One key of a bucket: its [`fingerprint`], its bytes, what it means.
+type Slot = (u64, Box<[u8]>, Entry);
 
 /// A cheap summary of a key (its first and last eight bytes) compared before the bytes:
 /// with every trace family's keys also listed under each context container, a length bucket
