@@ -413,14 +413,17 @@ impl<'a> Cursor<'a> {
         Ok(start..self.pos)
     }
 
-    /// Bytes of a `str` or `bin`; `None` (and nothing consumed) for any other kind.
+    /// Bytes of a `str` or `bin`; `None` (and nothing consumed) for any other kind. The header
+    /// is decoded once: this runs for every key of every record.
     pub fn bytes(&mut self) -> Result<Option<&'a [u8]>, Error> {
-        match self.peek()?.kind {
-            Kind::Str | Kind::Bin => {
-                let (_, r) = self.read()?;
-                Ok(Some(&self.buf[r]))
+        let at = self.pos;
+        let (h, r) = self.read()?;
+        match h.kind {
+            Kind::Str | Kind::Bin => Ok(Some(&self.buf[r])),
+            _ => {
+                self.pos = at;
+                Ok(None)
             }
-            _ => Ok(None),
         }
     }
 

@@ -54,17 +54,16 @@ pub fn fields(record: &[u8], line_key: &[u8]) -> Fields {
     let mut last = false;
     for _ in 0..h.children / 2 {
         let Ok(Some(key)) = c.bytes() else { return f };
-        let value = match c.peek() {
-            Ok(v) if matches!(v.kind, Kind::Str | Kind::Bin) => match c.read() {
-                Ok((_, r)) => r,
-                Err(_) => return f,
-            },
-            _ => {
-                if c.skip().is_err() {
+        // One header decode per value; a container's children are skipped after it.
+        let value = match c.read() {
+            Ok((h, r)) if matches!(h.kind, Kind::Str | Kind::Bin) => r,
+            Ok((h, _)) => {
+                if (0..h.children).any(|_| c.skip().is_err()) {
                     return f;
                 }
                 continue;
             }
+            Err(_) => return f,
         };
         let v = &record[value.clone()];
         match key {
