@@ -283,6 +283,7 @@ async fn deliver(s: Arc<Shared>, work: Vec<Piece>) {
         let (retry, after, reason) = match verdict {
             Verdict::Delivered => {
                 s.metrics.events.inc_by(attempt.len() as u64);
+                s.metrics.bytes.inc_by(record_bytes(&attempt));
                 return;
             }
             Verdict::Accepted { rejected, reason } => {
@@ -329,6 +330,12 @@ async fn deliver(s: Arc<Shared>, work: Vec<Piece>) {
         }
         tokio::time::sleep(wait).await;
     }
+}
+
+/// The record bytes of `events`: what `outrigger_sink_bytes_total` counts for exporters (the
+/// encoded request differs per protocol and compression; the input it carries does not).
+fn record_bytes(events: &[Ref<'_>]) -> u64 {
+    events.iter().map(|r| r.event.record.len() as u64).sum()
 }
 
 /// Events the backend will never take: counted, logged, dead-lettered.

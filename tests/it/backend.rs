@@ -75,6 +75,15 @@ pub async fn free_addr() -> SocketAddr {
 impl Backend {
     /// Starts on `addr` (`127.0.0.1:0` for any port), answering 2xx with `ok_status`.
     pub async fn start_on(addr: SocketAddr, ok_status: u16, faults: Vec<Fault>) -> Backend {
+        Self::serve(addr, ok_status, faults, None).await
+    }
+
+    async fn serve(
+        addr: SocketAddr,
+        ok_status: u16,
+        faults: Vec<Fault>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Backend {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
@@ -89,17 +98,39 @@ impl Backend {
                     continue;
                 };
                 let s = s.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| answer(s.clone(), req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(
+                    let server = hyper_util::server::conn::auto::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                    );
+                    match tls {
+                        None => {
+                            let _ = server.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ =
+                                    server.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                    }
                 });
             }
         });
         Backend { addr, state, task }
+    }
+
+    /// Like [`Backend::start`], over TLS with the example certificate for `localhost`
+    /// (`config/tls/`), trusted through `config/tls/example-ca.crt`.
+    pub async fn start_tls(faults: Vec<Fault>) -> Backend {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let tls = outrigger::source::forward::tls_acceptor(&outrigger::config::Tls {
+            cert_file: format!("{dir}/config/tls/example.crt").into(),
+            key_file: format!("{dir}/config/tls/example.key").into(),
+        })
+        .unwrap();
+        Self::serve("127.0.0.1:0".parse().unwrap(), 200, faults, Some(tls)).await
     }
 
     pub async fn start(faults: Vec<Fault>) -> Backend {
