@@ -36,6 +36,7 @@ pub enum Fault {
 /// One request as the backend saw it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub version: hyper::Version,
     pub path: String,
     pub headers: hyper::HeaderMap,
     /// The body, gzip removed (snappy and protobuf are the test's business).
@@ -121,6 +122,39 @@ impl Backend {
         Backend { addr, state, task }
     }
 
+    /// Like [`Backend::start_tls`], and demanding a client certificate signed by the example
+    /// CA (mutual TLS).
+    pub async fn start_mtls(faults: Vec<Fault>) -> Backend {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(format!("{dir}/config/tls/example-ca.crt")).unwrap()
+        {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let chain: Vec<_> = CertificateDer::pem_file_iter(format!("{dir}/config/tls/example.crt"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(format!("{dir}/config/tls/example.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap();
+        let tls = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        Self::serve("127.0.0.1:0".parse().unwrap(), 200, faults, Some(tls)).await
+    }
+
     /// Like [`Backend::start`], over TLS with the example certificate for `localhost`
     /// (`config/tls/`), trusted through `config/tls/example-ca.crt`.
     pub async fn start_tls(faults: Vec<Fault>) -> Backend {
@@ -162,6 +196,7 @@ async fn answer(
     s: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let version = req.version();
     let path = req
         .uri()
         .path_and_query()
@@ -193,6 +228,7 @@ async fn answer(
         }
         Some(Fault::Reset) => {
             s.received.lock().unwrap().push(Received {
+                version,
                 path,
                 headers,
                 body,
@@ -207,6 +243,7 @@ async fn answer(
     };
     let ok = (200..300).contains(&status);
     s.received.lock().unwrap().push(Received {
+        version,
         path,
         headers,
         body,

@@ -326,3 +326,62 @@ async fn backend_down_under_steady_input_then_back_loses_nothing() {
     // Connection refusals are unambiguous: nothing was stored, so nothing is duplicated.
     assert_eq!(got.len(), 3000, "no duplicates");
 }
+
+#[tokio::test]
+async fn mutual_tls_with_a_client_certificate() {
+    let b = Backend::start_mtls(vec![]).await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config/tls");
+    let url = format!("https://localhost:{}", b.addr.port());
+    let tls = format!(
+        "tls = {{ ca_file = \"{dir}/example-ca.crt\", cert_file = \"{dir}/example-client.crt\", key_file = \"{dir}/example-client.key\" }}"
+    );
+    let o = outrigger(&url, &tls).await;
+    send(&o, 0, 10).await;
+    assert_eq!(
+        sorted(wait_delivered(&b, 10).await),
+        (0..10).collect::<Vec<_>>()
+    );
+
+    // The same server refuses a client without a certificate.
+    let o = outrigger(
+        &url,
+        &format!("tls = {{ ca_file = \"{dir}/example-ca.crt\" }}"),
+    )
+    .await;
+    send(&o, 100, 5).await;
+    o.wait_metric(
+        "outrigger_sink_retries_total{component=\"out\",reason=\"connection\"}",
+        2.0,
+    )
+    .await;
+    assert!(
+        delivered(&b).iter().all(|i| *i < 100),
+        "nothing from the client without a certificate"
+    );
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge() {
+    let b = Backend::start(vec![]).await;
+    let o = outrigger(&b.url(), "http2 = true").await;
+    send(&o, 0, 10).await;
+    assert_eq!(
+        sorted(wait_delivered(&b, 10).await),
+        (0..10).collect::<Vec<_>>()
+    );
+    assert!(
+        b.accepted()
+            .iter()
+            .all(|r| r.version == hyper::Version::HTTP_2)
+    );
+    // Without the option, plain HTTP/1.1.
+    let b = Backend::start(vec![]).await;
+    let o = outrigger(&b.url(), "").await;
+    send(&o, 0, 3).await;
+    wait_delivered(&b, 3).await;
+    assert!(
+        b.accepted()
+            .iter()
+            .all(|r| r.version == hyper::Version::HTTP_11)
+    );
+}
