@@ -4,6 +4,7 @@
 //! cargo build --release --bins
 //! target/release/loadgen --mode message --events 1000000 --connections 1 --runs 3
 //! target/release/loadgen --mode message --events 1000000 --enrich off   # decode only
+//! target/release/loadgen --mode message --events 1000000 --runs 3 --sink elasticsearch
 //! target/release/loadgen corpus --out testdata/docker-corpus.jsonl   # regenerate the corpus
 //! target/release/loadgen fuzz-seeds --out fuzz/seeds                 # seeds for fuzz/
 //! ```
@@ -11,16 +12,20 @@
 //! By default it starts `outrigger` (found next to its own executable, or `--outrigger PATH`)
 //! with a generated config: a forward source on a free 127.0.0.1 port, a `blackhole` sink named
 //! `null`, the admin listener on another free port, `log_level = "warn"`, and enrichment as
-//! configured by default (`--enrich off` writes `[enrich] enabled = false`). It waits for
+//! configured by default (`--enrich off` writes `[enrich] enabled = false`). `--sink loki`,
+//! `elasticsearch`, `otlp` (gRPC) or `otlp-http` replaces the blackhole with that exporter,
+//! default settings, sending to a stand-in backend loadgen runs on 127.0.0.1 that reads each
+//! request whole and answers success at once (`loadgen/receiver.rs`); the sink is named after
+//! it, and its CPU is loadgen's, not Outrigger's. It waits for
 //! `GET /ready`, connects, pre-encodes the requests (cycling through the corpus), and then, on
 //! blocking sockets with one thread per connection, sends `--events` events as fast as the
-//! server takes them. It stops the clock when `outrigger_sink_events_total{component="null"}`
+//! server takes them. It stops the clock when `outrigger_sink_events_total{component="<sink>"}`
 //! reaches the number sent, and reports wall time, throughput, Outrigger's own CPU time
 //! (utime + stime from `/proc/<pid>/stat`) over that interval, and its peak RSS (`VmHWM`).
 //! Then it sends SIGTERM and waits for the child to exit.
 //!
 //! With `--target HOST:PORT` it drives an Outrigger that is already running instead; `--pid`
-//! adds its CPU and memory, `--metrics-url` and `--sink` say where to watch the count.
+//! adds its CPU and memory, `--metrics-url` and `--sink-name` say where to watch the count.
 //!
 //! Every wait is bounded: readiness, the count (`--timeout-secs`), each connection's drain, and
 //! the child's exit.
@@ -30,6 +35,8 @@
 mod corpus;
 #[path = "loadgen/frames.rs"]
 mod frames;
+#[path = "loadgen/receiver.rs"]
+mod receiver;
 #[path = "loadgen/seeds.rs"]
 mod seeds;
 
@@ -45,6 +52,7 @@ use clap::{Args, Parser, Subcommand};
 
 use corpus::Record;
 use frames::{Frames, Mode};
+use receiver::{Kind, Receiver};
 
 #[derive(Parser)]
 #[command(about = "Load Outrigger over the forward protocol and measure its cost")]
@@ -115,9 +123,28 @@ struct RunArgs {
     /// With --target: its metrics endpoint, like http://127.0.0.1:2020/metrics.
     #[arg(long)]
     metrics_url: Option<String>,
-    /// The sink whose `outrigger_sink_events_total` counts delivered events.
-    #[arg(long, default_value = "null")]
+    /// Where the started Outrigger delivers: `blackhole` (counts and discards), or an
+    /// exporter (`loki`, `elasticsearch`, `otlp` over gRPC, `otlp-http` with protobuf) with
+    /// its default settings, sending to a stand-in backend that loadgen runs on 127.0.0.1.
+    #[arg(long, default_value = "blackhole", value_parser = Kind::NAMES)]
     sink: String,
+    /// The sink whose `outrigger_sink_events_total` counts delivered events; default: the
+    /// name loadgen gives the `--sink` it configures (`null` for the blackhole, else the
+    /// exporter's name, `otlp_http` for `otlp-http`). For --target.
+    #[arg(long)]
+    sink_name: Option<String>,
+}
+
+impl RunArgs {
+    fn kind(&self) -> Kind {
+        Kind::parse(&self.sink).expect("clap checked the sink")
+    }
+
+    fn sink_name(&self) -> String {
+        self.sink_name
+            .clone()
+            .unwrap_or_else(|| self.kind().sink_name().to_string())
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -242,11 +269,25 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         frames.ends.len(),
         frames.bytes.len() as f64 / frames.events() as f64,
     );
+    // The stand-in backend, for the Outriggers started here; it outlives every run.
+    let receiver = match args.target {
+        Some(_) => None,
+        None => Receiver::start(args.kind())?,
+    };
+    if let Some(r) = &receiver {
+        eprintln!(
+            "loadgen: sink {} ({}) delivering to a stand-in backend at {}",
+            args.sink,
+            args.sink_name(),
+            r.addr
+        );
+    }
     let mut results = Vec::new();
     for i in 0..args.runs {
+        let (requests0, bytes0) = receiver.as_ref().map_or((0, 0), received);
         let mut target = match &args.target {
             Some(addr) => external(args, addr)?,
-            None => spawn(args)?,
+            None => spawn(args, receiver.as_ref().map(|r| r.addr))?,
         };
         let r = measure(args, mode, &target, &corpus, &frames);
         let stopped = target.stop();
@@ -256,13 +297,22 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
             "{}",
             line(&format!("run {}/{}", i + 1, args.runs), args, mode, &r)
         );
+        if let Some(rcv) = &receiver {
+            let (requests, bytes) = received(rcv);
+            let (requests, bytes) = (requests - requests0, bytes - bytes0);
+            println!(
+                "  backend: {requests} requests, {:.0} events per request, {:.1} body bytes per event",
+                r.events as f64 / requests.max(1) as f64,
+                bytes as f64 / r.events as f64
+            );
+        }
         results.push(r);
     }
     if results.len() > 1 {
         let med =
             |f: &dyn Fn(&Measured) -> Option<f64>| median(results.iter().filter_map(f).collect());
         println!(
-            "median of {} (mode={} enrich={}): events/s {:.0}  cpu-s/1M {}  events/cpu-s {}  peak RSS MiB {}  wall s {:.3}",
+            "median of {} (mode={} enrich={} sink={}): events/s {:.0}  cpu-s/1M {}  events/cpu-s {}  peak RSS MiB {}  wall s {:.3}",
             results.len(),
             mode.name(),
             if args.target.is_some() {
@@ -270,6 +320,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
             } else {
                 &args.enrich
             },
+            args.sink_name(),
             med(&|r| Some(r.events_per_s())).unwrap_or(0.0),
             fmt_opt(med(&|r| r.cpu_per_million()), 3),
             fmt_opt(med(&|r| r.events_per_cpu_s()), 0),
@@ -278,6 +329,15 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Requests and body bytes the stand-in backend has taken so far.
+fn received(r: &Receiver) -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (
+        r.counts.requests.load(Relaxed),
+        r.counts.bytes.load(Relaxed),
+    )
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -299,13 +359,14 @@ fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
 
 fn line(label: &str, args: &RunArgs, mode: Mode, r: &Measured) -> String {
     format!(
-        "{label}: mode={} enrich={} connections={} events={} bytes={} wall_s={:.3} events_per_s={:.0} cpu_s={} cpu_s_per_1M={} events_per_cpu_s={} peak_rss_mib={}",
+        "{label}: mode={} enrich={} sink={} connections={} events={} bytes={} wall_s={:.3} events_per_s={:.0} cpu_s={} cpu_s_per_1M={} events_per_cpu_s={} peak_rss_mib={}",
         mode.name(),
         if args.target.is_some() {
             "as-configured"
         } else {
             &args.enrich
         },
+        args.sink_name(),
         args.connections,
         r.events,
         r.bytes,
@@ -327,8 +388,9 @@ fn measure(
     frames: &Arc<Frames>,
 ) -> anyhow::Result<Measured> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let sink = args.sink_name();
     let before = scrape(&target.metrics)?;
-    let base = metric(&before, "outrigger_sink_events_total", Some(&args.sink)).unwrap_or(0);
+    let base = metric(&before, "outrigger_sink_events_total", Some(&sink)).unwrap_or(0);
     let base_source = metric(&before, "outrigger_source_events_total", None).unwrap_or(0);
     let base_rejected = metric(&before, "outrigger_source_rejected_total", None).unwrap_or(0);
     let base_errors =
@@ -370,14 +432,14 @@ fn measure(
     let want = base + args.events as u64;
     let (done, last) = loop {
         let text = scrape(&target.metrics)?;
-        let got = metric(&text, "outrigger_sink_events_total", Some(&args.sink)).unwrap_or(0);
+        let got = metric(&text, "outrigger_sink_events_total", Some(&sink)).unwrap_or(0);
         if got >= want {
             break (Instant::now(), text);
         }
         if Instant::now() > deadline {
             bail!(
                 "timed out: sink `{}` counted {} of {} events ({})",
-                args.sink,
+                sink,
                 got - base,
                 args.events,
                 summary(&text)
@@ -388,7 +450,7 @@ fn measure(
     let cpu1 = target.pid.map(cpu_seconds).transpose()?;
     let peak = target.pid.map(peak_rss_mib).transpose()?;
 
-    let got = metric(&last, "outrigger_sink_events_total", Some(&args.sink)).unwrap_or(0) - base;
+    let got = metric(&last, "outrigger_sink_events_total", Some(&sink)).unwrap_or(0) - base;
     let source = metric(&last, "outrigger_source_events_total", None).unwrap_or(0) - base_source;
     let rejected =
         metric(&last, "outrigger_source_rejected_total", None).unwrap_or(0) - base_rejected;
@@ -499,7 +561,7 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn spawn(args: &RunArgs) -> anyhow::Result<Target> {
+fn spawn(args: &RunArgs, backend: Option<SocketAddr>) -> anyhow::Result<Target> {
     let bin = match &args.outrigger {
         Some(p) => p.clone(),
         None => std::env::current_exe()?
@@ -520,7 +582,7 @@ fn spawn(args: &RunArgs) -> anyhow::Result<Target> {
     ));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("outrigger.toml");
-    std::fs::write(&config, config_text(args, forward, admin))?;
+    std::fs::write(&config, config_text(args, forward, admin, backend))?;
     let stderr = std::fs::File::create(dir.join("stderr.log"))?;
     let child = Command::new(&bin)
         .arg("--config")
@@ -564,13 +626,15 @@ fn spawn(args: &RunArgs) -> anyhow::Result<Target> {
     }
 }
 
-/// The configuration of an Outrigger that loadgen starts itself.
-fn config_text(args: &RunArgs, forward: u16, admin: u16) -> String {
+/// The configuration of an Outrigger that loadgen starts itself; `backend` is the stand-in
+/// receiver of an exporter sink.
+fn config_text(args: &RunArgs, forward: u16, admin: u16, backend: Option<SocketAddr>) -> String {
     let mut text = format!(
         "[global]\nlog_level = \"warn\"\nadmin_address = \"127.0.0.1:{admin}\"\ngrace_period_secs = 10\n\n\
          [sources.forward]\ntype = \"forward\"\naddress = \"127.0.0.1:{forward}\"\nheartbeat_enabled = false\n\n\
-         [sinks.{}]\ntype = \"blackhole\"\n",
-        args.sink
+         [sinks.{}]\n{}",
+        args.sink_name(),
+        args.kind().sink_config(backend)
     );
     if args.enrich == "off" {
         text.push_str("\n[enrich]\nenabled = false\n");
@@ -751,12 +815,31 @@ mod tests {
             let args = Cli::try_parse_from(["loadgen", "--enrich", flag])
                 .unwrap()
                 .run;
-            let text = config_text(&args, 24224, 2020);
+            let text = config_text(&args, 24224, 2020, None);
             let settings = outrigger::config::parse("loadgen.toml", &text, |_| None)
                 .unwrap_or_else(|e| panic!("--enrich {flag}: {e}\n{text}"));
             assert_eq!(settings.enrich.enabled, enabled, "--enrich {flag}");
         }
         assert!(Cli::try_parse_from(["loadgen", "--enrich", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn generated_config_names_each_sink() {
+        let backend: SocketAddr = ([127, 0, 0, 1], 9).into();
+        for kind in Kind::NAMES {
+            let args = Cli::try_parse_from(["loadgen", "--sink", kind])
+                .unwrap()
+                .run;
+            let text = config_text(&args, 24224, 2020, Some(backend));
+            let settings = outrigger::config::parse("loadgen.toml", &text, |_| None)
+                .unwrap_or_else(|e| panic!("--sink {kind}: {e}\n{text}"));
+            assert_eq!(settings.sinks.len(), 1, "--sink {kind}");
+            assert!(
+                text.contains(&format!("[sinks.{}]", args.sink_name())),
+                "{text}"
+            );
+        }
+        assert!(Cli::try_parse_from(["loadgen", "--sink", "kafka"]).is_err());
     }
 
     #[test]

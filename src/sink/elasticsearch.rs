@@ -358,6 +358,18 @@ impl Exporter {
         Sent::Done(outcome)
     }
 
+    /// The `_bulk` body for `events` as [`Exporter::attempt`] builds it, before the HTTP
+    /// client gzips it (`compression`); events whose record is not valid MessagePack are left
+    /// out. Public for `benches/encode.rs`.
+    pub fn encode(&self, events: &[Ref<'_>]) -> Vec<u8> {
+        let mut body = Vec::with_capacity(events.len() * 768);
+        let mut enc = Encoder::default();
+        for r in events {
+            let _ = self.write(&mut body, &mut enc, *r);
+        }
+        body
+    }
+
     /// Appends one event's action line and document; on error `body` is as it was.
     fn write(
         &self,

@@ -302,22 +302,30 @@ impl Exporter {
         combine(events.len(), done)
     }
 
-    /// One request for `events`.
-    async fn push(&self, events: &[Ref<'_>]) -> Sent {
+    /// The request body for `events` (protobuf + snappy, or JSON not yet gzipped), its
+    /// content type, and whether the HTTP client may gzip it. Public for `benches/encode.rs`.
+    ///
+    /// # Errors
+    /// Snappy could not compress the body.
+    pub fn encode(&self, events: &[Ref<'_>]) -> Result<(Vec<u8>, &'static str, bool), String> {
         let streams = self.streams(events);
-        let (body, content_type, compressible) = match self.encoding {
+        Ok(match self.encoding {
             Encoding::Protobuf => {
                 let raw = prost::Message::encode_to_vec(&self.request(events, &streams));
                 match snap::raw::Encoder::new().compress_vec(&raw) {
                     Ok(body) => (body, "application/x-protobuf", false),
-                    Err(e) => {
-                        return Sent::Answer(Verdict::Rejected {
-                            reason: format!("snappy: {e}"),
-                        });
-                    }
+                    Err(e) => return Err(format!("snappy: {e}")),
                 }
             }
             Encoding::Json => (self.json(events, &streams), "application/json", true),
+        })
+    }
+
+    /// One request for `events`.
+    async fn push(&self, events: &[Ref<'_>]) -> Sent {
+        let (body, content_type, compressible) = match self.encode(events) {
+            Ok(encoded) => encoded,
+            Err(reason) => return Sent::Answer(Verdict::Rejected { reason }),
         };
         let mut headers: Vec<(HeaderName, HeaderValue)> =
             vec![(CONTENT_TYPE, HeaderValue::from_static(content_type))];

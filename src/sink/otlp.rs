@@ -263,6 +263,12 @@ impl Exporter {
         }
     }
 
+    /// The export request [`Exporter::attempt`] sends for `events` (observed now), before
+    /// protobuf or JSON encoding and compression. Public for `benches/encode.rs`.
+    pub fn request(&self, events: &[Ref<'_>]) -> ExportLogsServiceRequest {
+        self.encoder.request(events, unix_nanos(Timestamp::now()))
+    }
+
     /// A successful answer, with its partial success if any.
     fn accepted(&self, partial: Option<ExportLogsPartialSuccess>) -> Verdict {
         let p = partial.unwrap_or_default();
