@@ -118,7 +118,8 @@ pub struct Batch {
     /// Fields every event of the batch gets in addition to its record (for example the peer
     /// address under `source_address_key`). Shared by all batches of a connection.
     pub fields: Arc<[(Bytes, Bytes)]>,
-    /// Bytes of input this batch keeps alive; what the bounded queues account.
+    /// Bytes this batch keeps alive: its input (plus decompressed or rejoined data), and,
+    /// once routed, its event structs. What the bounded queues account.
     pub size: usize,
     /// Resolved when the stage that owns durability has taken the batch. Present only when the
     /// sender asked for acknowledgements.
