@@ -123,10 +123,10 @@ impl Client {
             headers.insert(name, value);
         }
         if let Some(auth) = &cfg.auth {
-            let (name, value) = auth_header(auth);
-            let mut value: HeaderValue = value.parse().context("auth header value")?;
+            let mut value: HeaderValue =
+                authorization(auth).parse().context("auth header value")?;
             value.set_sensitive(true);
-            headers.insert(name, value);
+            headers.insert(hyper::header::AUTHORIZATION, value);
         }
         Ok(Client {
             inner,
@@ -234,16 +234,17 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().expect("writing to a Vec cannot fail")
 }
 
-fn auth_header(auth: &Auth) -> (HeaderName, String) {
+/// The `Authorization` value for `auth`; the gRPC exporter sends the same as metadata.
+pub fn authorization(auth: &Auth) -> String {
     use base64::Engine;
     match auth {
         Auth::Basic { user, password } => {
             let token =
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-            (hyper::header::AUTHORIZATION, format!("Basic {token}"))
+            format!("Basic {token}")
         }
-        Auth::Bearer { token } => (hyper::header::AUTHORIZATION, format!("Bearer {token}")),
-        Auth::ApiKey { key } => (hyper::header::AUTHORIZATION, format!("ApiKey {key}")),
+        Auth::Bearer { token } => format!("Bearer {token}"),
+        Auth::ApiKey { key } => format!("ApiKey {key}"),
     }
 }
 

@@ -89,7 +89,7 @@ use super::http::snippet;
 use super::http::{Client, Response};
 use super::json::{Shape, TimeCache};
 use super::retry::{Verdict, retry_after};
-use crate::config::export::{Auth, Compression, Defaults, HttpClient};
+use crate::config::export::{Compression, Defaults, HttpClient};
 use crate::event::{Event, Span, Timestamp};
 use crate::msgpack::{self, Cursor, Kind};
 use crate::pipeline::severity::Severity;
@@ -348,8 +348,9 @@ impl Grpc {
             metadata.push((key, value));
         }
         if let Some(auth) = &cfg.auth {
-            let mut value: AsciiMetadataValue =
-                authorization(auth).parse().context("auth header value")?;
+            let mut value: AsciiMetadataValue = super::http::authorization(auth)
+                .parse()
+                .context("auth header value")?;
             value.set_sensitive(true);
             metadata.push((AsciiMetadataKey::from_static("authorization"), value));
         }
@@ -378,20 +379,6 @@ impl Grpc {
             Ok(Err(status)) => Err(GrpcError::Status(status)),
             Err(_) => Err(GrpcError::Timeout),
         }
-    }
-}
-
-/// The `authorization` value for `auth` (the same forms as the HTTP client's).
-fn authorization(auth: &Auth) -> String {
-    use base64::Engine;
-    match auth {
-        Auth::Basic { user, password } => {
-            let token =
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-            format!("Basic {token}")
-        }
-        Auth::Bearer { token } => format!("Bearer {token}"),
-        Auth::ApiKey { key } => format!("ApiKey {key}"),
     }
 }
 
@@ -1685,7 +1672,7 @@ mod tests {
         HttpClient {
             endpoint: endpoint.into(),
             headers: [("X-Scope-OrgID".to_string(), "t1".to_string())].into(),
-            auth: Some(Auth::Bearer {
+            auth: Some(crate::config::export::Auth::Bearer {
                 token: "tok".into(),
             }),
             tls: None,
