@@ -267,7 +267,7 @@ impl Default for Global {
             admin_address: ([127, 0, 0, 1], 2020).into(),
             // Kubernetes sends SIGKILL 30 s after SIGTERM by default; leave room.
             grace_period_secs: 20,
-            max_queue_bytes: 32 << 20,
+            max_queue_bytes: 16 << 20,
             max_queue_events: 100_000,
         }
     }
