@@ -152,12 +152,15 @@ pub enum Body {
 
 /// Batching and compression defaults when the config leaves them out. A megabyte of
 /// records stays well under the 4 MiB a gRPC receiver takes by default, even with JSON
-/// fields sent twice (line and attributes).
+/// fields sent twice (line and attributes). No compression by default, as the OTLP exporter
+/// specification's `OTEL_EXPORTER_OTLP_COMPRESSION` default: a sidecar usually talks to a
+/// collector on the node, and tonic's gzip (fixed at level 6) was most of the CPU when on;
+/// `compression = "gzip"` for remote collectors.
 pub const DEFAULTS: Defaults = Defaults {
     max_batch_events: 1000,
     max_batch_bytes: 1 << 20,
     flush_interval_ms: 1000,
-    compression: Compression::Gzip,
+    compression: Compression::None,
 };
 
 /// The exporter.

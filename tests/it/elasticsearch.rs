@@ -260,7 +260,11 @@ fn metric(o: &Outrigger, name: &str, labels: &str) -> f64 {
 async fn documents_are_ecs_with_the_application_fields_spliced() {
     let faults = script(&[], Fault::Custom(ok));
     let b = Backend::start(faults.clone()).await;
-    let o = outrigger(&b.url(), "auth = { api_key = { key = \"aWQ6a2V5\" } }").await;
+    let o = outrigger(
+        &b.url(),
+        "auth = { api_key = { key = \"aWQ6a2V5\" } }\ncompression = \"gzip\"",
+    )
+    .await;
     let cid = "c0ffee".repeat(10) + "abcd";
     let json_line = r#"{"level":"error","msg":"payment failed","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7","order":{"id":42,"items":["a","b"]}}"#;
     let docker = |line: &'static str, source: &'static str| {

@@ -513,7 +513,7 @@ async fn grpc_maps_containers_to_resources_and_lines_to_records() {
     let c = Collector::start(vec![]).await;
     let o = outrigger(
         &c.url(),
-        "flush_interval_ms = 300\nheaders = { \"X-Scope-OrgID\" = \"tenant-1\" }\n\
+        "flush_interval_ms = 300\ncompression = \"gzip\"\nheaders = { \"X-Scope-OrgID\" = \"tenant-1\" }\n\
          auth = { bearer = { token = \"s3cret\" } }",
     )
     .await;
@@ -719,7 +719,7 @@ async fn http_protobuf_maps_the_same_and_honours_retry_after() {
     .await;
     let o = outrigger(
         &b.url(),
-        "protocol = \"http/protobuf\"\nflush_interval_ms = 300\nmax_in_flight = 1",
+        "protocol = \"http/protobuf\"\ncompression = \"gzip\"\nflush_interval_ms = 300\nmax_in_flight = 1",
     )
     .await;
     let started = Instant::now();
