@@ -55,12 +55,7 @@ const PER_BATCH: usize = 256;
 const PER_REQUEST: usize = 1024;
 
 fn options() -> Options {
-    Options {
-        tag_prefix: None,
-        max_record_bytes: 1 << 20,
-        max_decompressed_bytes: 64 << 20,
-        max_depth: 64,
-    }
+    Options::default()
 }
 
 /// The corpus as enriched batches of up to [`PER_BATCH`] events.

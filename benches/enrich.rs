@@ -49,13 +49,7 @@ use frames::{Frames, Mode};
 const PER_BATCH: usize = 256;
 
 fn options() -> Options {
-    // The defaults of a `forward` source.
-    Options {
-        tag_prefix: None,
-        max_record_bytes: 1 << 20,
-        max_decompressed_bytes: 64 << 20,
-        max_depth: 64,
-    }
+    Options::default()
 }
 
 /// `records` as batches of up to [`PER_BATCH`] decoded events.

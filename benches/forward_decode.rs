@@ -37,13 +37,7 @@ const MAX_FRAME: usize = 16 << 20;
 const PER_FRAME: usize = 256;
 
 fn options() -> Options {
-    // The defaults of a `forward` source.
-    Options {
-        tag_prefix: None,
-        max_record_bytes: 1 << 20,
-        max_decompressed_bytes: 64 << 20,
-        max_depth: 64,
-    }
+    Options::default()
 }
 
 /// The encoded corpus cut into reads that end at request boundaries.

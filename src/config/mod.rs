@@ -351,13 +351,13 @@ impl Forward {
     fn default_max_frame_bytes() -> usize {
         16 << 20
     }
-    fn default_max_record_bytes() -> usize {
+    pub(crate) fn default_max_record_bytes() -> usize {
         1 << 20
     }
-    fn default_max_decompressed_bytes() -> usize {
+    pub(crate) fn default_max_decompressed_bytes() -> usize {
         64 << 20
     }
-    fn default_max_depth() -> usize {
+    pub(crate) fn default_max_depth() -> usize {
         64
     }
     fn default_max_connections() -> usize {

@@ -109,6 +109,19 @@ pub struct Options {
     pub max_depth: usize,
 }
 
+impl Default for Options {
+    /// A `forward` source's defaults, as the configuration documents them.
+    fn default() -> Self {
+        use crate::config::Forward;
+        Options {
+            tag_prefix: None,
+            max_record_bytes: Forward::default_max_record_bytes(),
+            max_decompressed_bytes: Forward::default_max_decompressed_bytes(),
+            max_depth: Forward::default_max_depth(),
+        }
+    }
+}
+
 /// What the connection needs to know about one request after decoding it.
 #[derive(Debug, Default)]
 pub struct Outcome {
