@@ -130,7 +130,11 @@ impl Receiver {
                     .max_decoding_message_size(256 << 20);
                 let incoming = tonic::transport::server::TcpIncoming::from(listener);
                 runtime.spawn(async move {
+                    // Windows sized from measured bandwidth-delay, as gRPC-Go servers (the
+                    // OpenTelemetry Collector) do; h2's fixed 64 KiB default would hold
+                    // a megabyte request back to a window update per 64 KiB.
                     let served = tonic::transport::Server::builder()
+                        .http2_adaptive_window(Some(true))
                         .add_service(service)
                         .serve_with_incoming(incoming)
                         .await;

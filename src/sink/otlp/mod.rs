@@ -62,46 +62,37 @@
 //! The gRPC channel connects lazily (on the first request) and reconnects by itself; a
 //! backend that is down at start costs retries, not a failed start.
 
-use std::collections::HashMap;
+mod encode;
+mod wire;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::{BufMut as _, Bytes};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
-};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 use serde::Deserialize;
-use simd_json::{Node, StaticNode};
 use tonic::Code;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{Codec, CompressionEncoding, EncodeBuf};
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
+use self::encode::{Encoder, unix_nanos};
 use super::export::Ref;
 use super::http::snippet;
 use super::http::{Client, Response};
-use super::json::{Shape, TimeCache};
+use super::json::Shape;
 use super::retry::{Verdict, retry_after};
 use crate::config::export::{Compression, Defaults, HttpClient};
-use crate::event::{Event, Span, Timestamp};
-use crate::msgpack::{self, Cursor, Kind};
-use crate::pipeline::severity::Severity;
+use crate::event::Timestamp;
 use crate::telemetry::logging::RateLimit;
 
 /// Nesting beyond this becomes an empty value. The source's and the JSON parser's depth
 /// limits normally stop such input earlier; this bounds the recursion whatever comes in.
 const MAX_DEPTH: usize = 128;
-
-/// Capacity reserved for a map or array before its elements are read: the count in a
-/// header is the sender's claim, not memory we owe it.
-const MAX_RESERVE: usize = 64;
 
 /// The `otlp` sink's own keys (besides the shared delivery keys).
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +159,8 @@ pub const DEFAULTS: Defaults = Defaults {
 pub struct Exporter {
     transport: Transport,
     encoder: Encoder,
+    /// The size of the last request, to size the next one's buffer.
+    last_size: AtomicUsize,
     /// Backend warnings (a partial success that rejected nothing but says something).
     warn: RateLimit,
 }
@@ -188,7 +181,7 @@ enum Transport {
 #[derive(Debug)]
 struct Grpc {
     /// Cloned per call (a clone shares the channel and its connection).
-    client: LogsServiceClient<Channel>,
+    client: tonic::client::Grpc<Channel>,
     /// Configured headers and authentication, as request metadata.
     metadata: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
     timeout: Duration,
@@ -226,12 +219,13 @@ impl Exporter {
                 shape: shape.clone(),
             },
             warn: RateLimit::new(1),
+            last_size: AtomicUsize::new(0),
         })
     }
 
     /// Sends `events` as one export request and says what became of them.
     pub async fn attempt(&self, events: &[Ref<'_>]) -> Verdict {
-        let request = self.encoder.request(events, unix_nanos(Timestamp::now()));
+        let request = self.request(events);
         match &self.transport {
             Transport::Grpc(g) => match g.export(request).await {
                 Ok(resp) => self.accepted(resp.partial_success),
@@ -243,7 +237,12 @@ impl Exporter {
             },
             Transport::Http { client, path, json } => {
                 let (body, content_type) = if *json {
-                    match simd_json::to_vec(&request) {
+                    // The rare JSON protocol goes through the message types: one mapping,
+                    // whatever the encoding.
+                    let decoded = ExportLogsServiceRequest::decode(&request[..])
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| simd_json::to_vec(&r).map_err(|e| e.to_string()));
+                    match decoded {
                         Ok(b) => (b, "application/json"),
                         Err(e) => {
                             return Verdict::Rejected {
@@ -252,7 +251,7 @@ impl Exporter {
                         }
                     }
                 } else {
-                    (request.encode_to_vec(), "application/x-protobuf")
+                    (request, "application/x-protobuf")
                 };
                 let headers = [(CONTENT_TYPE, HeaderValue::from_static(content_type))];
                 match client.post(path, &headers, body, true).await {
@@ -266,10 +265,17 @@ impl Exporter {
         }
     }
 
-    /// The export request [`Exporter::attempt`] sends for `events` (observed now), before
-    /// protobuf or JSON encoding and compression. Public for `benches/encode.rs`.
-    pub fn request(&self, events: &[Ref<'_>]) -> ExportLogsServiceRequest {
-        self.encoder.request(events, unix_nanos(Timestamp::now()))
+    /// The protobuf `ExportLogsServiceRequest` [`Exporter::attempt`] sends for `events`
+    /// (observed now), before compression. Public for `benches/encode.rs`.
+    pub fn request(&self, events: &[Ref<'_>]) -> Vec<u8> {
+        let hint = self.last_size.load(Ordering::Relaxed);
+        let request = self.encoder.request(
+            events,
+            unix_nanos(Timestamp::now()),
+            hint + hint / 8,
+        );
+        self.last_size.store(request.len(), Ordering::Relaxed);
+        request
     }
 
     /// A successful answer, with its partial success if any.
@@ -337,7 +343,7 @@ impl Grpc {
                 .tls_config(grpc_tls(cfg)?)
                 .context("TLS settings")?;
         }
-        let mut client = LogsServiceClient::new(endpoint.connect_lazy())
+        let mut client = tonic::client::Grpc::new(endpoint.connect_lazy())
             .accept_compressed(CompressionEncoding::Gzip);
         if cfg.compression == Compression::Gzip {
             client = client.send_compressed(CompressionEncoding::Gzip);
@@ -364,24 +370,62 @@ impl Grpc {
         })
     }
 
-    async fn export(
-        &self,
-        request: ExportLogsServiceRequest,
-    ) -> Result<ExportLogsServiceResponse, GrpcError> {
-        let mut req = tonic::Request::new(request);
+    async fn export(&self, request: Vec<u8>) -> Result<ExportLogsServiceResponse, GrpcError> {
+        let mut req = tonic::Request::new(Bytes::from(request));
         // Tells the server our deadline (`grpc-timeout`); the channel enforces it too.
         req.set_timeout(self.timeout);
         for (k, v) in &self.metadata {
             req.metadata_mut().insert(k.clone(), v.clone());
         }
         let mut client = self.client.clone();
+        let call = async move {
+            client.ready().await.map_err(|e| {
+                // What tonic's generated client says here; `classify_status` knows it.
+                tonic::Status::unknown(format!("Service was not ready: {e}"))
+            })?;
+            let path = hyper::http::uri::PathAndQuery::from_static(EXPORT_PATH);
+            client.unary(req, path, Encoded).await
+        };
         // The channel's own timeout covers the call once it is queued; this one also covers
         // waiting for a connection that never comes.
-        match tokio::time::timeout(self.timeout, client.export(req)).await {
+        match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
             Ok(Err(status)) => Err(GrpcError::Status(status)),
             Err(_) => Err(GrpcError::Timeout),
         }
+    }
+}
+
+/// The unary method every export calls.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// A gRPC codec that sends a request already encoded (by [`encode`]) and decodes the
+/// response with prost, as the generated client would.
+#[derive(Debug, Clone, Copy)]
+struct Encoded;
+
+impl Codec for Encoded {
+    type Encode = Bytes;
+    type Decode = ExportLogsServiceResponse;
+    type Encoder = Encoded;
+    type Decoder = tonic_prost::ProstDecoder<ExportLogsServiceResponse>;
+
+    fn encoder(&mut self) -> Encoded {
+        Encoded
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(Default::default())
+    }
+}
+
+impl tonic::codec::Encoder for Encoded {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
     }
 }
 
@@ -584,502 +628,13 @@ fn retry_delay(status_details: &[u8]) -> Option<Duration> {
     Some(Duration::new(secs, nanos))
 }
 
-// === encoding ===
-
-/// Turns events into an export request.
-#[derive(Debug)]
-struct Encoder {
-    body: Body,
-    shape: Shape,
-}
-
-/// Resource attributes as borrowed bytes, the grouping key.
-type ResourceKey<'a> = Vec<(&'a [u8], &'a [u8])>;
-
-impl Encoder {
-    fn request(&self, events: &[Ref<'_>], observed: u64) -> ExportLogsServiceRequest {
-        let mut groups: Vec<(ResourceKey<'_>, Vec<LogRecord>)> = Vec::new();
-        let mut index: HashMap<ResourceKey<'_>, usize> = HashMap::new();
-        let mut key = Vec::new();
-        let mut last = usize::MAX;
-        let mut scratch = JsonScratch::default();
-        for r in events {
-            resource_of(r, &mut key);
-            // Consecutive events mostly share their resource: compare before hashing.
-            let g = if groups.get(last).is_some_and(|(k, _)| *k == key) {
-                last
-            } else if let Some(g) = index.get(&key) {
-                *g
-            } else {
-                groups.push((key.clone(), Vec::new()));
-                index.insert(key.clone(), groups.len() - 1);
-                groups.len() - 1
-            };
-            last = g;
-            groups[g].1.push(self.record(r, observed, &mut scratch));
-        }
-        let scope = InstrumentationScope {
-            name: "outrigger".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ..Default::default()
-        };
-        let resource_logs = groups
-            .into_iter()
-            .map(|(key, log_records)| ResourceLogs {
-                resource: Some(Resource {
-                    attributes: key.iter().map(|(k, v)| string_kv(k, v)).collect(),
-                    ..Default::default()
-                }),
-                scope_logs: vec![ScopeLogs {
-                    scope: Some(scope.clone()),
-                    log_records,
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            })
-            .collect();
-        ExportLogsServiceRequest { resource_logs }
-    }
-
-    fn record(&self, r: &Ref<'_>, observed: u64, scratch: &mut JsonScratch) -> LogRecord {
-        let (batch, e) = (r.batch, r.event);
-        let m = &e.meta;
-        let walked = walk(e, &self.shape.line_key);
-        let line = m.line.map(|s| e.slice(s)).or(walked.line);
-        let stream = m.stream.map(|s| e.slice(s)).or(walked.stream);
-
-        let mut attrs = Vec::with_capacity(walked.fields.len() + batch.fields.len() + 4);
-        if let Some(s) = stream {
-            attrs.push(string_kv(b"log.iostream", s));
-        }
-        attrs.push(string_kv(b"fluent.tag", batch.tag(e)));
-        let mut body = line.map(string_value);
-        if let Some(line) = line.filter(|_| m.json)
-            && let Some(fields) = scratch.object(line)
-        {
-            match (self.body, &self.shape.nest_key) {
-                (Body::Map, _) => {
-                    body = Some(kvlist_value(fields));
-                    if self.shape.keep_line {
-                        attrs.push(string_kv(b"log.record.original", line));
-                    }
-                }
-                (Body::String, Some(nest)) => {
-                    attrs.push(KeyValue {
-                        key: lossy(nest),
-                        value: Some(kvlist_value(fields)),
-                        ..Default::default()
-                    });
-                }
-                (Body::String, None) => attrs.extend(fields),
-            }
-        }
-        attrs.extend(walked.fields);
-        attrs.extend(batch.fields.iter().map(|(k, v)| string_kv(k, v)));
-        if m.incomplete {
-            attrs.push(KeyValue {
-                key: "outrigger.incomplete".into(),
-                value: Some(AnyValue {
-                    value: Some(Value::BoolValue(true)),
-                }),
-                ..Default::default()
-            });
-        }
-        dedup(&mut attrs);
-
-        let severity_text = match m.severity_text {
-            Some(s) => lossy(e.slice(s)),
-            None => Severity(m.severity).text().to_string(),
-        };
-        let (mut trace_id, mut span_id, mut flags) = (Vec::new(), Vec::new(), 0);
-        if let Some(t) = m.trace_id.filter(|t| t.iter().any(|b| *b != 0)) {
-            trace_id = t.to_vec();
-            if let Some(s) = m.span_id.filter(|s| s.iter().any(|b| *b != 0)) {
-                span_id = s.to_vec();
-            }
-            flags = m.trace_flags.map_or(0, u32::from);
-        }
-        LogRecord {
-            time_unix_nano: unix_nanos(e.time),
-            observed_time_unix_nano: observed,
-            severity_number: i32::from(m.severity),
-            severity_text,
-            body,
-            attributes: attrs,
-            flags,
-            trace_id,
-            span_id,
-            ..Default::default()
-        }
-    }
-}
-
-/// The resource attributes of one event, in a fixed order, without empty values or
-/// repeated keys.
-fn resource_of<'a>(r: &Ref<'a>, out: &mut ResourceKey<'a>) {
-    let (batch, e): (&'a _, &'a Event) = (r.batch, r.event);
-    let m = &e.meta;
-    out.clear();
-    let k8s = batch.k8s.get(e.tag as usize).copied().flatten();
-    let tag: &'a [u8] = batch.tag(e);
-    let in_tag = |s: Span| {
-        tag.get(s.start as usize..(s.start + s.len) as usize)
-            .unwrap_or_default()
-    };
-    let mut push = |k: &'a [u8], v: &'a [u8]| {
-        if !v.is_empty() && !out.iter().any(|(have, _)| *have == k) {
-            out.push((k, v));
-        }
-    };
-    match (m.container_id, k8s) {
-        (Some(s), _) => push(b"container.id", e.slice(s)),
-        (None, Some(k)) => push(b"container.id", in_tag(k.container_id)),
-        (None, None) => {}
-    }
-    if let Some(s) = m.container_name {
-        push(b"container.name", e.slice(s));
-    }
-    if let Some(k) = k8s {
-        push(b"k8s.pod.name", in_tag(k.pod));
-        push(b"k8s.namespace.name", in_tag(k.namespace));
-        push(b"k8s.container.name", in_tag(k.container));
-    }
-    for (k, v) in batch.resource.iter() {
-        push(k, v);
-    }
-}
-
-/// What one walk over a record found.
-#[derive(Debug, Default)]
-struct Walked<'a> {
-    /// The string under the line key (used when enrichment did not run).
-    line: Option<&'a [u8]>,
-    /// A `stream` field holding `stdout` or `stderr` (Fluent Bit, CRI logs).
-    stream: Option<&'a [u8]>,
-    /// Every other field, typed.
-    fields: Vec<KeyValue>,
-}
-
-/// Walks the record map once. Keys that became resource attributes, the body or
-/// `log.iostream` are left out. A malformed record yields what came before the damage.
-fn walk<'a>(e: &'a Event, line_key: &[u8]) -> Walked<'a> {
-    let m = &e.meta;
-    let mut w = Walked::default();
-    let mut c = Cursor::new(&e.record);
-    let Ok((h, _)) = c.read() else { return w };
-    if h.kind != Kind::Map {
-        return w;
-    }
-    w.fields
-        .reserve((h.children / 2).min(MAX_RESERVE as u64) as usize);
-    for _ in 0..h.children / 2 {
-        let Ok(key) = map_key(&mut c) else { return w };
-        let Some(key) = key else {
-            if c.skip().is_err() {
-                return w;
-            }
-            continue;
-        };
-        let is_str = matches!(c.peek().map(|h| h.kind), Ok(Kind::Str | Kind::Bin));
-        let owned = match key {
-            KeyBytes::Raw(k) => {
-                let skip = match k {
-                    b"container_id" => m.container_id.is_some(),
-                    b"container_name" => m.container_name.is_some(),
-                    b"source" => m.stream.is_some(),
-                    _ => false,
-                };
-                if skip {
-                    if c.skip().is_err() {
-                        return w;
-                    }
-                    continue;
-                }
-                if is_str && (k == line_key || (k == b"stream" && m.stream.is_none())) {
-                    let Ok(Some(v)) = c.bytes() else { return w };
-                    if k == line_key {
-                        w.line = Some(v);
-                        continue;
-                    }
-                    if v == b"stdout" || v == b"stderr" {
-                        w.stream = Some(v);
-                        continue;
-                    }
-                    w.fields.push(string_kv(k, v));
-                    continue;
-                }
-                lossy(k)
-            }
-            KeyBytes::Text(k) => k,
-        };
-        match msgpack_value(&mut c, 1) {
-            Ok(v) => w.fields.push(KeyValue {
-                key: owned,
-                value: Some(v),
-                ..Default::default()
-            }),
-            Err(_) => return w,
-        }
-    }
-    w
-}
-
-/// A map key: a string's bytes, or a scalar's text.
-enum KeyBytes<'a> {
-    Raw(&'a [u8]),
-    Text(String),
-}
-
-/// Reads a map key. `None` (the key consumed) for a map or array used as a key, which has
-/// no sensible text: the caller skips its value.
-fn map_key<'a>(c: &mut Cursor<'a>) -> Result<Option<KeyBytes<'a>>, msgpack::Error> {
-    if let Some(k) = c.bytes()? {
-        return Ok(Some(KeyBytes::Raw(k)));
-    }
-    if matches!(c.peek()?.kind, Kind::Map | Kind::Array) {
-        c.skip()?;
-        return Ok(None);
-    }
-    let (h, payload) = c.read()?;
-    let text = match h.kind {
-        Kind::Nil => "null".to_string(),
-        Kind::Bool(b) => b.to_string(),
-        Kind::Int(v) => v.to_string(),
-        Kind::UInt(v) => v.to_string(),
-        Kind::Float(f) => f.to_string(),
-        _ => {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode(c.slice(payload))
-        }
-    };
-    Ok(Some(KeyBytes::Text(text)))
-}
-
-/// One MessagePack value as an OTLP value.
-fn msgpack_value(c: &mut Cursor<'_>, depth: usize) -> Result<AnyValue, msgpack::Error> {
-    let h = c.peek()?;
-    if depth > MAX_DEPTH {
-        c.skip()?;
-        return Ok(AnyValue::default());
-    }
-    let value = match h.kind {
-        Kind::Map => {
-            c.read()?;
-            let mut values = Vec::with_capacity((h.children / 2).min(MAX_RESERVE as u64) as usize);
-            for _ in 0..h.children / 2 {
-                let key = match map_key(c)? {
-                    Some(KeyBytes::Raw(k)) => lossy(k),
-                    Some(KeyBytes::Text(k)) => k,
-                    None => {
-                        c.skip()?;
-                        continue;
-                    }
-                };
-                values.push(KeyValue {
-                    key,
-                    value: Some(msgpack_value(c, depth + 1)?),
-                    ..Default::default()
-                });
-            }
-            Value::KvlistValue(KeyValueList { values })
-        }
-        Kind::Array => {
-            c.read()?;
-            let mut values = Vec::with_capacity(h.children.min(MAX_RESERVE as u64) as usize);
-            for _ in 0..h.children {
-                values.push(msgpack_value(c, depth + 1)?);
-            }
-            Value::ArrayValue(ArrayValue { values })
-        }
-        _ => {
-            let (h, payload) = c.read()?;
-            match h.kind {
-                Kind::Nil => return Ok(AnyValue::default()),
-                Kind::Bool(b) => Value::BoolValue(b),
-                Kind::Int(v) => Value::IntValue(v),
-                Kind::UInt(v) => Value::StringValue(v.to_string()),
-                Kind::Float(f) => float(f),
-                Kind::Str => Value::StringValue(lossy(c.slice(payload))),
-                Kind::Ext(0) if payload.len() == 8 => {
-                    let b = c.slice(payload);
-                    let t = Timestamp {
-                        secs: i64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
-                        nanos: u32::from_be_bytes([b[4], b[5], b[6], b[7]]).min(999_999_999),
-                    };
-                    let mut out = Vec::with_capacity(30);
-                    TimeCache::default().write(&mut out, t);
-                    Value::StringValue(lossy(&out))
-                }
-                Kind::Bin | Kind::Ext(_) => Value::BytesValue(c.slice(payload).to_vec()),
-                Kind::Map | Kind::Array => unreachable!("handled above"),
-            }
-        }
-    };
-    Ok(AnyValue { value: Some(value) })
-}
-
-/// A float; non-finite ones as text (OTLP/JSON has no NaN, and backends choke on them).
-fn float(f: f64) -> Value {
-    if f.is_finite() {
-        Value::DoubleValue(f)
-    } else if f.is_nan() {
-        Value::StringValue("NaN".into())
-    } else if f > 0.0 {
-        Value::StringValue("Infinity".into())
-    } else {
-        Value::StringValue("-Infinity".into())
-    }
-}
-
-/// simd-json's buffers and tape, reused across the lines of one request.
-struct JsonScratch {
-    input: Vec<u8>,
-    buffers: simd_json::Buffers,
-    tape: Option<simd_json::Tape<'static>>,
-}
-
-impl Default for JsonScratch {
-    fn default() -> Self {
-        JsonScratch {
-            input: Vec::new(),
-            buffers: simd_json::Buffers::new(1024),
-            tape: Some(simd_json::Tape::null().reset()),
-        }
-    }
-}
-
-impl JsonScratch {
-    /// The top-level fields of a JSON object line, typed; `None` when it does not parse
-    /// (enrichment parsed it already, so only a bug gets here).
-    fn object(&mut self, line: &[u8]) -> Option<Vec<KeyValue>> {
-        self.input.clear();
-        self.input.extend_from_slice(line);
-        let mut tape = self
-            .tape
-            .take()
-            .unwrap_or_else(simd_json::Tape::null)
-            .reset();
-        let fields = match simd_json::fill_tape(&mut self.input, &mut self.buffers, &mut tape) {
-            Ok(()) if matches!(tape.0.first(), Some(Node::Object { .. })) => {
-                let mut i = 0;
-                match json_value(&tape.0, &mut i, 0).value {
-                    Some(Value::KvlistValue(kv)) => Some(kv.values),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        self.tape = Some(tape.reset());
-        fields
-    }
-}
-
-/// The value at `tape[*i]` as an OTLP value; `*i` moves past it.
-fn json_value(tape: &[Node<'_>], i: &mut usize, depth: usize) -> AnyValue {
-    let Some(node) = tape.get(*i) else {
-        return AnyValue::default();
-    };
-    if depth > MAX_DEPTH {
-        *i += match node {
-            Node::Object { count, .. } | Node::Array { count, .. } => count + 1,
-            _ => 1,
-        };
-        return AnyValue::default();
-    }
-    *i += 1;
-    let value = match *node {
-        Node::String(s) => Value::StringValue(s.to_owned()),
-        Node::Static(StaticNode::Null) => return AnyValue::default(),
-        Node::Static(StaticNode::Bool(b)) => Value::BoolValue(b),
-        Node::Static(StaticNode::I64(n)) => Value::IntValue(n),
-        Node::Static(StaticNode::U64(n)) => {
-            i64::try_from(n).map_or_else(|_| Value::StringValue(n.to_string()), Value::IntValue)
-        }
-        Node::Static(StaticNode::F64(f)) => float(f),
-        Node::Object { len, .. } => {
-            let mut values = Vec::with_capacity(len.min(MAX_RESERVE));
-            for _ in 0..len {
-                let key = match tape.get(*i) {
-                    Some(Node::String(k)) => (*k).to_owned(),
-                    _ => break,
-                };
-                *i += 1;
-                values.push(KeyValue {
-                    key,
-                    value: Some(json_value(tape, i, depth + 1)),
-                    ..Default::default()
-                });
-            }
-            Value::KvlistValue(KeyValueList { values })
-        }
-        Node::Array { len, .. } => {
-            let mut values = Vec::with_capacity(len.min(MAX_RESERVE));
-            for _ in 0..len {
-                values.push(json_value(tape, i, depth + 1));
-            }
-            Value::ArrayValue(ArrayValue { values })
-        }
-    };
-    AnyValue { value: Some(value) }
-}
-
-/// Keeps the first of each key (attribute keys MUST be unique).
-fn dedup(attrs: &mut Vec<KeyValue>) {
-    if attrs.len() <= 16 {
-        let mut i = 1;
-        while i < attrs.len() {
-            if attrs[..i].iter().any(|a| a.key == attrs[i].key) {
-                attrs.remove(i);
-            } else {
-                i += 1;
-            }
-        }
-        return;
-    }
-    let mut seen = std::collections::HashSet::with_capacity(attrs.len());
-    let keep: Vec<bool> = attrs.iter().map(|a| seen.insert(a.key.clone())).collect();
-    let mut keep = keep.into_iter();
-    attrs.retain(|_| keep.next().unwrap_or(true));
-}
-
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn string_value(v: &[u8]) -> AnyValue {
-    AnyValue {
-        value: Some(Value::StringValue(lossy(v))),
-    }
-}
-
-fn kvlist_value(values: Vec<KeyValue>) -> AnyValue {
-    AnyValue {
-        value: Some(Value::KvlistValue(KeyValueList { values })),
-    }
-}
-
-fn string_kv(k: &[u8], v: &[u8]) -> KeyValue {
-    KeyValue {
-        key: lossy(k),
-        value: Some(string_value(v)),
-        ..Default::default()
-    }
-}
-
-/// Nanoseconds since the epoch; 0 (unknown) before it.
-fn unix_nanos(t: Timestamp) -> u64 {
-    u64::try_from(t.secs)
-        .ok()
-        .and_then(|s| s.checked_mul(1_000_000_000))
-        .and_then(|n| n.checked_add(u64::from(t.nanos)))
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Batch, K8sTag, Meta};
+    use crate::event::{Batch, Event, K8sTag, Meta, Span};
     use bytes::Bytes;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
     const T: Timestamp = Timestamp {
         secs: 1_700_000_000,
@@ -1119,7 +674,8 @@ mod tests {
             .iter()
             .map(|event| Ref { batch, event })
             .collect();
-        enc.request(&refs, 42)
+        ExportLogsServiceRequest::decode(&enc.request(&refs, 42, 0)[..])
+            .expect("the encoder writes a valid request")
     }
 
     fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
@@ -1412,13 +968,24 @@ mod tests {
     }
 
     #[test]
-    fn dedup_keeps_the_first_of_each_key_beyond_the_linear_threshold() {
-        let mut attrs: Vec<KeyValue> = (0..40)
-            .map(|i| string_kv(format!("k{}", i % 20).as_bytes(), i.to_string().as_bytes()))
+    fn repeated_keys_keep_the_first_beyond_the_linear_threshold() {
+        // 40 distinct keys, each twice: past the linear threshold, into the hash set.
+        let fields: Vec<(String, String)> = (0..80)
+            .map(|i| (format!("k{}", i % 40), i.to_string()))
             .collect();
-        dedup(&mut attrs);
-        assert_eq!(attrs.len(), 20);
-        assert_eq!(attr(&attrs, "k3"), Some(&s("3")));
+        let fields: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut b = Batch::default();
+        let tag = b.tag_index(b"app", || Bytes::from_static(b"app"));
+        b.events
+            .push(Event::new(T, tag, Bytes::from(record(&fields))));
+        let req = encode(&encoder(Body::String), &b);
+        let attrs = &req.resource_logs[0].scope_logs[0].log_records[0].attributes;
+        assert_eq!(attrs.len(), 41, "fluent.tag and k0..k39");
+        assert_eq!(attr(attrs, "k3"), Some(&s("3")));
+        assert_eq!(attr(attrs, "k39"), Some(&s("39")));
     }
 
     #[test]
