@@ -107,7 +107,7 @@ impl Metrics {
                 ))
             }),
             sink_batch_events: Family::new_with_constructor(|| {
-                // 1 to about 131 000 events: from a lone event to far past any batch limit.
+                // 1 to 65 536 events, by fours: from a lone event to far past any batch limit.
                 Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
                     1.0, 4.0, 9,
                 ))

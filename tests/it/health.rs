@@ -285,3 +285,40 @@ async fn admin_can_be_turned_off() {
     let o = Outrigger::start("").await;
     assert!(o.running.as_ref().unwrap().admin.is_none());
 }
+
+#[tokio::test]
+async fn default_queue_bounds_come_from_the_cgroup_limit_and_explicit_ones_win() {
+    // A fake cgroup v2 tree: the process's cgroup is limited to 64 MiB.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cgroup"), "0::/pod/ctr\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("fs/pod/ctr")).unwrap();
+    std::fs::write(dir.path().join("fs/pod/ctr/memory.max"), "67108864\n").unwrap();
+    let probe = outrigger::config::memory::Probe {
+        proc_self_cgroup: dir.path().join("cgroup"),
+        cgroup_root: dir.path().join("fs"),
+    };
+    let settings = outrigger::config::parse(
+        "test.toml",
+        "[global]\nadmin_enabled = false\n\
+         [sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n\
+         [sinks.a]\ntype = \"blackhole\"\n[sinks.b]\ntype = \"blackhole\"\n\
+         [sinks.c]\ntype = \"blackhole\"\nmax_queue_bytes = 12345\n",
+        |_| None,
+    )
+    .unwrap();
+    let running = outrigger::topology::start_with(&settings, &probe)
+        .await
+        .unwrap();
+    let text = running.metrics.render();
+    let bound = |sink: &str| {
+        crate::harness::metric_value(
+            &text,
+            &format!("outrigger_queue_max_bytes{{component=\"{sink}\"}}"),
+        )
+    };
+    // 25% of 64 MiB, shared by the two sinks without a bound of their own.
+    assert_eq!(bound("a"), (8 << 20) as f64);
+    assert_eq!(bound("b"), (8 << 20) as f64);
+    assert_eq!(bound("c"), 12345.0);
+    running.shutdown().await.unwrap();
+}
