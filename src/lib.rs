@@ -14,8 +14,9 @@
 //! - [`source`]: listeners and connections; the forward protocol.
 //! - [`buffer`]: bounded queues and tag routing; the only place that decides to wait.
 //! - [`sink`]: where events leave.
-//! - [`config`]: the TOML file into validated settings.
-//! - [`telemetry`]: our own logs, metrics and admin endpoints.
+//! - [`config`]: the TOML file into validated settings; default queue bounds from the
+//!   container's memory limit.
+//! - [`telemetry`]: our own logs, metrics, liveness and readiness, and the admin endpoints.
 //! - [`topology`]: builds it all, runs it, drains it; [`shutdown`] carries its stop signal.
 //!
 //! Errors are precise enums where callers act on them (decoding, configuration) and `anyhow`

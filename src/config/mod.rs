@@ -11,6 +11,7 @@
 
 pub mod export;
 mod interpolate;
+pub mod memory;
 mod spanned;
 
 use std::collections::BTreeMap;
@@ -248,13 +249,23 @@ pub struct Global {
     pub log_format: LogFormat,
     /// A level (`info`) or a tracing filter (`info,outrigger::source=debug`).
     pub log_level: String,
-    /// Serve `/metrics`, `/live` and `/ready`.
+    /// Serve `/metrics`, `/live` and `/ready`; off, nothing listens on `admin_address`.
     pub admin_enabled: bool,
     pub admin_address: SocketAddr,
+    /// `/live` fails when a pipeline task's heartbeat is older than this (see
+    /// [`crate::telemetry::health`]).
+    pub stuck_after_secs: u64,
+    /// `/ready` fails while a sink's queue holds at least this fraction of its
+    /// `max_queue_bytes` or `max_queue_events`.
+    pub ready_queue_high_water: f64,
     /// How long a SIGTERM drain may take before Outrigger gives up and exits.
     pub grace_period_secs: u64,
-    /// Default queue bounds for every sink.
-    pub max_queue_bytes: u64,
+    /// Default byte bound of every sink's queue; unset, it is sized from the container's
+    /// memory limit at start ([`memory`]).
+    pub max_queue_bytes: Option<u64>,
+    /// The share of the memory limit, in percent, that the queues of sinks without an explicit
+    /// byte bound may hold together.
+    pub queue_memory_percent: f64,
     pub max_queue_events: u64,
 }
 
@@ -265,9 +276,18 @@ impl Default for Global {
             log_level: "info".into(),
             admin_enabled: true,
             admin_address: ([127, 0, 0, 1], 2020).into(),
+            // Long enough that no scheduling hiccup or GC-like pause of the host restarts us;
+            // short next to how long a wedged pipeline would go unnoticed otherwise.
+            stuck_after_secs: 60,
+            // Readiness fails a little before the queue is full, so a load balancer moves
+            // traffic away while the clients still get through.
+            ready_queue_high_water: 0.9,
             // Kubernetes sends SIGKILL 30 s after SIGTERM by default; leave room.
             grace_period_secs: 20,
-            max_queue_bytes: 16 << 20,
+            max_queue_bytes: None,
+            // Queues are most of the memory; the rest is read buffers, partial frames and the
+            // runtime. A JVM's MaxRAMPercentage defaults to 25 as well.
+            queue_memory_percent: 25.0,
             max_queue_events: 100_000,
         }
     }
@@ -414,7 +434,9 @@ pub struct Sink {
     pub name: String,
     /// Fluentd-style tag patterns; an event goes to this sink when any matches.
     pub patterns: Vec<String>,
-    pub max_queue_bytes: u64,
+    /// Set in the sink's table or in `[global]`; `None` is sized at start from the memory
+    /// limit ([`memory::default_queue_bytes`]).
+    pub max_queue_bytes: Option<u64>,
     pub max_queue_events: u64,
     pub kind: SinkKind,
 }
@@ -569,7 +591,9 @@ impl Parser<'_> {
         let global = match doc.global {
             Some(g) => {
                 let at = g.span().start;
-                self.typed("global", at, g.into_inner())?
+                let global = self.typed("global", at, g.into_inner())?;
+                self.check_global(at, &global)?;
+                global
             }
             None => Global::default(),
         };
@@ -657,6 +681,22 @@ impl Parser<'_> {
             }
         };
         Ok(Source { name, kind })
+    }
+
+    fn check_global(&self, at: usize, g: &Global) -> Result<(), Error> {
+        let err =
+            |key: &str, msg: &str| Err(self.error(Some(at), Some(format!("global.{key}")), msg));
+        if g.stuck_after_secs < 5 {
+            // Waiting tasks show they are scheduled once a second; leave room for late ticks.
+            return err("stuck_after_secs", "must be at least 5");
+        }
+        if !(g.ready_queue_high_water > 0.0 && g.ready_queue_high_water <= 1.0) {
+            return err("ready_queue_high_water", "must be a fraction in (0, 1]");
+        }
+        if !(g.queue_memory_percent > 0.0 && g.queue_memory_percent <= 100.0) {
+            return err("queue_memory_percent", "must be a percentage in (0, 100]");
+        }
+        Ok(())
     }
 
     fn check_forward(&self, path: &str, at: usize, f: &Forward) -> Result<(), Error> {
@@ -788,11 +828,11 @@ impl Parser<'_> {
         let sink = Sink {
             name,
             patterns,
-            max_queue_bytes: common.max_queue_bytes.unwrap_or(global.max_queue_bytes),
+            max_queue_bytes: common.max_queue_bytes.or(global.max_queue_bytes),
             max_queue_events: common.max_queue_events.unwrap_or(global.max_queue_events),
             kind,
         };
-        if sink.max_queue_bytes == 0 || sink.max_queue_events == 0 {
+        if sink.max_queue_bytes == Some(0) || sink.max_queue_events == 0 {
             return Err(self.error(
                 Some(at),
                 Some(format!("{path}.max_queue_bytes")),
@@ -865,6 +905,27 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("sinks.out.match"));
         let e = parse_str("[global]\nlog_format = \"xml\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("global.log_format"));
+    }
+
+    #[test]
+    fn queue_bytes_explicit_global_or_left_to_memory_sizing() {
+        let s = parse_str(MINIMAL).unwrap();
+        assert_eq!(s.sinks[0].max_queue_bytes, None, "sized at start");
+        let s = parse_str(&format!("[global]\nmax_queue_bytes = 1000\n{MINIMAL}")).unwrap();
+        assert_eq!(s.sinks[0].max_queue_bytes, Some(1000));
+        let s = parse_str(&format!(
+            "[global]\nmax_queue_bytes = 1000\n{MINIMAL}max_queue_bytes = 7\n"
+        ))
+        .unwrap();
+        assert_eq!(s.sinks[0].max_queue_bytes, Some(7), "the sink's own wins");
+        for (key, value) in [
+            ("stuck_after_secs", "0"),
+            ("ready_queue_high_water", "1.5"),
+            ("queue_memory_percent", "0.0"),
+        ] {
+            let e = parse_str(&format!("[global]\n{key} = {value}\n{MINIMAL}")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(&*format!("global.{key}")), "{e}");
+        }
     }
 
     #[test]

@@ -273,6 +273,7 @@ async fn deliver(s: Arc<Shared>, work: Vec<Piece>) {
     let mut todo: Vec<usize> = (0..refs.len()).collect();
     let mut failures = 0u32;
     s.metrics.batches.inc();
+    s.metrics.batch_events.observe(refs.len() as f64);
     loop {
         let attempt: Vec<Ref<'_>> = todo.iter().map(|i| refs[*i]).collect();
         let started = Instant::now();

@@ -55,12 +55,12 @@ impl Sink {
                 while let Some(first) = queue.recv().await {
                     // Take what else is waiting, so a burst becomes one large write. Entries
                     // are held until written: the queue bound covers work in progress.
-                    encode(&mut out, &mut times, &first, &shape, &name);
+                    encode(&mut out, &mut times, &first, &shape, &name, &metrics);
                     let mut events = first.events;
                     let mut held = vec![first];
                     while out.len() < (1 << 20) {
                         let Some(e) = queue.try_recv() else { break };
-                        encode(&mut out, &mut times, &e, &shape, &name);
+                        encode(&mut out, &mut times, &e, &shape, &name, &metrics);
                         events += e.events;
                         held.push(e);
                     }
@@ -74,6 +74,7 @@ impl Sink {
                             metrics.bytes.inc_by(out.len() as u64);
                         }
                         Err(e) => {
+                            metrics.failed("write_failed", events as u64);
                             if let Some(suppressed) = WARN.allow() {
                                 tracing::error!(sink = %name, error = %e, events, suppressed, "write failed, events lost");
                             }
@@ -115,6 +116,7 @@ fn encode(
     entry: &Entry,
     shape: &json::Shape,
     name: &str,
+    metrics: &SinkMetrics,
 ) {
     static WARN: RateLimit = RateLimit::new(5);
     let batch = &entry.batch;
@@ -122,6 +124,7 @@ fn encode(
         match json::event(out, times, batch, e, shape) {
             Ok(()) => out.push(b'\n'),
             Err(err) => {
+                metrics.failed("encode_failed", 1);
                 if let Some(suppressed) = WARN.allow() {
                     tracing::error!(sink = %name, error = %err, suppressed, "record could not be encoded, event lost");
                 }

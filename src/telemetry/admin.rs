@@ -1,14 +1,14 @@
 //! The admin HTTP listener.
 //!
-//! Routes:
+//! Routes (status 200 when the answer is yes, 503 when no; the body says why):
 //! - `GET /metrics`: Prometheus text exposition of [`Metrics`].
-//! - `GET /live`: 200 while the process serves requests at all. Failing it means "restart me".
-//! - `GET /ready`: 200 once every source is bound and until a drain begins, 503 otherwise.
-//!   Failing it means "send me no new traffic", not "restart me".
+//! - `GET /live`: no pipeline task dead or stuck ([`Health::live`]). Failing it means
+//!   "restart me".
+//! - `GET /ready`: sources bound, not draining, every sink queue below its high-water mark
+//!   ([`Health::ready`]). Failing it means "send me no new traffic", not "restart me".
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -17,23 +17,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use super::health::Health;
 use super::metrics::Metrics;
-
-/// Readiness as the topology sees it.
-#[derive(Debug, Default)]
-pub struct Health {
-    ready: AtomicBool,
-}
-
-impl Health {
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-}
 
 /// Serves admin requests on `listener` until the task is aborted. It keeps answering during
 /// a drain, so probes see `/ready` fail and `/live` pass instead of a refused connection.
@@ -60,6 +45,18 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Hea
     }
 }
 
+/// `200 <what>` or `503 not <what>: <why>`.
+fn probe(what: &str, outcome: Result<(), String>) -> (StatusCode, &'static str, String) {
+    match outcome {
+        Ok(()) => (StatusCode::OK, "text/plain", format!("{what}\n")),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("not {what}: {why}\n"),
+        ),
+    }
+}
+
 fn respond(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => (
@@ -67,15 +64,8 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Respo
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.render(),
         ),
-        (&Method::GET, "/live") => (StatusCode::OK, "text/plain", "live\n".into()),
-        (&Method::GET, "/ready") if health.is_ready() => {
-            (StatusCode::OK, "text/plain", "ready\n".into())
-        }
-        (&Method::GET, "/ready") => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "not ready\n".into(),
-        ),
+        (&Method::GET, "/live") => probe("live", health.live()),
+        (&Method::GET, "/ready") => probe("ready", health.ready()),
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     };
     Response::builder()

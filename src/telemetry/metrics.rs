@@ -4,6 +4,10 @@
 //! handles once ([`Metrics::source`], [`Metrics::sink`]) and bumps plain atomic counters,
 //! once per batch rather than per event. Labels are bounded: the component's configured name
 //! and a reason from a fixed list; never a tag, a tenant or a peer address.
+//!
+//! The process itself (memory, CPU, file descriptors, start time) is read from `/proc/self`
+//! at each scrape ([`super::process`]) and exposed under the standard `process_*` names that
+//! dashboards and the other Prometheus client libraries use, without the `outrigger_` prefix.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -33,6 +37,8 @@ type ReasonCounters = Family<ComponentReason, Counter>;
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The unprefixed `process_*` metrics, read at each scrape.
+    process: Registry,
     source_events: Counters,
     source_bytes: Counters,
     source_connections: Counters,
@@ -43,12 +49,15 @@ pub struct Metrics {
     unrouted: Counters,
     queue_bytes: Gauges,
     queue_events: Gauges,
+    queue_max_bytes: Gauges,
+    queue_max_events: Gauges,
     sink_events: Counters,
     sink_bytes: Counters,
     sink_batches: Counters,
     sink_retries: ReasonCounters,
     sink_failed: ReasonCounters,
     sink_request_seconds: Family<Component, Histogram, fn() -> Histogram>,
+    sink_batch_events: Family<Component, Histogram, fn() -> Histogram>,
     enrich_parse_errors: ReasonCounters,
     enrich_trace_ids: Counters,
     enrich_invalid_trace_ids: Counters,
@@ -73,6 +82,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("outrigger");
         let m = Metrics {
             registry: Registry::default(),
+            process: Registry::default(),
             source_events: Default::default(),
             source_bytes: Default::default(),
             source_connections: Default::default(),
@@ -83,6 +93,8 @@ impl Metrics {
             unrouted: Default::default(),
             queue_bytes: Default::default(),
             queue_events: Default::default(),
+            queue_max_bytes: Default::default(),
+            queue_max_events: Default::default(),
             sink_events: Default::default(),
             sink_bytes: Default::default(),
             sink_batches: Default::default(),
@@ -92,6 +104,12 @@ impl Metrics {
                 // 1 ms to about 33 s.
                 Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
                     0.001, 2.0, 16,
+                ))
+            }),
+            sink_batch_events: Family::new_with_constructor(|| {
+                // 1 to 65 536 events, by fours: from a lone event to far past any batch limit.
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                    1.0, 4.0, 9,
                 ))
             }),
             enrich_parse_errors: Default::default(),
@@ -152,6 +170,16 @@ impl Metrics {
             m.queue_events.clone(),
         );
         registry.register(
+            "queue_max_bytes",
+            "A sink's queue bound in bytes (configured, or sized from the memory limit)",
+            m.queue_max_bytes.clone(),
+        );
+        registry.register(
+            "queue_max_events",
+            "A sink's queue bound in events",
+            m.queue_max_events.clone(),
+        );
+        registry.register(
             "sink_events",
             "Events a sink delivered",
             m.sink_events.clone(),
@@ -178,6 +206,11 @@ impl Metrics {
             m.sink_request_seconds.clone(),
         );
         registry.register(
+            "sink_batch_events",
+            "Events per request an exporter sent",
+            m.sink_batch_events.clone(),
+        );
+        registry.register(
             "enrich_parse_errors",
             "Lines that looked like JSON but were kept as text, by reason",
             m.enrich_parse_errors.clone(),
@@ -202,7 +235,13 @@ impl Metrics {
             "Multi-line stack traces joined into one event",
             m.enrich_multiline.clone(),
         );
-        Metrics { registry, ..m }
+        let mut process = Registry::default();
+        process.register_collector(Box::new(super::process::Process));
+        Metrics {
+            registry,
+            process,
+            ..m
+        }
     }
 
     /// Handles for the source called `name`.
@@ -235,8 +274,11 @@ impl Metrics {
                 bytes: self.queue_bytes.get_or_create_owned(&c),
                 events: self.queue_events.get_or_create_owned(&c),
             },
+            queue_max_bytes: self.queue_max_bytes.get_or_create_owned(&c),
+            queue_max_events: self.queue_max_events.get_or_create_owned(&c),
             batches: self.sink_batches.get_or_create_owned(&c),
             request_seconds: self.sink_request_seconds.get_or_create_owned(&c),
+            batch_events: self.sink_batch_events.get_or_create_owned(&c),
             name: name.to_string(),
             retries: self.sink_retries.clone(),
             failed: self.sink_failed.clone(),
@@ -284,10 +326,13 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition of every metric, the process's included.
     pub fn render(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &self.process))
+            .and_then(|()| encode_eof(&mut out))
             .expect("writing to a String cannot fail");
         out
     }
@@ -335,10 +380,15 @@ pub struct SinkMetrics {
     pub events: Counter,
     pub bytes: Counter,
     pub queue: QueueGauges,
+    /// The queue's bounds, set once at start.
+    pub queue_max_bytes: Gauge,
+    pub queue_max_events: Gauge,
     /// Requests (batches) started.
     pub batches: Counter,
     /// Seconds per request attempt.
     pub request_seconds: Histogram,
+    /// Events per request an exporter started.
+    pub batch_events: Histogram,
     name: String,
     retries: ReasonCounters,
     failed: ReasonCounters,

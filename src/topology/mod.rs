@@ -1,9 +1,11 @@
 //! Wiring: builds every component from [`Settings`], spawns their tasks, and shuts them down
 //! in order. The only module that knows all the others.
 //!
-//! Start: sinks first (so queues have consumers), then sources are bound (so port and TLS
-//! errors stop the start before anything is accepted), then the admin listener; readiness
-//! turns on last.
+//! Start: default queue bounds are sized from the container's memory limit
+//! ([`config::memory`]); sinks first (so queues have consumers), then sources are bound (so
+//! port and TLS errors stop the start before anything is accepted), then the admin listener;
+//! readiness turns on last. Every sink and source task is wrapped by [`Health::watch`], so
+//! `/live` sees it die or stop being scheduled.
 //!
 //! Drain ([`Running::shutdown`]): readiness off; `stop` turns true; sources stop accepting,
 //! finish and ack the requests they hold, and drop their routers; each sink sees its queue
@@ -29,7 +31,8 @@ use crate::sink::export::Exporter;
 use crate::sink::{elasticsearch, json, loki, ndjson, otlp};
 use crate::source::forward::{self, Forward};
 use crate::telemetry::Metrics;
-use crate::telemetry::admin::{self, Health};
+use crate::telemetry::admin;
+use crate::telemetry::health::Health;
 
 pub use signal::Signals;
 
@@ -148,8 +151,39 @@ fn export_sink(
 /// # Errors
 /// A sink's file cannot be opened, a listener cannot be bound, TLS material is invalid.
 pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
+    start_with(settings, &config::memory::Probe::system()).await
+}
+
+/// [`start`], reading the memory limit through `probe`.
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_with(
+    settings: &Settings,
+    probe: &config::memory::Probe,
+) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let (stop, stop_rx) = shutdown::channel();
+    let global = &settings.global;
+    let health = Arc::new(Health::new(
+        Duration::from_secs(global.stuck_after_secs),
+        global.ready_queue_high_water,
+    ));
+    let sized = settings
+        .sinks
+        .iter()
+        .filter(|s| s.max_queue_bytes.is_none())
+        .count();
+    let limit = probe.limit();
+    let default_queue_bytes =
+        config::memory::default_queue_bytes(&limit, global.queue_memory_percent, sized);
+    tracing::info!(
+        memory_limit = %limit,
+        queue_memory_percent = global.queue_memory_percent,
+        sinks_sized = sized,
+        default_queue_bytes,
+        "queue bounds sized"
+    );
 
     let mut sinks = JoinSet::new();
     let mut routes = Vec::new();
@@ -184,7 +218,11 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             }
         };
         let m = metrics.sink(&cfg.name);
-        let (tx, rx) = Queue::bounded(cfg.max_queue_bytes, cfg.max_queue_events, m.queue.clone());
+        let max_bytes = cfg.max_queue_bytes.unwrap_or(default_queue_bytes);
+        let (tx, rx) = Queue::bounded(max_bytes, cfg.max_queue_events, m.queue.clone());
+        m.queue_max_bytes.set(max_bytes as i64);
+        m.queue_max_events.set(cfg.max_queue_events as i64);
+        health.watch_queue(&cfg.name, m.queue.clone(), max_bytes, cfg.max_queue_events);
         let patterns = cfg
             .patterns
             .iter()
@@ -195,7 +233,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             queue: tx,
         });
         queues.push(m.queue.clone());
-        sinks.spawn(sink.run(cfg.name.clone(), rx, m));
+        let task = sink.run(cfg.name.clone(), rx, m);
+        sinks.spawn(health.watch(format!("sink {}", cfg.name), task));
     }
     let routes: Arc<[Route]> = routes.into();
 
@@ -216,7 +255,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     // From here on only the sources' routers hold the queues' senders.
     drop(routes);
 
-    let health = Arc::new(Health::default());
     let admin = if settings.global.admin_enabled {
         let addr = settings.global.admin_address;
         let listener = tokio::net::TcpListener::bind(addr)
@@ -240,10 +278,11 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         if let Some(a) = source.tcp_addr() {
             tcp.insert(name.clone(), a);
         }
-        addresses.insert(name, addrs);
-        sources.spawn(source.run(stop_rx.clone()));
+        addresses.insert(name.clone(), addrs);
+        let task = source.run(stop_rx.clone());
+        sources.spawn(health.watch(format!("source {name}"), task));
     }
-    health.set_ready(true);
+    health.set_serving();
     Ok(Running {
         addresses,
         tcp,
@@ -270,7 +309,7 @@ impl Running {
     /// # Errors
     /// The drain did not finish within the grace period; what was still queued is lost.
     pub async fn shutdown(mut self) -> Result<(), DrainTimeout> {
-        self.health.set_ready(false);
+        self.health.set_draining();
         self.stop.pull();
         let drained = tokio::time::timeout(self.grace, async {
             while self.sources.join_next().await.is_some() {}
