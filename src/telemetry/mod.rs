@@ -1,7 +1,9 @@
-//! Outrigger watching itself: its log, its metrics and the admin endpoints that expose them.
+//! Outrigger watching itself: its log, its metrics and the admin endpoints that expose them,
+//! and the probe (`outrigger health`) that asks those endpoints from outside the process.
 
 pub mod admin;
 pub mod logging;
 pub mod metrics;
+pub mod probe;
 
 pub use metrics::{Metrics, SinkMetrics, SourceMetrics};

@@ -12,6 +12,7 @@ mod elasticsearch;
 mod enrich;
 mod export;
 mod forward;
+mod health;
 mod lifecycle;
 mod loki;
 mod otlp;
