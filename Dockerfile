@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # Outrigger's container image: a release build on Debian bookworm, run on distroless
 # (glibc, CA certificates, no shell, no package manager) as UID 65532.
 #
