@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use outrigger::config::{self, LogFormat, Settings};
-use outrigger::telemetry::logging;
+use outrigger::telemetry::{logging, probe};
 use outrigger::topology;
 
 /// Receives container logs over the Fluentd forward protocol and ships them on.
@@ -37,10 +38,33 @@ enum Command {
     /// Check a configuration (syntax, keys, types, values, TLS files) and exit: 0 when valid,
     /// 1 with the error otherwise.
     Validate,
+    /// Ask a running Outrigger's admin endpoint (default: /ready at the configuration's
+    /// admin address) and exit 0 on HTTP 200, 1 otherwise. For container health checks.
+    Health(HealthArgs),
+}
+
+#[derive(clap::Args)]
+struct HealthArgs {
+    /// The whole URL to GET (http only); overrides --address and --path.
+    #[arg(long)]
+    url: Option<String>,
+    /// Admin address as HOST:PORT [default: `global.admin_address` of --config, with
+    /// 0.0.0.0 or [::] probed on loopback; 127.0.0.1:2020 without --config]
+    #[arg(long)]
+    address: Option<String>,
+    /// Path to GET: /ready (accepting traffic) or /live (worth keeping alive).
+    #[arg(long, default_value = "/ready")]
+    path: String,
+    /// Give up after this long in all (connect, send, first line of the answer).
+    #[arg(long, default_value_t = probe::DEFAULT_TIMEOUT.as_millis() as u64)]
+    timeout_ms: u64,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Health(args)) = &cli.command {
+        return health(args, cli.config.as_ref());
+    }
     let settings = match load(cli.config.as_ref()) {
         Ok(s) => s,
         Err(e) => {
@@ -66,6 +90,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Health(_) => unreachable!("handled before loading the configuration"),
         Command::Run => {
             let format = match cli.log_format.as_deref() {
                 Some("text") => LogFormat::Text,
@@ -81,6 +106,37 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
             run(settings)
+        }
+    }
+}
+
+/// `outrigger health`: one line on stdout and exit 0 when the endpoint answers 200, one line on
+/// stderr and exit 1 otherwise. The configuration is read only when it is where the address
+/// comes from, so an explicit --url works whatever the file holds.
+fn health(args: &HealthArgs, config: Option<&PathBuf>) -> ExitCode {
+    let url = match (&args.url, &args.address) {
+        (Some(url), _) => Ok(url.clone()),
+        (None, Some(address)) => Ok(format!("http://{address}{}", args.path)),
+        (None, None) => match load(config) {
+            Ok(settings) => {
+                probe::admin_url(&settings.global, &args.path).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    let result = url.and_then(|url| {
+        probe::check(&url, Duration::from_millis(args.timeout_ms))
+            .map(|status| format!("{url}: {status}"))
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("outrigger health: {why}");
+            ExitCode::from(1)
         }
     }
 }

@@ -1,9 +1,11 @@
-//! Outrigger watching itself: its log, its metrics and the admin endpoints that expose them.
+//! Outrigger watching itself: its log, its metrics and the admin endpoints that expose them,
+//! and the probe (`outrigger health`) that asks those endpoints from outside the process.
 
 pub mod admin;
 pub mod health;
 pub mod logging;
 pub mod metrics;
+pub mod probe;
 pub mod process;
 
 pub use metrics::{Metrics, SinkMetrics, SourceMetrics};
