@@ -138,7 +138,10 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let o = with("[telemetry.otlp]\nenabled = true\n").unwrap().telemetry.otlp;
+        let o = with("[telemetry.otlp]\nenabled = true\n")
+            .unwrap()
+            .telemetry
+            .otlp;
         assert_eq!(o.protocol, Protocol::Grpc);
         assert_eq!(o.endpoint(), "http://127.0.0.1:4317");
         assert_eq!(o.service_name, "outrigger");

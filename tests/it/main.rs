@@ -15,3 +15,4 @@ mod forward;
 mod lifecycle;
 mod loki;
 mod otlp;
+mod self_telemetry;
