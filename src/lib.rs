@@ -15,7 +15,7 @@
 //! - [`buffer`]: bounded queues and tag routing; the only place that decides to wait.
 //! - [`sink`]: where events leave.
 //! - [`config`]: the TOML file into validated settings.
-//! - [`telemetry`]: our own logs, metrics and admin endpoints.
+//! - [`telemetry`]: our own logs, metrics, admin endpoints and (optional) OTLP traces.
 //! - [`topology`]: builds it all, runs it, drains it; [`shutdown`] carries its stop signal.
 //!
 //! Errors are precise enums where callers act on them (decoding, configuration) and `anyhow`

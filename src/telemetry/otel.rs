@@ -170,9 +170,8 @@ pub fn exporter(cfg: &Otlp) -> anyhow::Result<opentelemetry_otlp::SpanExporter> 
             }
             builder.build().context("telemetry.otlp")
         }
-        Protocol::Http => anyhow::bail!(
-            "telemetry.otlp.protocol: `http` is not supported yet; use `grpc` (port 4317)"
-        ),
+        // Refused when the configuration is loaded (see `Protocol::Http`).
+        Protocol::Http => anyhow::bail!("telemetry.otlp.protocol: `http` is not supported yet"),
     }
 }
 
