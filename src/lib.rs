@@ -16,7 +16,8 @@
 //! - [`sink`]: where events leave.
 //! - [`config`]: the TOML file into validated settings; default queue bounds from the
 //!   container's memory limit.
-//! - [`telemetry`]: our own logs, metrics, liveness and readiness, and the admin endpoints.
+//! - [`telemetry`]: our own logs, metrics, liveness and readiness, the admin endpoints and
+//!   (optional) OTLP traces.
 //! - [`topology`]: builds it all, runs it, drains it; [`shutdown`] carries its stop signal.
 //!
 //! Errors are precise enums where callers act on them (decoding, configuration) and `anyhow`

@@ -13,6 +13,7 @@ pub mod export;
 mod interpolate;
 pub mod memory;
 mod spanned;
+pub mod telemetry;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -63,6 +64,8 @@ pub struct Settings {
     pub shape: crate::sink::json::Shape,
     pub sources: Vec<Source>,
     pub sinks: Vec<Sink>,
+    /// Outrigger's own traces (`[telemetry.otlp]`); off unless `enabled`.
+    pub telemetry: telemetry::Telemetry,
 }
 
 /// The `[enrich]` section: parsing and enrichment, on by default for Docker JSON logs.
@@ -522,6 +525,8 @@ struct Document {
     #[serde(default)]
     enrich: Option<Spanned<Table>>,
     #[serde(default)]
+    telemetry: Option<Spanned<Table>>,
+    #[serde(default)]
     sources: BTreeMap<String, Spanned<Table>>,
     #[serde(default)]
     sinks: BTreeMap<String, Spanned<Table>>,
@@ -607,6 +612,18 @@ impl Parser<'_> {
         if enrich.line_key.is_empty() {
             return Err(self.error(None, Some("enrich.line_key".into()), "must not be empty"));
         }
+        let telemetry: telemetry::Telemetry = match doc.telemetry {
+            Some(t) => {
+                let at = t.span().start;
+                let t: telemetry::Telemetry = self.typed("telemetry", at, t.into_inner())?;
+                if let Err((key, message)) = t.otlp.check() {
+                    let key = format!("telemetry.otlp.{key}");
+                    return Err(self.error(Some(at), Some(key), message));
+                }
+                t
+            }
+            None => telemetry::Telemetry::default(),
+        };
         let mut sources = Vec::new();
         for (name, table) in doc.sources {
             sources.push(self.source(name, table)?);
@@ -627,6 +644,7 @@ impl Parser<'_> {
             enrich: enrich.options(),
             sources,
             sinks,
+            telemetry,
         })
     }
 

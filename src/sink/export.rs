@@ -27,6 +27,7 @@ use crate::config::export::Delivery;
 use crate::event::{Batch, Event};
 use crate::telemetry::SinkMetrics;
 use crate::telemetry::logging::RateLimit;
+use crate::telemetry::otel::{ExportSpan, SinkTracer};
 
 /// One event of a request, with the batch it belongs to (for its tag, resource and fields).
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +59,16 @@ impl Exporter {
             Exporter::Loki(e) => e.attempt(events).await,
             Exporter::Elasticsearch(e) => e.attempt(events).await,
             Exporter::Otlp(e) => e.attempt(events).await,
+        }
+    }
+
+    /// The sink type, as configured (`type = "loki"`...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Exporter::Http(_) => "http",
+            Exporter::Loki(_) => "loki",
+            Exporter::Elasticsearch(_) => "elasticsearch",
+            Exporter::Otlp(_) => "otlp",
         }
     }
 }
@@ -122,6 +133,8 @@ struct Shared {
     dead_letter: Option<DeadLetter>,
     metrics: SinkMetrics,
     warn: RateLimit,
+    /// `None` when self-telemetry is off: then no span is built at all.
+    tracer: Option<SinkTracer>,
 }
 
 /// A run of consecutive events of one queue entry (`skip` and `take` count the entry's
@@ -195,6 +208,7 @@ pub async fn run(
     dead_letter: Option<DeadLetter>,
     mut queue: QueueReceiver,
     metrics: SinkMetrics,
+    tracer: Option<SinkTracer>,
 ) {
     let shared = Arc::new(Shared {
         name,
@@ -207,6 +221,7 @@ pub async fn run(
         dead_letter,
         metrics,
         warn: RateLimit::new(5),
+        tracer,
     });
     let flush_every = Duration::from_millis(delivery.flush_interval_ms);
     let mut batcher = Batcher {
@@ -258,6 +273,9 @@ pub async fn run(
 }
 
 /// Sends one request's events until they are delivered, refused, or out of retries.
+///
+/// With self-telemetry on, the request gets a span (see [`ExportSpan`]) and each attempt a
+/// child span; with it off, `span` is `None` and nothing is built.
 async fn deliver(s: Arc<Shared>, work: Vec<Piece>) {
     let refs: Vec<Ref<'_>> = work
         .iter()
@@ -270,34 +288,51 @@ async fn deliver(s: Arc<Shared>, work: Vec<Piece>) {
                 .map(move |event| Ref { batch, event })
         })
         .collect();
+    let mut span = s
+        .tracer
+        .as_ref()
+        .map(|t| t.batch(refs.len(), record_bytes(&refs), s.dead_letter.is_some()));
     let mut todo: Vec<usize> = (0..refs.len()).collect();
     let mut failures = 0u32;
     s.metrics.batches.inc();
     s.metrics.batch_events.observe(refs.len() as f64);
     loop {
         let attempt: Vec<Ref<'_>> = todo.iter().map(|i| refs[*i]).collect();
+        let attempt_span = span
+            .as_ref()
+            .map(|b| b.attempt(failures + 1, attempt.len()));
         let started = Instant::now();
         let verdict = s.exporter.attempt(&attempt).await;
         s.metrics
             .request_seconds
             .observe(started.elapsed().as_secs_f64());
+        if let Some(a) = attempt_span {
+            a.end(&verdict);
+        }
         let (retry, after, reason) = match verdict {
             Verdict::Delivered => {
                 s.metrics.events.inc_by(attempt.len() as u64);
                 s.metrics.bytes.inc_by(record_bytes(&attempt));
+                if let Some(b) = &mut span {
+                    b.delivered(attempt.len() as u64);
+                }
                 return;
             }
             Verdict::Accepted { rejected, reason } => {
                 let rejected = rejected.min(attempt.len() as u64);
                 s.metrics.events.inc_by(attempt.len() as u64 - rejected);
                 s.metrics.failed("partially_rejected", rejected);
+                if let Some(b) = &mut span {
+                    b.delivered(attempt.len() as u64 - rejected);
+                    b.rejected(rejected, &reason);
+                }
                 if let Some(suppressed) = s.warn.allow() {
                     tracing::error!(sink = %s.name, rejected, reason, suppressed, "backend rejected part of a batch without saying which, events lost");
                 }
                 return;
             }
             Verdict::Rejected { reason } => {
-                refuse(&s, &attempt, &reason);
+                refuse(&s, &mut span, &attempt, &reason);
                 return;
             }
             Verdict::Retry { reason, after } => (todo.clone(), after, reason),
@@ -308,8 +343,11 @@ async fn deliver(s: Arc<Shared>, work: Vec<Piece>) {
             } => {
                 let done = attempt.len().saturating_sub(retry.len() + rejected.len());
                 s.metrics.events.inc_by(done as u64);
+                if let Some(b) = &mut span {
+                    b.delivered(done as u64);
+                }
                 for (i, reason) in &rejected {
-                    refuse(&s, &attempt[*i..*i + 1], reason);
+                    refuse(&s, &mut span, &attempt[*i..*i + 1], reason);
                 }
                 (retry.iter().map(|i| todo[*i]).collect(), after, "partial")
             }
@@ -321,10 +359,18 @@ async fn deliver(s: Arc<Shared>, work: Vec<Piece>) {
         failures += 1;
         if s.max_retries > 0 && failures > s.max_retries {
             let left: Vec<Ref<'_>> = todo.iter().map(|i| refs[*i]).collect();
-            refuse(&s, &left, &format!("retries exhausted ({reason})"));
+            refuse(
+                &s,
+                &mut span,
+                &left,
+                &format!("retries exhausted ({reason})"),
+            );
             return;
         }
         s.metrics.retry(reason);
+        if let Some(b) = &mut span {
+            b.retrying(reason);
+        }
         let wait = s.backoff.delay(failures, after);
         if let Some(suppressed) = s.warn.allow() {
             tracing::warn!(sink = %s.name, reason, events = todo.len(), attempt = failures, wait_ms = wait.as_millis() as u64, suppressed, "delivery failed, retrying");
@@ -340,8 +386,11 @@ fn record_bytes(events: &[Ref<'_>]) -> u64 {
 }
 
 /// Events the backend will never take: counted, logged, dead-lettered.
-fn refuse(s: &Shared, events: &[Ref<'_>], reason: &str) {
+fn refuse(s: &Shared, span: &mut Option<ExportSpan>, events: &[Ref<'_>], reason: &str) {
     s.metrics.failed("rejected", events.len() as u64);
+    if let Some(b) = span {
+        b.rejected(events.len() as u64, reason);
+    }
     if let Some(suppressed) = s.warn.allow() {
         tracing::error!(sink = %s.name, events = events.len(), reason, dead_letter = s.dead_letter.is_some(), suppressed, "backend refused events");
     }

@@ -26,6 +26,8 @@ pub struct Export {
     pub exporter: export::Exporter,
     pub delivery: crate::config::export::Delivery,
     pub dead_letter: Option<export::DeadLetter>,
+    /// Where each batch's span goes; `None` when `[telemetry.otlp]` is off.
+    pub tracer: Option<crate::telemetry::otel::SinkTracer>,
 }
 
 /// A ready-to-run sink.
@@ -90,8 +92,18 @@ impl Sink {
                     exporter,
                     delivery,
                     dead_letter,
+                    tracer,
                 } = *e;
-                return export::run(name, exporter, delivery, dead_letter, queue, metrics).await;
+                return export::run(
+                    name,
+                    exporter,
+                    delivery,
+                    dead_letter,
+                    queue,
+                    metrics,
+                    tracer,
+                )
+                .await;
             }
             Sink::Blackhole {
                 rate_events_per_sec,

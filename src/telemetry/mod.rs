@@ -1,10 +1,12 @@
 //! Outrigger watching itself: its log, its metrics and the admin endpoints that expose them,
-//! and the probe (`outrigger health`) that asks those endpoints from outside the process.
+//! the probe (`outrigger health`) that asks those endpoints from outside the process, and
+//! optionally its own traces over OTLP.
 
 pub mod admin;
 pub mod health;
 pub mod logging;
 pub mod metrics;
+pub mod otel;
 pub mod probe;
 pub mod process;
 

@@ -33,6 +33,7 @@ use crate::source::forward::{self, Forward};
 use crate::telemetry::Metrics;
 use crate::telemetry::admin;
 use crate::telemetry::health::Health;
+use crate::telemetry::otel::SelfTelemetry;
 
 pub use signal::Signals;
 
@@ -54,6 +55,8 @@ pub struct Running {
     /// Each sink's queue depth, to report what a drain that timed out left behind.
     queues: Vec<QueueGauges>,
     grace: Duration,
+    /// Our own traces' provider, when `[telemetry.otlp]` is on; flushed after the sinks.
+    telemetry: Option<SelfTelemetry>,
 }
 
 /// The drain did not finish within the grace period.
@@ -79,6 +82,9 @@ pub async fn check(settings: &Settings) -> anyhow::Result<()> {
     }
     for sink in &settings.sinks {
         exporter(sink, &settings.shape)?;
+    }
+    if settings.telemetry.otlp.enabled {
+        crate::telemetry::otel::exporter(&settings.telemetry.otlp)?;
     }
     Ok(())
 }
@@ -130,6 +136,7 @@ fn export_sink(
     exporter: Exporter,
     delivery: &Delivery,
     shape: &json::Shape,
+    telemetry: Option<&SelfTelemetry>,
 ) -> anyhow::Result<Sink> {
     let dead_letter = match &delivery.dead_letter_path {
         Some(p) => Some(
@@ -139,10 +146,12 @@ fn export_sink(
         ),
         None => None,
     };
+    let tracer = telemetry.map(|t| t.sink(name, exporter.kind()));
     Ok(Sink::Export(Box::new(crate::sink::Export {
         exporter,
         delivery: delivery.clone(),
         dead_letter,
+        tracer,
     })))
 }
 
@@ -184,6 +193,7 @@ pub async fn start_with(
         default_queue_bytes,
         "queue bounds sized"
     );
+    let telemetry = SelfTelemetry::start(&settings.telemetry.otlp)?;
 
     let mut sinks = JoinSet::new();
     let mut routes = Vec::new();
@@ -214,7 +224,13 @@ pub async fn start_with(
             _ => {
                 let (exporter, delivery) =
                     exporter(cfg, &settings.shape)?.expect("every other sink kind is an exporter");
-                export_sink(&cfg.name, exporter, delivery, &settings.shape)?
+                export_sink(
+                    &cfg.name,
+                    exporter,
+                    delivery,
+                    &settings.shape,
+                    telemetry.as_ref(),
+                )?
             }
         };
         let m = metrics.sink(&cfg.name);
@@ -295,6 +311,7 @@ pub async fn start_with(
         admin_task,
         queues,
         grace: Duration::from_secs(settings.global.grace_period_secs),
+        telemetry,
     })
 }
 
@@ -302,6 +319,11 @@ impl Running {
     /// The TCP address of source `name`.
     pub fn tcp_addr(&self, name: &str) -> Option<SocketAddr> {
         self.tcp.get(name).copied()
+    }
+
+    /// Whether Outrigger's own traces are being exported (`[telemetry.otlp]` enabled).
+    pub fn traces_exported(&self) -> bool {
+        self.telemetry.is_some()
     }
 
     /// Drains and stops everything.
@@ -319,17 +341,24 @@ impl Running {
         if let Some(task) = self.admin_task.take() {
             task.abort();
         }
+        // Counted before aborting: the aborted sinks release what they held.
+        let queued_events: i64 = self.queues.iter().map(|q| q.events.get()).sum();
+        if drained.is_err() {
+            self.sources.abort_all();
+            self.sinks.abort_all();
+            // Aborted deliveries end their spans (as `aborted`) before the final flush.
+            while self.sinks.join_next().await.is_some() {}
+        }
+        // After the sinks, so the last batches' spans go too; bounded by its own timeout.
+        if let Some(t) = self.telemetry.take() {
+            t.shutdown().await;
+        }
         match drained {
             Ok(()) => Ok(()),
-            Err(_) => {
-                self.sources.abort_all();
-                self.sinks.abort_all();
-                let queued_events = self.queues.iter().map(|q| q.events.get()).sum();
-                Err(DrainTimeout {
-                    grace: self.grace,
-                    queued_events,
-                })
-            }
+            Err(_) => Err(DrainTimeout {
+                grace: self.grace,
+                queued_events,
+            }),
         }
     }
 }

@@ -19,3 +19,4 @@ mod health_command;
 mod lifecycle;
 mod loki;
 mod otlp;
+mod self_telemetry;
