@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use simd_json::{Node, StaticNode};
 
-use super::wire::Writer;
+use super::wire::{Writer, delimited_len};
 use super::{Body, MAX_DEPTH};
 use crate::event::{Event, Span, Timestamp};
 use crate::msgpack::{self, Cursor, Kind};
@@ -52,6 +52,9 @@ const ANY_BYTES: u32 = 7;
 // ArrayValue and KeyValueList
 const LIST_VALUES: u32 = 1;
 
+/// Requests with more resources than this find an event's group with a hash map.
+const LINEAR_GROUPS: usize = 32;
+
 /// Attribute lists longer than this check for repeated keys with a hash set (a JSON line
 /// has a dozen or two fields; comparing short keys is cheaper than hashing them).
 const LINEAR_KEYS: usize = 32;
@@ -77,14 +80,25 @@ impl Encoder {
         let mut last = usize::MAX;
         for (i, r) in events.iter().enumerate() {
             resource_of(r, &mut key);
-            // Consecutive events mostly share their resource: compare before hashing.
+            // Consecutive events mostly share their resource, and a request holds a few
+            // dozen resources at most: compare before hashing.
             let g = if groups.get(last).is_some_and(|(k, _)| *k == key) {
                 last
+            } else if groups.len() <= LINEAR_GROUPS
+                && let Some(g) = groups.iter().position(|(k, _)| *k == key)
+            {
+                g
             } else if let Some(g) = index.get(&key) {
                 *g
             } else {
                 groups.push((key.clone(), Vec::new()));
-                index.insert(key.clone(), groups.len() - 1);
+                if groups.len() == LINEAR_GROUPS + 1 {
+                    for (i, (k, _)) in groups.iter().enumerate() {
+                        index.insert(k.clone(), i);
+                    }
+                } else if groups.len() > LINEAR_GROUPS {
+                    index.insert(key.clone(), groups.len() - 1);
+                }
                 groups.len() - 1
             };
             last = g;
@@ -98,9 +112,7 @@ impl Encoder {
             let resource_logs = w.begin_sized(REQUEST_RESOURCE_LOGS, 3);
             let resource = w.begin(RESOURCE_LOGS_RESOURCE);
             for (k, v) in key {
-                let kv = w.begin(RESOURCE_ATTRIBUTES);
-                string_kv(&mut w, k, v);
-                w.end(kv);
+                string_kv(&mut w, RESOURCE_ATTRIBUTES, k, v);
             }
             w.end(resource);
             let scope_logs = w.begin_sized(RESOURCE_LOGS_SCOPE_LOGS, 3);
@@ -265,21 +277,28 @@ impl Keys {
     }
 }
 
-/// A `KeyValue`'s fields for a string attribute.
-fn string_kv(w: &mut Writer, k: &[u8], v: &[u8]) {
+/// A `KeyValue` with a string value in `field`. Lengths are known up front, so nothing moves
+/// (unless invalid UTF-8 is replaced).
+fn string_kv(w: &mut Writer, field: u32, k: &[u8], v: &[u8]) {
+    let any = delimited_len(v.len());
+    let key = if k.is_empty() {
+        0
+    } else {
+        delimited_len(k.len())
+    };
+    let kv = w.begin_exact(field, key + delimited_len(any));
     w.str(KV_KEY, k);
-    let value = w.begin(KV_VALUE);
+    let value = w.begin_exact(KV_VALUE, any);
     w.str_always(ANY_STRING, v);
     w.end(value);
+    w.end(kv);
 }
 
 /// A string attribute, unless its key is taken.
 fn string_attr(w: &mut Writer, keys: &mut Keys, k: &[u8], v: &[u8]) {
     let k = String::from_utf8_lossy(k);
     if keys.admit(k.as_bytes()) {
-        let kv = w.begin(RECORD_ATTRIBUTES);
-        string_kv(w, k.as_bytes(), v);
-        w.end(kv);
+        string_kv(w, RECORD_ATTRIBUTES, k.as_bytes(), v);
     }
 }
 
@@ -549,6 +568,11 @@ fn json_attrs(w: &mut Writer, keys: &mut Keys, tape: &[Node<'_>]) {
             i += nodes(tape, i);
             continue;
         }
+        if let Some(Node::String(v)) = tape.get(i) {
+            string_kv(w, RECORD_ATTRIBUTES, k.as_bytes(), v.as_bytes());
+            i += 1;
+            continue;
+        }
         let kv = w.begin(RECORD_ATTRIBUTES);
         w.str(KV_KEY, k.as_bytes());
         let value = w.begin(KV_VALUE);
@@ -633,7 +657,11 @@ impl JsonScratch {
     /// Calls `f` with the tape of `line` when it is a JSON object, else with `None` (no
     /// line, or one that does not parse: enrichment parsed it already, so only a bug gets
     /// there).
-    fn with_object<R>(&mut self, line: Option<&[u8]>, f: impl FnOnce(Option<&[Node<'_>]>) -> R) -> R {
+    fn with_object<R>(
+        &mut self,
+        line: Option<&[u8]>,
+        f: impl FnOnce(Option<&[Node<'_>]>) -> R,
+    ) -> R {
         let Some(line) = line else { return f(None) };
         self.input.clear();
         self.input.extend_from_slice(line);

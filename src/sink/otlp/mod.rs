@@ -271,11 +271,9 @@ impl Exporter {
     /// (observed now), before compression. Public for `benches/encode.rs`.
     pub fn request(&self, events: &[Ref<'_>]) -> Vec<u8> {
         let hint = self.last_size.load(Ordering::Relaxed);
-        let request = self.encoder.request(
-            events,
-            unix_nanos(Timestamp::now()),
-            hint + hint / 8,
-        );
+        let request = self
+            .encoder
+            .request(events, unix_nanos(Timestamp::now()), hint + hint / 8);
         self.last_size.store(request.len(), Ordering::Relaxed);
         request
     }
@@ -635,8 +633,8 @@ mod tests {
     use super::*;
     use crate::event::{Batch, Event, K8sTag, Meta, Span};
     use bytes::Bytes;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
 
     const T: Timestamp = Timestamp {
         secs: 1_700_000_000,
@@ -851,6 +849,31 @@ mod tests {
             })
             .collect();
         assert_eq!(names, [(&s("api"), 2), (&s("web"), 1)]);
+    }
+
+    #[test]
+    fn many_interleaved_resources_group_past_the_linear_search() {
+        let names: Vec<String> = (0..40).map(|i| format!("c{i:02}")).collect();
+        let mut b = Batch::default();
+        for _ in 0..3 {
+            for n in &names {
+                docker_json(&mut b, n);
+            }
+        }
+        let req = encode(&encoder(Body::String), &b);
+        let got: Vec<(&Value, usize)> = req
+            .resource_logs
+            .iter()
+            .map(|rl| {
+                (
+                    attr(&rl.resource.as_ref().unwrap().attributes, "container.name").unwrap(),
+                    rl.scope_logs[0].log_records.len(),
+                )
+            })
+            .collect();
+        let want: Vec<Value> = names.iter().map(|n| s(n)).collect();
+        let want: Vec<(&Value, usize)> = want.iter().map(|v| (v, 3)).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -151,6 +151,13 @@ impl Writer {
         }
     }
 
+    /// Starts a nested message in `field` whose body will be `len` bytes long, reserving
+    /// exactly the room its length takes.
+    #[inline]
+    pub fn begin_exact(&mut self, field: u32, len: usize) -> Open {
+        self.begin_sized(field, varint_len(len))
+    }
+
     /// Ends the message `open` started: writes its length before it.
     #[inline]
     pub fn end(&mut self, open: Open) {
@@ -187,6 +194,19 @@ impl Writer {
     pub fn truncate(&mut self, mark: usize) {
         self.buf.truncate(mark);
     }
+}
+
+/// How many bytes `n` takes as a varint.
+#[inline]
+pub fn varint_len(n: usize) -> usize {
+    // One byte per started group of seven bits, and one for zero.
+    ((usize::BITS - (n | 1).leading_zeros()) as usize).div_ceil(7)
+}
+
+/// The encoded size of a length-delimited field of `len` bytes with a one-byte key.
+#[inline]
+pub fn delimited_len(len: usize) -> usize {
+    1 + varint_len(len) + len
 }
 
 #[cfg(test)]
@@ -236,7 +256,11 @@ mod tests {
                     ..Default::default()
                 }],
             };
-            assert_eq!(w.buf, expected.encode_to_vec(), "length {n}, reserved {width}");
+            assert_eq!(
+                w.buf,
+                expected.encode_to_vec(),
+                "length {n}, reserved {width}"
+            );
             assert_eq!(KeyValueList::decode(&w.buf[..]).unwrap(), expected);
         }
     }
@@ -264,6 +288,14 @@ mod tests {
         .encode(&mut expected)
         .unwrap();
         assert_eq!(w.buf, expected);
+    }
+
+    #[test]
+    fn varint_lengths() {
+        for (n, want) in [(0, 1), (1, 1), (127, 1), (128, 2), (16_383, 2), (16_384, 3)] {
+            assert_eq!(varint_len(n), want, "{n}");
+        }
+        assert_eq!(varint_len(usize::MAX), 10);
     }
 
     #[test]
