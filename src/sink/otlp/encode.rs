@@ -231,8 +231,9 @@ struct Scratch {
 #[derive(Default)]
 struct Keys {
     bytes: Vec<u8>,
-    /// Where each key starts in `bytes`, and its length.
-    spans: Vec<(u32, u32)>,
+    /// Each key's length and first eight bytes (cheap to compare, and enough to tell most
+    /// keys apart), and where it starts in `bytes`.
+    spans: Vec<(u32, u64, u32)>,
     /// Hashes of every key, once there are more than [`LINEAR_KEYS`].
     hashes: HashSet<u64>,
     state: std::hash::RandomState,
@@ -246,8 +247,9 @@ impl Keys {
     }
 
     fn seen(&self, key: &[u8]) -> bool {
-        self.spans.iter().any(|&(start, len)| {
-            len as usize == key.len() && &self.bytes[start as usize..][..len as usize] == key
+        let (len, prefix) = (key.len() as u32, prefix(key));
+        self.spans.iter().any(|&(l, p, start)| {
+            l == len && p == prefix && &self.bytes[start as usize..][..len as usize] == key
         })
     }
 
@@ -261,7 +263,7 @@ impl Keys {
             }
         } else {
             if n == LINEAR_KEYS {
-                for &(start, len) in &self.spans {
+                for &(len, _, start) in &self.spans {
                     let k = &self.bytes[start as usize..][..len as usize];
                     self.hashes.insert(self.state.hash_one(k));
                 }
@@ -271,10 +273,19 @@ impl Keys {
                 return false;
             }
         }
-        self.spans.push((self.bytes.len() as u32, key.len() as u32));
+        self.spans
+            .push((key.len() as u32, prefix(key), self.bytes.len() as u32));
         self.bytes.extend_from_slice(key);
         true
     }
+}
+
+/// The first eight bytes of `key`, zero-padded, as a number.
+fn prefix(key: &[u8]) -> u64 {
+    let mut p = [0u8; 8];
+    let n = key.len().min(8);
+    p[..n].copy_from_slice(&key[..n]);
+    u64::from_le_bytes(p)
 }
 
 /// A `KeyValue` with a string value in `field`. Lengths are known up front, so nothing moves

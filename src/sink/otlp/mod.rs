@@ -674,8 +674,12 @@ mod tests {
             .iter()
             .map(|event| Ref { batch, event })
             .collect();
-        ExportLogsServiceRequest::decode(&enc.request(&refs, 42, 0)[..])
-            .expect("the encoder writes a valid request")
+        let bytes = enc.request(&refs, 42, 0);
+        let req = ExportLogsServiceRequest::decode(&bytes[..]).expect("a valid request");
+        // Byte for byte what prost writes for the same message: fields in number order,
+        // lengths in their shortest form, defaults left out.
+        assert_eq!(req.encode_to_vec(), bytes, "canonical encoding");
+        req
     }
 
     fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
