@@ -148,7 +148,12 @@ fn bench(c: &mut Criterion) {
     );
     let records: usize = requests
         .iter()
-        .map(|r| ExportLogsServiceRequest::decode(&otlp.request(r)[..]).expect("valid protobuf"))
+        .map(|r| {
+            let bytes = otlp.request(r);
+            let req = ExportLogsServiceRequest::decode(&bytes[..]).expect("valid protobuf");
+            assert_eq!(req.encode_to_vec(), bytes, "what prost would write");
+            req
+        })
         .flat_map(|req| req.resource_logs)
         .flat_map(|rl| rl.scope_logs)
         .map(|sl| sl.log_records.len())
