@@ -128,6 +128,8 @@ pub struct Batch {
     pub k8s: Vec<Option<K8sTag>>,
     /// Attributes every event of the batch carries (static node or cluster names).
     pub resource: Arc<[(Bytes, Bytes)]>,
+    /// When the source read the batch's data (zero when unknown): OTLP's observed time.
+    pub received: Timestamp,
 }
 
 /// Kubernetes names inside a tag, as spans of the tag's bytes.

@@ -70,8 +70,8 @@ pub struct Encoder {
 type ResourceKey<'a> = Vec<(&'a [u8], &'a [u8])>;
 
 impl Encoder {
-    /// The protobuf-encoded request for `events`, observed at `observed` (Unix ns), in a
-    /// buffer of at least `capacity` bytes.
+    /// The protobuf-encoded request for `events`, in a buffer of at least `capacity` bytes.
+    /// `observed` (Unix ns) stands in for the receive time of events that have none.
     pub fn request(&self, events: &[Ref<'_>], observed: u64, capacity: usize) -> Vec<u8> {
         // Records are grouped under their resource, so the groups are found first.
         let mut groups: Vec<(ResourceKey<'_>, Vec<u32>)> = Vec::new();
@@ -215,7 +215,13 @@ impl Encoder {
                 w.bytes(RECORD_SPAN_ID, &s);
             }
         }
-        w.fixed64(RECORD_OBSERVED_TIME, observed);
+        w.fixed64(
+            RECORD_OBSERVED_TIME,
+            match unix_nanos(batch.received) {
+                0 => observed,
+                received => received,
+            },
+        );
     }
 }
 

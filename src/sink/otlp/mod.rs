@@ -26,7 +26,7 @@
 //! | resource `k8s.pod.name`, `k8s.namespace.name`, `k8s.container.name` | the Kubernetes tag |
 //! | resource, more attributes | `[enrich.resource]` (static node and cluster names) |
 //! | `time_unix_nano` | the event time (a JSON line's own time when enrichment found one) |
-//! | `observed_time_unix_nano` | now, once per request |
+//! | `observed_time_unix_nano` | when the source read the event from its client |
 //! | `severity_number` | the level enrichment found; 0 when none |
 //! | `severity_text` | the level as written, else the OTel short name (`WARN`), else empty |
 //! | `body` | the log line as a string; with `body = "map"` a parsed JSON line is a kvlist |

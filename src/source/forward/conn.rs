@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::decode::{self, Skipped};
 use super::handshake::{self, Challenge, Security};
 use crate::buffer::Router;
-use crate::event::{Ack, AckStatus, Batch};
+use crate::event::{Ack, AckStatus, Batch, Timestamp};
 use crate::msgpack::{self, Scanner};
 use crate::pipeline::{self, Enricher};
 use crate::shutdown::Shutdown;
@@ -183,6 +183,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         };
         let mut batch = Batch {
             fields: self.fields.clone(),
+            received: Timestamp::now(),
             ..Default::default()
         };
         take(enricher, &mut batch);
@@ -328,6 +329,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut batch = Batch {
             fields: self.fields.clone(),
             size: requests.len(),
+            received: Timestamp::now(),
             ..Default::default()
         };
         let mut skipped = Skipped::default();
