@@ -6,6 +6,7 @@ pub mod admin;
 pub mod health;
 pub mod logging;
 pub mod metrics;
+pub mod exposition;
 pub mod otel;
 pub mod probe;
 pub mod process;
