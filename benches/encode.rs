@@ -148,9 +148,7 @@ fn bench(c: &mut Criterion) {
     );
     let records: usize = requests
         .iter()
-        .map(|r| {
-            ExportLogsServiceRequest::decode(&otlp.request(r)[..]).expect("valid protobuf")
-        })
+        .map(|r| ExportLogsServiceRequest::decode(&otlp.request(r)[..]).expect("valid protobuf"))
         .flat_map(|req| req.resource_logs)
         .flat_map(|rl| rl.scope_logs)
         .map(|sl| sl.log_records.len())
@@ -243,10 +241,7 @@ fn bench(c: &mut Criterion) {
         ),
         (
             "otlp protobuf",
-            requests
-                .iter()
-                .map(|r| otlp.request(r).len())
-                .sum(),
+            requests.iter().map(|r| otlp.request(r).len()).sum(),
         ),
     ];
     for (name, bytes) in sizes {

@@ -38,12 +38,15 @@ impl Value {
     }
 }
 
+/// `(name, value)` pairs, in the order written.
+pub type Labels = Vec<(String, String)>;
+
 /// One `name{labels} value` line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     /// The full series name, suffix included (`…_total`, `…_bucket`).
     pub name: String,
-    pub labels: Vec<(String, String)>,
+    pub labels: Labels,
     pub value: Value,
 }
 
@@ -187,7 +190,7 @@ fn sample(line: &str) -> Result<Sample, String> {
 }
 
 /// The labels after `{`, up to and including `}`; returns what follows.
-fn label_set(mut s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn label_set(mut s: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     loop {
         s = s.trim_start_matches([',', ' ']);
@@ -296,10 +299,7 @@ mod tests {
         assert_eq!(s[0].value, Value::Float(1.5));
         assert_eq!(s[1].value, Value::Int(3));
         assert_eq!(s[4].name, "h_seconds_bucket");
-        assert_eq!(
-            s[4].labels,
-            labels(&[("component", "out"), ("le", "+Inf")])
-        );
+        assert_eq!(s[4].labels, labels(&[("component", "out"), ("le", "+Inf")]));
         assert_eq!(value("+Inf"), Some(Value::Float(f64::INFINITY)));
     }
 

@@ -3,10 +3,10 @@
 //! optionally its own traces and metrics over OTLP.
 
 pub mod admin;
+pub mod exposition;
 pub mod health;
 pub mod logging;
 pub mod metrics;
-pub mod exposition;
 pub mod otel;
 pub mod otel_metrics;
 pub mod probe;

@@ -110,7 +110,11 @@ impl SelfTelemetry {
         );
         tracing::info!(endpoint = %cfg.endpoint(), sampling_ratio = cfg.sampling_ratio, "exporting own traces over OTLP");
         let metrics = if cfg.metrics {
-            Some(MetricsExport::start(cfg, resource_attributes(cfg), metrics)?)
+            Some(MetricsExport::start(
+                cfg,
+                resource_attributes(cfg),
+                metrics,
+            )?)
         } else {
             None
         };

@@ -68,10 +68,7 @@ impl MetricsExport {
             metadata,
             metrics,
             resource: Resource {
-                attributes: resource
-                    .into_iter()
-                    .map(|(k, v)| attribute(k, v))
-                    .collect(),
+                attributes: resource.into_iter().map(|(k, v)| attribute(k, v)).collect(),
                 ..Default::default()
             },
             start_ns,
@@ -425,7 +422,9 @@ mod tests {
 
     #[test]
     fn counters_are_cumulative_monotonic_sums() {
-        let m = only("# HELP c_events Events.\n# TYPE c_events counter\nc_events_total{component=\"in\"} 3\n");
+        let m = only(
+            "# HELP c_events Events.\n# TYPE c_events counter\nc_events_total{component=\"in\"} 3\n",
+        );
         assert_eq!(m.name, "c_events_total");
         assert_eq!(m.description, "Events.");
         let Some(metric::Data::Sum(s)) = m.data else {

@@ -633,7 +633,11 @@ impl JsonScratch {
     /// Calls `f` with the tape of `line` when it is a JSON object, else with `None` (no
     /// line, or one that does not parse: enrichment parsed it already, so only a bug gets
     /// there).
-    fn with_object<R>(&mut self, line: Option<&[u8]>, f: impl FnOnce(Option<&[Node<'_>]>) -> R) -> R {
+    fn with_object<R>(
+        &mut self,
+        line: Option<&[u8]>,
+        f: impl FnOnce(Option<&[Node<'_>]>) -> R,
+    ) -> R {
         let Some(line) = line else { return f(None) };
         self.input.clear();
         self.input.extend_from_slice(line);

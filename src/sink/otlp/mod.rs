@@ -271,11 +271,9 @@ impl Exporter {
     /// (observed now), before compression. Public for `benches/encode.rs`.
     pub fn request(&self, events: &[Ref<'_>]) -> Vec<u8> {
         let hint = self.last_size.load(Ordering::Relaxed);
-        let request = self.encoder.request(
-            events,
-            unix_nanos(Timestamp::now()),
-            hint + hint / 8,
-        );
+        let request = self
+            .encoder
+            .request(events, unix_nanos(Timestamp::now()), hint + hint / 8);
         self.last_size.store(request.len(), Ordering::Relaxed);
         request
     }
@@ -635,8 +633,8 @@ mod tests {
     use super::*;
     use crate::event::{Batch, Event, K8sTag, Meta, Span};
     use bytes::Bytes;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
 
     const T: Timestamp = Timestamp {
         secs: 1_700_000_000,

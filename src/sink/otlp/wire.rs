@@ -236,7 +236,11 @@ mod tests {
                     ..Default::default()
                 }],
             };
-            assert_eq!(w.buf, expected.encode_to_vec(), "length {n}, reserved {width}");
+            assert_eq!(
+                w.buf,
+                expected.encode_to_vec(),
+                "length {n}, reserved {width}"
+            );
             assert_eq!(KeyValueList::decode(&w.buf[..]).unwrap(), expected);
         }
     }
