@@ -17,7 +17,7 @@ pub struct Telemetry {
     pub otlp: Otlp,
 }
 
-/// The OTLP transport for our own traces.
+/// The OTLP transport for our own traces and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
