@@ -1,9 +1,10 @@
-//! The `[telemetry]` section: Outrigger's own traces, sent over OTLP to a collector.
+//! The `[telemetry]` section: Outrigger's own traces and metrics, sent over OTLP to a
+//! collector.
 //!
-//! Off by default. This is about Outrigger watching itself (a span per exported batch), not
-//! about the events it forwards: these spans go straight to `endpoint` through their own
-//! client, never through Outrigger's sinks, so a sink that is failing cannot swallow the
-//! traces that would explain why.
+//! Off by default. This is about Outrigger watching itself (a span per exported batch, the
+//! metrics `/metrics` shows), not about the events it forwards: these go straight to
+//! `endpoint` through their own client, never through Outrigger's sinks, so a sink that is
+//! failing cannot swallow the telemetry that would explain why.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,7 @@ pub struct Telemetry {
     pub otlp: Otlp,
 }
 
-/// The OTLP transport for our own traces.
+/// The OTLP transport for our own traces and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
@@ -45,9 +46,12 @@ pub struct Otlp {
     pub resource: BTreeMap<String, String>,
     /// Sent with every export (gRPC metadata or HTTP headers), e.g. an API key.
     pub headers: BTreeMap<String, String>,
-    /// The share of batches traced, 0.0 to 1.0.
+    /// Also export the metrics (what `/metrics` shows) to the same collector. On by default
+    /// once `enabled`: they cost one small request per interval.
+    pub metrics: bool,
+    /// The share of batches traced, 0.0 to 1.0; 0.0 leaves only the metrics.
     pub sampling_ratio: f64,
-    /// How long finished spans wait to be sent together.
+    /// How long finished spans wait to be sent together; also the metrics' export period.
     pub export_interval_ms: u64,
     /// One export's time limit; also bounds the final flush when Outrigger stops.
     pub timeout_ms: u64,
@@ -65,6 +69,7 @@ impl Default for Otlp {
             service_name: "outrigger".into(),
             resource: BTreeMap::new(),
             headers: BTreeMap::new(),
+            metrics: true,
             sampling_ratio: 1.0,
             export_interval_ms: 5000,
             timeout_ms: 5000,
@@ -155,6 +160,7 @@ mod tests {
         assert_eq!(o.endpoint(), "http://127.0.0.1:4317");
         assert_eq!(o.service_name, "outrigger");
         assert_eq!(o.sampling_ratio, 1.0);
+        assert!(o.metrics);
         assert_eq!(o.export_interval_ms, 5000);
         assert_eq!(o.timeout_ms, 5000);
         let http = Otlp {
@@ -168,7 +174,7 @@ mod tests {
     fn every_key() {
         let o = with(
             "[telemetry.otlp]\nenabled = true\nendpoint = \"${COLLECTOR:-http://127.0.0.1:4317}\"\n\
-             protocol = \"grpc\"\nservice_name = \"edge\"\nsampling_ratio = 0.25\n\
+             protocol = \"grpc\"\nservice_name = \"edge\"\nsampling_ratio = 0.25\nmetrics = false\n\
              export_interval_ms = 1000\ntimeout_ms = 2000\nmax_queue_spans = 10\n\
              [telemetry.otlp.resource]\n\"k8s.node.name\" = \"n1\"\n\
              [telemetry.otlp.headers]\nauthorization = \"Bearer t\"\n",
@@ -182,6 +188,7 @@ mod tests {
         assert_eq!(o.resource["k8s.node.name"], "n1");
         assert_eq!(o.headers["authorization"], "Bearer t");
         assert_eq!(o.max_queue_spans, 10);
+        assert!(!o.metrics);
     }
 
     #[test]

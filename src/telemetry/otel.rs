@@ -10,10 +10,14 @@
 //! sink a [`SinkTracer`], or `None` when telemetry is off. With `None` the delivery loop
 //! builds no span, no attribute and no string, so "off" costs one branch per batch.
 //!
+//! With `metrics = true` (the default) it also runs the metrics export
+//! ([`super::otel_metrics`]) to the same collector, with the same resource.
+//!
 //! Shutdown ([`SelfTelemetry::shutdown`]) flushes what is queued, bounded by `timeout_ms`:
 //! a collector that is down delays exit by at most that, never indefinitely.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -25,6 +29,8 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
 };
 
+use super::Metrics;
+use super::otel_metrics::MetricsExport;
 use crate::config::telemetry::{Otlp, Protocol};
 use crate::sink::retry::Verdict;
 
@@ -50,11 +56,12 @@ pub mod key {
     pub const HTTP_STATUS: &str = "http.response.status_code";
 }
 
-/// The running tracer provider; dropped or shut down once, when Outrigger stops.
+/// The running tracer provider and metrics export; shut down once, when Outrigger stops.
 #[derive(Debug)]
 pub struct SelfTelemetry {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
+    metrics: Option<MetricsExport>,
     timeout: Duration,
 }
 
@@ -63,9 +70,11 @@ impl SelfTelemetry {
     /// a Tokio runtime: the gRPC channel's connection task is spawned on it (lazily: nothing
     /// connects until the first export, so a collector that is down does not stop the start).
     ///
+    /// `metrics` is the registry the metrics export reads (when `cfg.metrics`).
+    ///
     /// # Errors
     /// An endpoint, header or TLS setting the exporter cannot use.
-    pub fn start(cfg: &Otlp) -> anyhow::Result<Option<SelfTelemetry>> {
+    pub fn start(cfg: &Otlp, metrics: Arc<Metrics>) -> anyhow::Result<Option<SelfTelemetry>> {
         if !cfg.enabled {
             return Ok(None);
         }
@@ -79,12 +88,10 @@ impl SelfTelemetry {
             .with_batch_config(batch)
             .build();
         let resource = Resource::builder_empty()
-            .with_service_name(cfg.service_name.clone())
-            .with_attributes([KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))])
             .with_attributes(
-                cfg.resource
-                    .iter()
-                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+                resource_attributes(cfg)
+                    .into_iter()
+                    .map(|(k, v)| KeyValue::new(k, v)),
             )
             .build();
         let provider = SdkTracerProvider::builder()
@@ -102,11 +109,26 @@ impl SelfTelemetry {
                 .build(),
         );
         tracing::info!(endpoint = %cfg.endpoint(), sampling_ratio = cfg.sampling_ratio, "exporting own traces over OTLP");
+        let metrics = if cfg.metrics {
+            Some(MetricsExport::start(
+                cfg,
+                resource_attributes(cfg),
+                metrics,
+            )?)
+        } else {
+            None
+        };
         Ok(Some(SelfTelemetry {
             provider,
             tracer,
+            metrics,
             timeout: Duration::from_millis(cfg.timeout_ms),
         }))
+    }
+
+    /// Whether the metrics are exported too (`metrics = true`).
+    pub fn exports_metrics(&self) -> bool {
+        self.metrics.is_some()
     }
 
     /// The handle one exporter sink records its batches with.
@@ -120,7 +142,8 @@ impl SelfTelemetry {
         }
     }
 
-    /// Sends the spans still queued and stops the exporter, waiting at most `timeout_ms`.
+    /// Sends the spans still queued and the metrics one last time, and stops both exports,
+    /// waiting at most `timeout_ms` (the two run side by side, not one after the other).
     ///
     /// The SDK's shutdown blocks its caller until the export thread answers; it runs on
     /// Tokio's blocking pool so the runtime stays free to drive the gRPC channel that the
@@ -128,10 +151,18 @@ impl SelfTelemetry {
     /// itself until the timeout).
     pub async fn shutdown(self) {
         let SelfTelemetry {
-            provider, timeout, ..
+            provider,
+            timeout,
+            metrics,
+            ..
         } = self;
-        let done =
-            tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(timeout)).await;
+        let metrics = async {
+            if let Some(m) = metrics {
+                m.shutdown().await;
+            }
+        };
+        let traces = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(timeout));
+        let (done, ()) = tokio::join!(traces, metrics);
         match done {
             Ok(Ok(())) => tracing::debug!("own traces flushed"),
             Ok(Err(e)) => tracing::warn!(error = %e, "own traces not flushed"),
@@ -149,15 +180,7 @@ pub fn exporter(cfg: &Otlp) -> anyhow::Result<opentelemetry_otlp::SpanExporter> 
     let timeout = Duration::from_millis(cfg.timeout_ms);
     match cfg.protocol {
         Protocol::Grpc => {
-            let mut metadata = tonic::metadata::MetadataMap::new();
-            for (k, v) in &cfg.headers {
-                let name = tonic::metadata::AsciiMetadataKey::from_bytes(k.as_bytes())
-                    .with_context(|| format!("telemetry.otlp.headers: `{k}`"))?;
-                let value = v
-                    .parse()
-                    .with_context(|| format!("telemetry.otlp.headers.{k}"))?;
-                metadata.insert(name, value);
-            }
+            let metadata = metadata(cfg)?;
             let mut builder = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint.clone())
@@ -173,6 +196,36 @@ pub fn exporter(cfg: &Otlp) -> anyhow::Result<opentelemetry_otlp::SpanExporter> 
         // Refused when the configuration is loaded (see `Protocol::Http`).
         Protocol::Http => anyhow::bail!("telemetry.otlp.protocol: `http` is not supported yet"),
     }
+}
+
+/// `headers` as gRPC metadata, for the traces and the metrics.
+///
+/// # Errors
+/// A header name or value gRPC metadata cannot carry.
+pub(super) fn metadata(cfg: &Otlp) -> anyhow::Result<tonic::metadata::MetadataMap> {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    for (k, v) in &cfg.headers {
+        let name = tonic::metadata::AsciiMetadataKey::from_bytes(k.as_bytes())
+            .with_context(|| format!("telemetry.otlp.headers: `{k}`"))?;
+        let value = v
+            .parse()
+            .with_context(|| format!("telemetry.otlp.headers.{k}"))?;
+        metadata.insert(name, value);
+    }
+    Ok(metadata)
+}
+
+/// The resource both exports describe Outrigger with: `service.name`, `service.version`, then
+/// `[telemetry.otlp.resource]`, whose keys win over the first two.
+pub(super) fn resource_attributes(cfg: &Otlp) -> Vec<(String, String)> {
+    let mut all = std::collections::BTreeMap::new();
+    all.insert("service.name".to_string(), cfg.service_name.clone());
+    all.insert(
+        "service.version".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    all.extend(cfg.resource.clone());
+    all.into_iter().collect()
 }
 
 /// One exporter sink's tracer, with its name and kind ready to attach.
@@ -355,6 +408,11 @@ mod tests {
 
     #[test]
     fn off_builds_nothing() {
-        assert!(SelfTelemetry::start(&Otlp::default()).unwrap().is_none());
+        let metrics = Arc::new(Metrics::new());
+        assert!(
+            SelfTelemetry::start(&Otlp::default(), metrics)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -55,7 +55,8 @@ pub struct Running {
     /// Each sink's queue depth, to report what a drain that timed out left behind.
     queues: Vec<QueueGauges>,
     grace: Duration,
-    /// Our own traces' provider, when `[telemetry.otlp]` is on; flushed after the sinks.
+    /// Our own traces' provider and metrics export, when `[telemetry.otlp]` is on; flushed
+    /// after the sinks.
     telemetry: Option<SelfTelemetry>,
 }
 
@@ -85,6 +86,9 @@ pub async fn check(settings: &Settings) -> anyhow::Result<()> {
     }
     if settings.telemetry.otlp.enabled {
         crate::telemetry::otel::exporter(&settings.telemetry.otlp)?;
+        if settings.telemetry.otlp.metrics {
+            crate::telemetry::otel_metrics::client(&settings.telemetry.otlp)?;
+        }
     }
     Ok(())
 }
@@ -193,7 +197,7 @@ pub async fn start_with(
         default_queue_bytes,
         "queue bounds sized"
     );
-    let telemetry = SelfTelemetry::start(&settings.telemetry.otlp)?;
+    let telemetry = SelfTelemetry::start(&settings.telemetry.otlp, metrics.clone())?;
 
     let mut sinks = JoinSet::new();
     let mut routes = Vec::new();
@@ -324,6 +328,13 @@ impl Running {
     /// Whether Outrigger's own traces are being exported (`[telemetry.otlp]` enabled).
     pub fn traces_exported(&self) -> bool {
         self.telemetry.is_some()
+    }
+
+    /// Whether Outrigger's own metrics are being exported over OTLP.
+    pub fn metrics_exported(&self) -> bool {
+        self.telemetry
+            .as_ref()
+            .is_some_and(SelfTelemetry::exports_metrics)
     }
 
     /// Drains and stops everything.

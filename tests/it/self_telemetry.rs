@@ -1,12 +1,19 @@
-//! Outrigger's own traces: a `loki` sink delivers to the in-test Loki backend while an in-test
-//! OTLP trace collector (a tonic `TraceService` server on `opentelemetry-proto`'s generated
-//! trait) receives the spans of those deliveries. Off, nothing reaches the collector; with the
-//! collector down, stopping still ends promptly.
+//! Outrigger's own traces and metrics: a `loki` sink delivers to the in-test Loki backend while
+//! an in-test OTLP collector (tonic `TraceService` and `MetricsService` servers on
+//! `opentelemetry-proto`'s generated traits) receives the spans of those deliveries and the
+//! metrics they moved. Off, nothing reaches the collector; with the collector down, stopping
+//! still ends promptly.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -15,6 +22,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{Metric, metric, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -26,7 +34,10 @@ use crate::loki::wait_entries;
 // === the collector ===
 
 #[derive(Default)]
-struct Received(Mutex<Vec<ExportTraceServiceRequest>>);
+struct Received(
+    Mutex<Vec<ExportTraceServiceRequest>>,
+    Mutex<Vec<ExportMetricsServiceRequest>>,
+);
 
 struct Service(Arc<Received>);
 
@@ -38,6 +49,17 @@ impl TraceService for Service {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         self.0.0.lock().unwrap().push(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Service {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.0.1.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
 }
 
@@ -59,10 +81,12 @@ impl Collector {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Received::default());
         let service = TraceServiceServer::new(Service(received.clone()));
+        let metrics = MetricsServiceServer::new(Service(received.clone()));
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(metrics)
                 .serve_with_incoming(incoming)
                 .await;
         });
@@ -79,6 +103,47 @@ impl Collector {
 
     fn requests(&self) -> Vec<ExportTraceServiceRequest> {
         self.received.0.lock().unwrap().clone()
+    }
+
+    fn metric_requests(&self) -> Vec<ExportMetricsServiceRequest> {
+        self.received.1.lock().unwrap().clone()
+    }
+
+    /// The metric `name` in metrics request `request`, with its resource's attributes.
+    fn metric(
+        request: &ExportMetricsServiceRequest,
+        name: &str,
+    ) -> Option<(Vec<KeyValue>, Metric)> {
+        request.resource_metrics.iter().find_map(|rm| {
+            let m = rm
+                .scope_metrics
+                .iter()
+                .flat_map(|sm| &sm.metrics)
+                .find(|m| m.name == name)?;
+            let resource = rm
+                .resource
+                .clone()
+                .map(|r| r.attributes)
+                .unwrap_or_default();
+            Some((resource, m.clone()))
+        })
+    }
+
+    /// Waits (10 s at most) for a metrics request in which `outrigger_source_events_total`
+    /// of source `in` has reached `events`, and returns that request.
+    async fn wait_events(&self, events: i64) -> Option<ExportMetricsServiceRequest> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let found = self
+                .metric_requests()
+                .into_iter()
+                .find(|r| source_events(r) == Some(events));
+            if found.is_some() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
     }
 
     /// Every span received so far, with its resource's attributes.
@@ -116,6 +181,23 @@ fn int(attributes: &[KeyValue], key: &str) -> i64 {
     match attr(attributes, key) {
         Some(Value::IntValue(i)) => *i,
         other => panic!("`{key}` is not an integer: {other:?}"),
+    }
+}
+
+/// `outrigger_source_events_total{component="in"}` in `request`, when there.
+fn source_events(request: &ExportMetricsServiceRequest) -> Option<i64> {
+    let (_, m) = Collector::metric(request, "outrigger_source_events_total")?;
+    let Some(metric::Data::Sum(sum)) = m.data else {
+        panic!("not a sum: {m:?}")
+    };
+    assert!(sum.is_monotonic);
+    let point = sum
+        .data_points
+        .iter()
+        .find(|p| string(&p.attributes, "component") == "in")?;
+    match point.value {
+        Some(number_data_point::Value::AsInt(v)) => Some(v),
+        other => panic!("not an integer: {other:?}"),
     }
 }
 
@@ -257,6 +339,7 @@ async fn off_nothing_is_sent() {
     o.stop().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(collector.requests().is_empty());
+    assert!(collector.metric_requests().is_empty());
 }
 
 #[tokio::test]
@@ -278,4 +361,117 @@ async fn a_collector_that_is_down_does_not_hold_up_the_stop() {
         "stop took {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn own_metrics_arrive_as_sums_histograms_and_gauges() {
+    let collector = Collector::start().await;
+    let loki = Backend::start(vec![]).await;
+    let mut o = outrigger(
+        &loki.url(),
+        &format!(
+            "enabled = true\nendpoint = \"{}\"\nexport_interval_ms = 50\n\
+             service_name = \"outrigger-test\"\n",
+            collector.url()
+        ),
+    )
+    .await;
+    assert!(o.running.as_ref().unwrap().metrics_exported());
+    send(&o, 3).await;
+    assert_eq!(wait_entries(&loki, 3).await.len(), 3);
+    // The batch is delivered before its histogram is observed: wait for that too.
+    o.wait_metric("outrigger_sink_batch_events_count{component=\"out\"}", 1.0)
+        .await;
+    let request = collector.wait_events(3).await.unwrap_or_else(|| {
+        panic!(
+            "no export with 3 events: {:#?}",
+            collector.metric_requests()
+        )
+    });
+    // The family exists (empty) from the start; wait for an export made after the batch.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (resource, p) = loop {
+        let found = collector.metric_requests().iter().rev().find_map(|r| {
+            let (resource, m) = Collector::metric(r, "outrigger_sink_batch_events")?;
+            let Some(metric::Data::Histogram(h)) = m.data else {
+                panic!("not a histogram: {m:?}")
+            };
+            let p = h
+                .data_points
+                .into_iter()
+                .find(|p| string(&p.attributes, "component") == "out")?;
+            (p.count > 0).then_some((resource, p))
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no batch in the batch-size histogram"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(string(&resource, "service.name"), "outrigger-test");
+    assert_eq!(p.count, 1, "{p:?}");
+    assert_eq!(p.sum, Some(3.0));
+    // Bounds 1, 4, 16, ...: the one batch of 3 is in the second bucket, and only there.
+    assert_eq!(p.bucket_counts.len(), p.explicit_bounds.len() + 1);
+    assert_eq!(&p.explicit_bounds[..3], &[1.0, 4.0, 16.0]);
+    assert_eq!(p.bucket_counts.iter().sum::<u64>(), p.count);
+    assert_eq!(p.bucket_counts[1], 1, "{p:?}");
+    assert!(p.start_time_unix_nano > 0 && p.start_time_unix_nano <= p.time_unix_nano);
+
+    let (_, rss) = Collector::metric(&request, "process_resident_memory_bytes")
+        .expect("process_resident_memory_bytes");
+    let Some(metric::Data::Gauge(g)) = rss.data else {
+        panic!("not a gauge: {rss:?}")
+    };
+    match g.data_points[0].value {
+        Some(number_data_point::Value::AsInt(v)) => assert!(v > 1 << 20, "{v}"),
+        Some(number_data_point::Value::AsDouble(v)) => assert!(v > 1048576.0, "{v}"),
+        None => panic!("no value"),
+    }
+    o.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn stopping_sends_the_metrics_one_last_time() {
+    let collector = Collector::start().await;
+    let loki = Backend::start(vec![]).await;
+    // An interval far longer than the test: only the final export can deliver anything.
+    let mut o = outrigger(
+        &loki.url(),
+        &format!(
+            "enabled = true\nendpoint = \"{}\"\nexport_interval_ms = 600000\n",
+            collector.url()
+        ),
+    )
+    .await;
+    send(&o, 2).await;
+    assert_eq!(wait_entries(&loki, 2).await.len(), 2);
+    assert!(collector.metric_requests().is_empty());
+    o.stop().await.unwrap();
+    let requests = collector.metric_requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    assert_eq!(source_events(&requests[0]), Some(2));
+}
+
+#[tokio::test]
+async fn metrics_false_sends_only_traces() {
+    let collector = Collector::start().await;
+    let loki = Backend::start(vec![]).await;
+    let mut o = outrigger(
+        &loki.url(),
+        &format!(
+            "enabled = true\nmetrics = false\nendpoint = \"{}\"\nexport_interval_ms = 50\n",
+            collector.url()
+        ),
+    )
+    .await;
+    assert!(!o.running.as_ref().unwrap().metrics_exported());
+    send(&o, 2).await;
+    assert_eq!(wait_entries(&loki, 2).await.len(), 2);
+    o.stop().await.unwrap();
+    assert!(!collector.spans().is_empty(), "the traces still go");
+    assert!(collector.metric_requests().is_empty());
 }
