@@ -121,14 +121,7 @@ impl Receiver {
             .context("receiver listener")?;
         let addr = listener.local_addr()?;
         let counts = Arc::new(Counts::default());
-        match kind {
-            Kind::Otlp => {
-                runtime.spawn(serve_grpc(listener, counts.clone()));
-            }
-            _ => {
-                runtime.spawn(serve_http(listener, kind, counts.clone()));
-            }
-        }
+        runtime.spawn(serve(listener, kind, counts.clone()));
         Ok(Some(Receiver {
             addr,
             counts,
@@ -137,8 +130,8 @@ impl Receiver {
     }
 }
 
-/// Accepts HTTP/1.1 connections until the runtime stops.
-async fn serve_http(listener: tokio::net::TcpListener, kind: Kind, counts: Arc<Counts>) {
+/// Accepts connections until the runtime stops: HTTP/2 for gRPC, HTTP/1.1 otherwise.
+async fn serve(listener: tokio::net::TcpListener, kind: Kind, counts: Arc<Counts>) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -149,12 +142,27 @@ async fn serve_http(listener: tokio::net::TcpListener, kind: Kind, counts: Arc<C
             }
         };
         let _ = stream.set_nodelay(true);
+        let io = hyper_util::rt::TokioIo::new(stream);
         let counts = counts.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| answer(req, kind, counts.clone()));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
+            if kind == Kind::Otlp {
+                let service =
+                    hyper::service::service_fn(move |req| grpc_answer(req, counts.clone()));
+                // Windows that grow with the measured bandwidth-delay product, as gRPC-Go
+                // servers (the OpenTelemetry Collector) have; h2's fixed 64 KiB would hold
+                // each request back to a window update per 64 KiB.
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .adaptive_window(true)
+                        .serve_connection(io, service)
+                        .await;
+            } else {
+                let service =
+                    hyper::service::service_fn(move |req| answer(req, kind, counts.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            }
         });
     }
 }
@@ -189,33 +197,8 @@ async fn answer(
     Ok(resp)
 }
 
-/// Accepts HTTP/2 (gRPC) connections until the runtime stops. Each call's body is read whole
-/// and answered with an empty message and `grpc-status: 0` in the trailers.
-async fn serve_grpc(listener: tokio::net::TcpListener, counts: Arc<Counts>) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                eprintln!("loadgen: receiver accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let counts = counts.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| grpc_answer(req, counts.clone()));
-            // Windows that grow with the measured bandwidth-delay product, as gRPC-Go
-            // servers (the OpenTelemetry Collector) have; h2's fixed 64 KiB would hold each
-            // request back to a window update per 64 KiB.
-            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .adaptive_window(true)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
+/// Reads a gRPC call's body whole and answers with an empty message and `grpc-status: 0`
+/// in the trailers.
 async fn grpc_answer(
     req: Request<hyper::body::Incoming>,
     counts: Arc<Counts>,
