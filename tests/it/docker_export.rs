@@ -36,9 +36,10 @@ const PAD: usize = 40_000;
 struct Line {
     /// `stdout` or `stderr`.
     stream: &'static str,
-    /// The line as printed (without its newline): Loki's line, the OTLP body.
+    /// The line as printed (without its newline): Loki's line.
     text: String,
-    /// Elasticsearch's `message`: a text line itself, a JSON line's message field.
+    /// Elasticsearch's `message` and the OTLP body: a text line itself, a JSON line's
+    /// message field.
     message: String,
     /// Trace and span ID, lowercase hex.
     trace: Option<(String, String)>,
@@ -475,10 +476,17 @@ async fn otlp_grpc_receives_every_line_with_trace_bytes() {
         .iter()
         .map(|rec| str_of(rec.body.as_ref().and_then(|b| b.value.as_ref())))
         .collect();
-    exactly_once(&bodies, lines.iter().map(|l| l.text.clone()), "OTLP bodies");
+    exactly_once(
+        &bodies,
+        lines.iter().map(|l| l.message.clone()),
+        "OTLP bodies",
+    );
     assert_eq!(records.len(), lines.len(), "records == lines printed");
     for (rec, body) in records.iter().zip(&bodies) {
-        let w = want(&lines, body);
+        let w = lines
+            .iter()
+            .find(|l| l.message == *body)
+            .unwrap_or_else(|| panic!("unexpected body {:?}", short(body)));
         let what = &short(&w.text);
         let (trace, span) = match &w.trace {
             Some((t, s)) => (hex::decode(t).unwrap(), hex::decode(s).unwrap()),
@@ -503,12 +511,14 @@ async fn otlp_grpc_receives_every_line_with_trace_bytes() {
         assert!(attr("outrigger.incomplete").is_none(), "complete: {what}");
         r.check_time((rec.time_unix_nano / 1_000_000_000) as i64, what);
     }
+    // The message is the body, the JSON line's other fields typed attributes.
     let order = records
         .iter()
-        .find(|rec| {
-            otlp::attr(&rec.attributes, "msg") == Some(&Any::StringValue("order created".into()))
-        })
-        .unwrap();
+        .zip(&bodies)
+        .find(|(_, body)| *body == "order created")
+        .map(|(rec, _)| rec)
+        .expect("the order line");
+    assert_eq!(otlp::attr(&order.attributes, "msg"), None);
     assert_eq!(
         otlp::attr(&order.attributes, "order"),
         Some(&Any::IntValue(42))

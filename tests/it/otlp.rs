@@ -454,7 +454,9 @@ fn check_mixed(req: &ExportLogsServiceRequest, k8s_tag: &str, pod_id: &str, sent
     };
 
     let api = all[0];
-    assert_eq!(api.body.as_ref().unwrap().value, Some(string(JSON_LINE)));
+    // `body = "message"` (the default): the line's message is the body, its other fields
+    // attributes.
+    assert_eq!(api.body.as_ref().unwrap().value, Some(string("slow query")));
     assert_eq!(api.severity_number, 13);
     assert_eq!(api.severity_text, "warn");
     assert_eq!(
@@ -469,7 +471,6 @@ fn check_mixed(req: &ExportLogsServiceRequest, k8s_tag: &str, pod_id: &str, sent
             kv("log.iostream", "stderr"),
             kv("fluent.tag", "docker.api"),
             kv("level", "warn"),
-            kv("msg", "slow query"),
             ("ms".to_string(), Value::IntValue(1200)),
             kv(
                 "traceparent",

@@ -153,10 +153,23 @@ impl Encoder {
         let Scratch { json, keys } = scratch;
         keys.clear();
         json.with_object(line.filter(|_| m.json), |fields| {
-            match (fields, self.body) {
-                (Some(tape), Body::Map) => {
+            // With `body = "message"`, the top-level member holding the message enrichment
+            // found, and its text.
+            let message = match (fields, self.body, line, m.line, m.message) {
+                (Some(tape), Body::Message, Some(line), Some(at), Some(msg)) => {
+                    message_member(tape, line, msg.start.wrapping_sub(at.start) as usize)
+                }
+                _ => None,
+            };
+            match (fields, self.body, message) {
+                (Some(tape), Body::Map, _) => {
                     let body = w.begin_sized(RECORD_BODY, 2);
                     json_value(w, tape, &mut 0, 0);
+                    w.end(body);
+                }
+                (_, _, Some((_, text))) => {
+                    let body = w.begin_exact(RECORD_BODY, delimited_len(text.len()));
+                    w.bytes_always(ANY_STRING, text.as_bytes());
                     w.end(body);
                 }
                 _ => {
@@ -172,15 +185,15 @@ impl Encoder {
             }
             string_attr(w, keys, b"fluent.tag", batch.tag(e));
             if let Some(tape) = fields {
+                if self.shape.keep_line
+                    && (self.body == Body::Map || message.is_some())
+                    && let Some(line) = line
+                {
+                    string_attr(w, keys, b"log.record.original", line);
+                }
                 match (self.body, &self.shape.nest_key) {
-                    (Body::Map, _) => {
-                        if self.shape.keep_line
-                            && let Some(line) = line
-                        {
-                            string_attr(w, keys, b"log.record.original", line);
-                        }
-                    }
-                    (Body::String, Some(nest)) => {
+                    (Body::Map, _) => {}
+                    (_, Some(nest)) => {
                         let nest = String::from_utf8_lossy(nest);
                         if keys.admit(nest.as_bytes()) {
                             let kv = w.begin(RECORD_ATTRIBUTES);
@@ -191,7 +204,7 @@ impl Encoder {
                             w.end(kv);
                         }
                     }
-                    (Body::String, None) => json_attrs(w, keys, tape),
+                    (_, None) => json_attrs(w, keys, tape, message.map(|(key, _)| key)),
                 }
             }
         });
@@ -570,8 +583,52 @@ fn float(w: &mut Writer, f: f64) {
     }
 }
 
-/// The top-level fields of the object on `tape` as attributes.
-fn json_attrs(w: &mut Writer, keys: &mut Keys, tape: &[Node<'_>]) {
+/// The top-level member of the JSON object `line` (parsed on `tape`) whose value is the string
+/// literal starting at byte `at` of the line: its key and text. `None` when the literal is not
+/// a top-level member's value (a nested message) or its key has escapes.
+fn message_member<'t>(tape: &[Node<'t>], line: &[u8], at: usize) -> Option<(&'t str, &'t str)> {
+    // Before the literal: `"key"`, optional spaces, `:`, optional spaces.
+    let before = line.get(..at)?;
+    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let colon = before.iter().rposition(|b| !is_space(b))?;
+    if before[colon] != b':' {
+        return None;
+    }
+    let close = before[..colon].iter().rposition(|b| !is_space(b))?;
+    if before[close] != b'"' {
+        return None;
+    }
+    let open = before[..close].iter().rposition(|&b| b == b'"')?;
+    let key = &before[open + 1..close];
+    if key.contains(&b'\\') {
+        return None;
+    }
+    let Some(Node::Object { len, .. }) = tape.first() else {
+        return None;
+    };
+    // The tape's first member under that key must be a string: the same member, unless a
+    // nested object repeats both the key and the message (then the top level wins, which
+    // is still that key's value).
+    let mut i = 1;
+    for _ in 0..*len {
+        let Some(Node::String(k)) = tape.get(i) else {
+            return None;
+        };
+        i += 1;
+        if k.as_bytes() == key {
+            return match tape.get(i) {
+                Some(Node::String(v)) => Some((*k, *v)),
+                _ => None,
+            };
+        }
+        i += nodes(tape, i);
+    }
+    None
+}
+
+/// The top-level fields of the object on `tape` as attributes, but for the member `skip`
+/// (the message that became the body).
+fn json_attrs(w: &mut Writer, keys: &mut Keys, tape: &[Node<'_>], skip: Option<&str>) {
     let Some(Node::Object { len, .. }) = tape.first() else {
         return;
     };
@@ -581,7 +638,7 @@ fn json_attrs(w: &mut Writer, keys: &mut Keys, tape: &[Node<'_>]) {
             return;
         };
         i += 1;
-        if !keys.admit(k.as_bytes()) {
+        if skip == Some(*k) || !keys.admit(k.as_bytes()) {
             i += nodes(tape, i);
             continue;
         }

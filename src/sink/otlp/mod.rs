@@ -29,11 +29,11 @@
 //! | `observed_time_unix_nano` | when the source read the event from its client |
 //! | `severity_number` | the level enrichment found; 0 when none |
 //! | `severity_text` | the level as written, else the OTel short name (`WARN`), else empty |
-//! | `body` | the log line as a string; with `body = "map"` a parsed JSON line is a kvlist |
+//! | `body` | a parsed JSON line's message field (`msg`, `message`, ... as enrichment found it; `body = "message"`, the default), else the log line as a string; with `body = "string"` always the line, with `body = "map"` a parsed JSON line is a kvlist |
 //! | attribute `log.iostream` | Docker's `source`, or a `stream` field holding `stdout`/`stderr` |
 //! | attribute `fluent.tag` | the forward tag |
-//! | attributes | a parsed JSON line's top-level fields (`body = "string"`; under the nest key as one kvlist when `merge = "nested"`), then the record's other fields (Docker labels and env, Fluent Bit's keys), then per-connection fields (`source_address_key`) |
-//! | attribute `log.record.original` | the line, when `body = "map"` and `keep_line` |
+//! | attributes | a parsed JSON line's top-level fields but the one that became the body (`body = "message"` or `"string"`; under the nest key as one kvlist when `merge = "nested"`), then the record's other fields (Docker labels and env, Fluent Bit's keys), then per-connection fields (`source_address_key`) |
+//! | attribute `log.record.original` | the line, when `keep_line` and the body is not the line |
 //! | attribute `outrigger.incomplete` | `true` for a split line or stack trace that never finished |
 //! | `trace_id`, `span_id`, `flags` | the trace context enrichment found: 16 and 8 raw bytes, trace flags in the low 8 bits; all-zero IDs are left out, and a span ID only goes with a trace ID |
 //!
@@ -104,8 +104,9 @@ pub struct Config {
     /// `OTEL_EXPORTER_OTLP_PROTOCOL`.
     #[serde(default)]
     pub protocol: Protocol,
-    /// How a parsed JSON line is sent: `string` (default; the line is the body, its fields
-    /// are attributes) or `map` (the fields are the body, as a kvlist).
+    /// How a parsed JSON line is sent: `message` (default; its message field is the body,
+    /// the other fields attributes), `string` (the line is the body, its fields attributes
+    /// too) or `map` (the fields are the body, as a kvlist).
     #[serde(default)]
     pub body: Body,
     /// Path appended to the endpoint for the HTTP protocols. `""` when the endpoint is
@@ -136,8 +137,12 @@ pub enum Protocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Body {
-    /// The line as written is the body; its top-level fields are attributes.
+    /// The line's message field (the one enrichment found: `msg`, `message`, ...) is the
+    /// body, its other top-level fields are attributes. A line without one is sent as
+    /// `string` would.
     #[default]
+    Message,
+    /// The line as written is the body; its top-level fields are attributes too.
     String,
     /// The line's fields are the body (a kvlist); nothing is duplicated into attributes.
     Map,
@@ -815,6 +820,67 @@ mod tests {
         assert_eq!(attr(&r.attributes, "log.record.original"), Some(&s(LINE)));
     }
 
+    /// One Docker record whose JSON line is `line`, with the message enrichment found at
+    /// the literal `message` (quotes included) when given.
+    fn docker_line(batch: &mut Batch, line: &str, message: Option<&str>) {
+        let tag = batch.tag_index(b"docker.api", || Bytes::from_static(b"docker.api"));
+        let rec = record(&[("log", line), ("source", "stdout")]);
+        let mut e = Event::new(T, tag, Bytes::from(rec.clone()));
+        let at = span_of(&rec, line);
+        e.meta = Meta {
+            line: Some(at),
+            json: true,
+            message: message.map(|m| {
+                let start = at.start as usize + line.find(m).expect("message in line");
+                Span::new(start..start + m.len())
+            }),
+            ..Meta::default()
+        };
+        batch.events.push(e);
+    }
+
+    #[test]
+    fn message_body_takes_the_message_member_and_leaves_the_rest_as_attributes() {
+        let mut b = Batch::default();
+        docker_line(
+            &mut b,
+            r#"{"level":"warn", "msg" : "disk \"full\"","ms":3}"#,
+            Some(r#""disk \"full\"""#),
+        );
+        // A message nested in an object is not a member of the line: the line is the body.
+        let nested = r#"{"ctx":{"msg":"inner"},"msg2":"x"}"#;
+        docker_line(&mut b, nested, Some(r#""inner""#));
+        // No message found: the line is the body.
+        docker_line(&mut b, r#"{"a":1}"#, None);
+        let enc = Encoder {
+            body: Body::Message,
+            shape: Shape {
+                keep_line: true,
+                ..Shape::default()
+            },
+        };
+        let req = encode(&enc, &b);
+        let r = &req.resource_logs[0].scope_logs[0].log_records;
+        let body = |i: usize| r[i].body.as_ref().unwrap().value.clone();
+        assert_eq!(body(0), Some(s("disk \"full\"")));
+        assert_eq!(
+            attr(&r[0].attributes, "msg"),
+            None,
+            "the body is not repeated"
+        );
+        assert_eq!(attr(&r[0].attributes, "ms"), Some(&Value::IntValue(3)));
+        assert_eq!(attr(&r[0].attributes, "level"), Some(&s("warn")));
+        assert!(attr(&r[0].attributes, "log.record.original").is_some());
+        assert_eq!(body(1), Some(s(nested)));
+        assert!(matches!(
+            attr(&r[1].attributes, "ctx"),
+            Some(Value::KvlistValue(_))
+        ));
+        assert_eq!(attr(&r[1].attributes, "log.record.original"), None);
+        assert_eq!(body(2), Some(s(r#"{"a":1}"#)));
+        assert_eq!(attr(&r[2].attributes, "a"), Some(&Value::IntValue(1)));
+    }
+
     #[test]
     fn nested_merge_puts_json_fields_under_one_attribute() {
         let mut b = Batch::default();
@@ -1257,8 +1323,10 @@ mod tests {
         let c: Config = toml::from_str("").unwrap();
         assert_eq!(
             (c.protocol, c.body, c.path.as_str()),
-            (Protocol::Grpc, Body::String, "/v1/logs")
+            (Protocol::Grpc, Body::Message, "/v1/logs")
         );
+        let c: Config = toml::from_str("body = \"string\"").unwrap();
+        assert_eq!(c.body, Body::String);
         let c: Config = toml::from_str("protocol = \"http/json\"\nbody = \"map\"").unwrap();
         assert_eq!((c.protocol, c.body), (Protocol::HttpJson, Body::Map));
         let c: Config = toml::from_str("protocol = \"http/protobuf\"").unwrap();
