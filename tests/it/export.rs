@@ -20,22 +20,6 @@ async fn outrigger(url: &str, extra: &str) -> Outrigger {
     .await
 }
 
-/// Sends `n` events `{"i": "<i>"}` (ids from `from`) on one connection.
-async fn send(o: &Outrigger, from: usize, n: usize) {
-    let mut s = o.connect().await;
-    let mut buf = Vec::new();
-    for i in from..from + n {
-        buf.extend(wire::message(
-            "t",
-            1_700_000_000,
-            &[("i", &i.to_string())],
-            None,
-        ));
-    }
-    s.write_all(&buf).await.unwrap();
-    s.flush().await.unwrap();
-}
-
 /// The ids delivered (every line of every accepted request), in order.
 fn delivered(b: &Backend) -> Vec<usize> {
     b.accepted()
@@ -77,7 +61,7 @@ async fn batches_are_delivered_gzipped_with_headers_and_auth() {
         "max_batch_events = 100\nheaders = { \"X-Team\" = \"payments\" }\nauth = { bearer = { token = \"s3cret\" } }",
     )
     .await;
-    send(&o, 0, 1000).await;
+    o.send_ids(0, 1000).await;
     let got = wait_delivered(&b, 1000).await;
     assert_eq!(sorted(got), (0..1000).collect::<Vec<_>>());
     let reqs = b.accepted();
@@ -103,7 +87,7 @@ async fn throttling_honours_retry_after_then_delivers_everything() {
     let b = Backend::start(vec![Fault::Status(429, Some(1), "slow down")]).await;
     let o = outrigger(&b.url(), "").await;
     let started = Instant::now();
-    send(&o, 0, 50).await;
+    o.send_ids(0, 50).await;
     let got = wait_delivered(&b, 50).await;
     assert!(
         started.elapsed() >= Duration::from_millis(900),
@@ -127,7 +111,7 @@ async fn server_errors_resets_and_slow_answers_are_retried_without_loss() {
     ])
     .await;
     let o = outrigger(&b.url(), "timeout_ms = 500\nmax_in_flight = 1").await;
-    send(&o, 0, 200).await;
+    o.send_ids(0, 200).await;
     let got = wait_delivered(&b, 200).await;
     let unique = {
         let mut u = got.clone();
@@ -164,13 +148,13 @@ async fn permanent_refusal_goes_to_the_dead_letter_file() {
         ),
     )
     .await;
-    send(&o, 0, 10).await;
+    o.send_ids(0, 10).await;
     o.wait_metric(
         "outrigger_sink_failed_events_total{component=\"out\",reason=\"rejected\"}",
         1.0,
     )
     .await;
-    send(&o, 10, 10).await;
+    o.send_ids(10, 10).await;
     let got = wait_delivered(&b, 10).await;
     let text = std::fs::read_to_string(&dead).unwrap();
     let dead_ids: Vec<usize> = text
@@ -203,7 +187,7 @@ async fn permanent_refusal_goes_to_the_dead_letter_file() {
 async fn backend_down_at_start_then_up_loses_nothing() {
     let addr = free_addr().await;
     let o = outrigger(&format!("http://{addr}"), "").await;
-    send(&o, 0, 300).await;
+    o.send_ids(0, 300).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         o.metric("outrigger_sink_retries_total{component=\"out\",reason=\"connection\"}") >= 1.0
@@ -263,7 +247,7 @@ async fn https_with_a_configured_ca() {
     let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/config/tls/example-ca.crt");
     let url = format!("https://localhost:{}", b.addr.port());
     let o = outrigger(&url, &format!("tls = {{ ca_file = \"{ca}\" }}")).await;
-    send(&o, 0, 20).await;
+    o.send_ids(0, 20).await;
     assert_eq!(
         sorted(wait_delivered(&b, 20).await),
         (0..20).collect::<Vec<_>>()
@@ -274,7 +258,7 @@ async fn https_with_a_configured_ca() {
     let untrusted = Backend::start_tls(vec![]).await;
     let url = format!("https://localhost:{}", untrusted.addr.port());
     let o = outrigger(&url, "").await;
-    send(&o, 0, 5).await;
+    o.send_ids(0, 5).await;
     o.wait_metric(
         "outrigger_sink_retries_total{component=\"out\",reason=\"connection\"}",
         2.0,
@@ -336,7 +320,7 @@ async fn mutual_tls_with_a_client_certificate() {
         "tls = {{ ca_file = \"{dir}/example-ca.crt\", cert_file = \"{dir}/example-client.crt\", key_file = \"{dir}/example-client.key\" }}"
     );
     let o = outrigger(&url, &tls).await;
-    send(&o, 0, 10).await;
+    o.send_ids(0, 10).await;
     assert_eq!(
         sorted(wait_delivered(&b, 10).await),
         (0..10).collect::<Vec<_>>()
@@ -348,7 +332,7 @@ async fn mutual_tls_with_a_client_certificate() {
         &format!("tls = {{ ca_file = \"{dir}/example-ca.crt\" }}"),
     )
     .await;
-    send(&o, 100, 5).await;
+    o.send_ids(100, 5).await;
     o.wait_metric(
         "outrigger_sink_retries_total{component=\"out\",reason=\"connection\"}",
         2.0,
@@ -364,7 +348,7 @@ async fn mutual_tls_with_a_client_certificate() {
 async fn http2_prior_knowledge() {
     let b = Backend::start(vec![]).await;
     let o = outrigger(&b.url(), "http2 = true").await;
-    send(&o, 0, 10).await;
+    o.send_ids(0, 10).await;
     assert_eq!(
         sorted(wait_delivered(&b, 10).await),
         (0..10).collect::<Vec<_>>()
@@ -377,7 +361,7 @@ async fn http2_prior_knowledge() {
     // Without the option, plain HTTP/1.1.
     let b = Backend::start(vec![]).await;
     let o = outrigger(&b.url(), "").await;
-    send(&o, 0, 3).await;
+    o.send_ids(0, 3).await;
     wait_delivered(&b, 3).await;
     assert!(
         b.accepted()

@@ -61,6 +61,24 @@ impl Outrigger {
             .expect("source `in` has a TCP address")
     }
 
+    /// Sends `n` one-event messages `{"i": "<i>"}` (ids from `from`, tag `t`) on a new
+    /// connection, and returns it (open, so no close reaches Outrigger until it is dropped).
+    pub async fn send_ids(&self, from: usize, n: usize) -> TcpStream {
+        let mut s = self.connect().await;
+        let mut buf = Vec::new();
+        for i in from..from + n {
+            buf.extend(wire::message(
+                "t",
+                1_700_000_000,
+                &[("i", &i.to_string())],
+                None,
+            ));
+        }
+        s.write_all(&buf).await.unwrap();
+        s.flush().await.unwrap();
+        s
+    }
+
     pub async fn connect(&self) -> TcpStream {
         TcpStream::connect(self.addr()).await.unwrap()
     }

@@ -49,22 +49,6 @@ async fn poll_until(
     }
 }
 
-/// Writes `n` one-event messages on a new connection.
-async fn send(o: &Outrigger, n: usize) -> tokio::net::TcpStream {
-    let mut s = o.connect().await;
-    let mut buf = Vec::new();
-    for i in 0..n {
-        buf.extend(wire::message(
-            "t",
-            1_700_000_000,
-            &[("i", &i.to_string())],
-            None,
-        ));
-    }
-    s.write_all(&buf).await.unwrap();
-    s
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_follows_the_backlog_and_the_drain_while_live_holds() {
     // A sink that takes 10 ms per event, with room for 100 events: 300 events are a backlog
@@ -80,7 +64,7 @@ async fn ready_follows_the_backlog_and_the_drain_while_live_holds() {
     assert_eq!(get(admin, "/live").await, (200, "live\n".into()));
 
     // Backlog: not ready, with the sink and the bound named; still live.
-    let _conn = send(&o, 300).await;
+    let _conn = o.send_ids(0, 300).await;
     let (status, body) = poll_until(admin, "/ready", |s, _| s == 503).await;
     assert_eq!(status, 503, "never not ready: {body}");
     assert!(
@@ -99,7 +83,7 @@ async fn ready_follows_the_backlog_and_the_drain_while_live_holds() {
     );
 
     // A drain with work left: not ready because draining, live throughout.
-    let _conn2 = send(&o, 200).await;
+    let _conn2 = o.send_ids(0, 200).await;
     poll_until(admin, "/ready", |s, _| s == 503).await;
     let drain = tokio::spawn(o.running.take().unwrap().shutdown());
     let (status, body) = poll_until(admin, "/ready", |_, b| b.contains("draining")).await;
@@ -163,7 +147,7 @@ async fn metrics_parse_and_match_the_readme() {
     ))
     .await;
     let admin = o.running.as_ref().unwrap().admin.unwrap();
-    let mut conn = send(&o, 50).await;
+    let mut conn = o.send_ids(0, 50).await;
     // A request whose tag is a number: skipped, counted as rejected.
     let mut bad_tag = Vec::new();
     rmp::encode::write_array_len(&mut bad_tag, 3).unwrap();

@@ -233,22 +233,6 @@ pub(crate) async fn outrigger(url: &str, extra: &str) -> Outrigger {
     .await
 }
 
-/// Sends `n` events `{"i": "<i>"}` (ids from `from`) on one connection.
-async fn send(o: &Outrigger, from: usize, n: usize) {
-    let mut s = o.connect().await;
-    let mut buf = Vec::new();
-    for i in from..from + n {
-        buf.extend(wire::message(
-            "t",
-            1_700_000_000,
-            &[("i", &i.to_string())],
-            None,
-        ));
-    }
-    s.write_all(&buf).await.unwrap();
-    s.flush().await.unwrap();
-}
-
 pub(crate) fn records(reqs: &[ExportLogsServiceRequest]) -> Vec<&LogRecord> {
     reqs.iter()
         .flat_map(|r| &r.resource_logs)
@@ -553,7 +537,7 @@ async fn grpc_unavailable_burst_is_retried_without_loss() {
         "max_in_flight = 1\nmax_batch_events = 50\ncompression = \"none\"",
     )
     .await;
-    send(&o, 0, 200).await;
+    o.send_ids(0, 200).await;
     let got = wait_ids(|| ids(&c.accepted()), 200).await;
     assert_eq!(sorted(got), (0..200).collect::<Vec<_>>(), "each once");
     assert_eq!(
@@ -582,7 +566,7 @@ async fn grpc_resource_exhausted_is_retried_only_with_retry_info() {
     )
     .await;
     let started = Instant::now();
-    send(&o, 0, 10).await;
+    o.send_ids(0, 10).await;
     o.wait_metric(
         "outrigger_sink_failed_events_total{component=\"out\",reason=\"rejected\"}",
         10.0,
@@ -592,7 +576,7 @@ async fn grpc_resource_exhausted_is_retried_only_with_retry_info() {
         started.elapsed() >= Duration::from_millis(900),
         "waited for RetryInfo's delay"
     );
-    send(&o, 10, 10).await;
+    o.send_ids(10, 10).await;
     let got = wait_ids(|| ids(&c.accepted()), 10).await;
     let dead_ids = dead_ids(&dead, "gRPC ResourceExhausted");
     assert_eq!(sorted(dead_ids.clone()), (0..10).collect::<Vec<_>>());
@@ -621,13 +605,13 @@ async fn grpc_invalid_argument_goes_to_the_dead_letter_file() {
         ),
     )
     .await;
-    send(&o, 0, 10).await;
+    o.send_ids(0, 10).await;
     o.wait_metric(
         "outrigger_sink_failed_events_total{component=\"out\",reason=\"rejected\"}",
         10.0,
     )
     .await;
-    send(&o, 10, 10).await;
+    o.send_ids(10, 10).await;
     let got = wait_ids(|| ids(&c.accepted()), 10).await;
     let dead_ids = dead_ids(&dead, "gRPC InvalidArgument: scripted");
     assert_eq!(
@@ -648,13 +632,13 @@ async fn grpc_invalid_argument_goes_to_the_dead_letter_file() {
 async fn grpc_partial_success_is_counted_and_not_retried() {
     let c = Collector::start(vec![Answer::Partial(3, "3 records too old")]).await;
     let o = outrigger(&c.url(), "max_in_flight = 1").await;
-    send(&o, 0, 10).await;
+    o.send_ids(0, 10).await;
     o.wait_metric(
         "outrigger_sink_failed_events_total{component=\"out\",reason=\"partially_rejected\"}",
         3.0,
     )
     .await;
-    send(&o, 10, 10).await;
+    o.send_ids(10, 10).await;
     let got = wait_ids(|| ids(&c.accepted()), 20).await;
     assert_eq!(sorted(got), (0..20).collect::<Vec<_>>(), "each once");
     assert_eq!(c.requests(), 2, "the partial success was not retried");
@@ -678,7 +662,7 @@ async fn grpc_partial_success_is_counted_and_not_retried() {
 async fn grpc_slow_answer_times_out_and_is_retried() {
     let c = Collector::start(vec![Answer::Delay(Duration::from_millis(1500))]).await;
     let o = outrigger(&c.url(), "max_in_flight = 1\ntimeout_ms = 400").await;
-    send(&o, 0, 20).await;
+    o.send_ids(0, 20).await;
     let got = wait_ids(|| unique(ids(&c.accepted())), 20).await;
     assert_eq!(got, (0..20).collect::<Vec<_>>(), "nothing lost");
     assert!(metric(&o, "outrigger_sink_retries_total", Some("timeout")) >= 1.0);
@@ -691,7 +675,7 @@ async fn grpc_slow_answer_times_out_and_is_retried() {
 async fn grpc_collector_down_at_start_then_up_loses_nothing() {
     let addr = free_addr().await;
     let o = outrigger(&format!("http://{addr}"), "timeout_ms = 500").await;
-    send(&o, 0, 100).await;
+    o.send_ids(0, 100).await;
     o.wait_metric(
         "outrigger_sink_retries_total{component=\"out\",reason=\"unavailable\"}",
         1.0,
@@ -763,13 +747,13 @@ async fn http_500_is_not_retried_and_goes_to_the_dead_letter_file() {
         ),
     )
     .await;
-    send(&o, 0, 10).await;
+    o.send_ids(0, 10).await;
     o.wait_metric(
         "outrigger_sink_failed_events_total{component=\"out\",reason=\"rejected\"}",
         10.0,
     )
     .await;
-    send(&o, 10, 10).await;
+    o.send_ids(10, 10).await;
     let got = wait_ids(|| ids(&decode(&b)), 10).await;
     let dead_ids = dead_ids(&dead, "HTTP 500: oops");
     assert_eq!(
