@@ -78,16 +78,22 @@ impl Span {
     }
 }
 
-/// What the pipeline found in an event. Spans point into the record; the log line's own
-/// fields (inside a JSON line) are found again by the encoders that splice them.
+/// What the pipeline found in an event, in its JSON line or, for records that carry the
+/// application's fields themselves, in the record. Spans point into the record; the log
+/// line's own fields (inside a JSON line) are found again by the encoders that splice them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Meta {
     /// The log line (the record's `log` value by default).
     pub line: Option<Span>,
     /// The line is a JSON object that parsed within the limits: encoders splice its fields.
     pub json: bool,
-    /// A message field inside the JSON line (`msg`, `message`), as a JSON string.
+    /// The message field (`msg`, `message`): inside a JSON line, as a JSON string literal
+    /// with its quotes; in a record without a line, the string itself (see
+    /// `message_in_record`).
     pub message: Option<Span>,
+    /// `message` is a string value of the record (the application sent its fields as the
+    /// record), not a literal inside the line.
+    pub message_in_record: bool,
     pub trace_id: Option<[u8; 16]>,
     pub span_id: Option<[u8; 8]>,
     pub trace_flags: Option<u8>,
@@ -124,7 +130,8 @@ pub struct Batch {
     /// Resolved when the stage that owns durability has taken the batch. Present only when the
     /// sender asked for acknowledgements.
     pub ack: Option<Ack>,
-    /// Kubernetes names found in each tag (parallel to `tags`; empty until enriched).
+    /// Kubernetes names found in each tag (parallel to `tags`; empty until enriched, and when
+    /// no tag names a Kubernetes log file).
     pub k8s: Vec<Option<K8sTag>>,
     /// Attributes every event of the batch carries (static node or cluster names).
     pub resource: Arc<[(Bytes, Bytes)]>,
@@ -148,8 +155,37 @@ impl Batch {
         if let Some(i) = self.tags.iter().position(|t| t.as_ref() == tag) {
             return i as u32;
         }
+        if self.tags.is_empty() {
+            // Most batches carry one tag; `push` would make room for four.
+            self.tags.reserve_exact(1);
+        }
         self.tags.push(make());
         (self.tags.len() - 1) as u32
+    }
+
+    /// Bytes the batch's own structures take on the heap once it is queued, besides the
+    /// input its events point into: what the queues add to [`Batch::size`]. For a batch of one
+    /// small event (one request per read, the usual case on a node) this is more than the
+    /// event's line, so leaving it out would let a queue hold twice what it is charged.
+    pub fn footprint(&self) -> usize {
+        /// What the allocator adds to each allocation (glibc: a header, and rounding to 16).
+        const PER_ALLOCATION: usize = 16;
+        /// The reference counts of `Arc<Batch>` and the `Bytes` header each input allocation
+        /// gets once its events slice it.
+        const SHARED: usize = 16 + 32 + PER_ALLOCATION;
+        let vec = |cap: usize, size: usize| {
+            if cap == 0 {
+                0
+            } else {
+                cap * size + PER_ALLOCATION
+            }
+        };
+        std::mem::size_of::<Batch>()
+            + PER_ALLOCATION
+            + SHARED
+            + vec(self.events.capacity(), std::mem::size_of::<Event>())
+            + vec(self.tags.capacity(), std::mem::size_of::<Bytes>())
+            + vec(self.k8s.capacity(), std::mem::size_of::<Option<K8sTag>>())
     }
 
     pub fn tag(&self, event: &Event) -> &[u8] {

@@ -289,6 +289,8 @@ pub struct Scanner {
     pos: usize,
     /// Children still expected at each open nesting level, innermost last.
     open: Vec<u64>,
+    /// Bytes the object is known to need so far (at least `pos` + 1 while incomplete).
+    need: usize,
 }
 
 impl Scanner {
@@ -307,9 +309,17 @@ impl Scanner {
         let r = self.scan_inner(buf, max_len, max_depth);
         if !matches!(r, Ok(None)) {
             self.pos = 0;
+            self.need = 0;
             self.open.clear();
         }
         r
+    }
+
+    /// After `Ok(None)`: how many bytes the unfinished object needs at least, as far as its
+    /// headers tell (a 2 MiB `bin` header says 2 MiB at once), so a reader can size its
+    /// buffer once instead of growing it step by step.
+    pub fn need(&self) -> usize {
+        self.need
     }
 
     fn scan_inner(
@@ -320,6 +330,7 @@ impl Scanner {
     ) -> Result<Option<usize>, Error> {
         loop {
             let Some(h) = head(&buf[self.pos.min(buf.len())..])? else {
+                self.need = self.pos + 1;
                 return Ok(None);
             };
             let end = self.pos as u64 + h.head_len as u64 + h.payload_len as u64;
@@ -327,6 +338,7 @@ impl Scanner {
                 return Err(Error::TooLarge { limit: max_len });
             }
             if end > buf.len() as u64 {
+                self.need = end as usize;
                 return Ok(None);
             }
             self.pos = end as usize;

@@ -26,6 +26,10 @@ pub use pattern::Pattern;
 /// Which events of a shared batch one sink takes: all, or those whose tag index is `true`.
 pub type Selection = Option<Arc<[bool]>>;
 
+/// What an [`Entry`] itself costs while it waits in the channel's blocks (charged besides
+/// its batch).
+const ENTRY_BYTES: usize = std::mem::size_of::<Entry>() + 16;
+
 /// One batch (or part of one) in a sink's queue. Dropping it frees its queue space.
 #[derive(Debug)]
 pub struct Entry {
@@ -127,7 +131,7 @@ impl QueueSender {
         events: usize,
     ) -> Result<(), Closed> {
         let s = &self.shared;
-        let bytes = batch.size;
+        let bytes = batch.size + ENTRY_BYTES;
         let want_bytes = (bytes as u64).clamp(1, u64::from(s.max_bytes)) as u32;
         let want_events = (events as u64).clamp(1, u64::from(s.max_events)) as u32;
         let b = s
@@ -206,9 +210,9 @@ impl Router {
         if batch.events.is_empty() {
             return;
         }
-        // The queues bound memory, so they count the event structs (with what enrichment
-        // found) besides the input bytes the events point into.
-        batch.size += batch.events.capacity() * std::mem::size_of::<Event>();
+        // The queues bound memory, so they count the batch's own structures (the event
+        // structs with what enrichment found, its tags) besides the input bytes.
+        batch.size += batch.footprint();
         let mut wanted = vec![false; batch.tags.len()];
         let mut plans = Vec::with_capacity(self.routes.len());
         for (i, route) in self.routes.iter().enumerate() {
@@ -320,9 +324,9 @@ mod tests {
 
     #[tokio::test]
     async fn full_queue_waits_until_sink_frees_room() {
-        /// What a batch holds once routed: its input and its event structs.
+        /// What a batch holds once routed: its input, its own structures, its entry.
         fn held(b: &Batch) -> i64 {
-            (b.size + b.events.capacity() * std::mem::size_of::<Event>()) as i64
+            (b.size + b.footprint() + ENTRY_BYTES) as i64
         }
         let one = held(&batch(&["t"], 1, 60));
         // Room for one batch and a half.

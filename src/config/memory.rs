@@ -10,9 +10,14 @@
 //! [`UNLIMITED_QUEUE_BYTES`]: taking a share of a whole node's RAM would be a surprise. A bound
 //! in the configuration, global or per sink, always wins.
 //!
-//! Only queues are sized here. The forward source's frame and decompression limits stay
-//! fixed: they decide which requests are accepted at all, and a limit that changed with the
-//! container would make the same client work in one pod and fail in another.
+//! The sources' input budget (what connections hold before their data is queued, see
+//! `source::budget`) is sized the same way: [`INPUT_MEMORY_PERCENT`] of the limit, but never
+//! less than its reserve (the largest request a source accepts, inflated) plus
+//! [`MIN_INPUT_POOL_BYTES`] for everyone else.
+//!
+//! The forward source's frame and decompression limits stay fixed: they decide which requests
+//! are accepted at all, and a limit that changed with the container would make the same
+//! client work in one pod and fail in another.
 //!
 //! The limit is read from the cgroup the process belongs to (`/proc/self/cgroup`): cgroup v2's
 //! `memory.max`, else cgroup v1's `memory/memory.limit_in_bytes`. Every ancestor up to the
@@ -27,6 +32,13 @@ pub const UNLIMITED_QUEUE_BYTES: u64 = 16 << 20;
 pub const MIN_QUEUE_BYTES: u64 = 1 << 20;
 /// Above this a queue mostly adds what a crash loses and what a drain must write out.
 pub const MAX_QUEUE_BYTES: u64 = 256 << 20;
+/// The share of the memory limit, in percent, for the input budget by default.
+pub const INPUT_MEMORY_PERCENT: f64 = 10.0;
+/// The input budget's shared part is at least this, beyond its reserve: room for many small
+/// connections while one large request holds the reserve.
+pub const MIN_INPUT_POOL_BYTES: u64 = 8 << 20;
+/// Without a memory limit, the shared part of the input budget.
+pub const UNLIMITED_INPUT_POOL_BYTES: u64 = 16 << 20;
 /// cgroup v1 reports "no limit" as a page-aligned `i64::MAX`; anything past 1 EiB is that.
 const V1_UNLIMITED_ABOVE: u64 = 1 << 60;
 
@@ -184,9 +196,41 @@ pub fn default_queue_bytes(limit: &Limit, percent: f64, sinks: usize) -> u64 {
     }
 }
 
+/// The default input budget under `limit`, for sources whose largest request needs
+/// `reserve` bytes to finish.
+pub fn default_input_bytes(limit: &Limit, reserve: u64) -> u64 {
+    match limit.bytes() {
+        None => reserve + UNLIMITED_INPUT_POOL_BYTES,
+        Some(bytes) => ((bytes as f64 * INPUT_MEMORY_PERCENT / 100.0) as u64)
+            .max(reserve + MIN_INPUT_POOL_BYTES),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_budget_is_a_share_of_the_limit_but_covers_the_reserve() {
+        let limit = |bytes| Limit::Bytes {
+            bytes,
+            version: 2,
+            file: "memory.max".into(),
+        };
+        let reserve = 32 << 20;
+        assert_eq!(
+            default_input_bytes(&limit(4 << 30), reserve),
+            (4u64 << 30) / 10
+        );
+        assert_eq!(
+            default_input_bytes(&limit(128 << 20), reserve),
+            reserve + MIN_INPUT_POOL_BYTES
+        );
+        assert_eq!(
+            default_input_bytes(&Limit::Unknown, reserve),
+            reserve + UNLIMITED_INPUT_POOL_BYTES
+        );
+    }
 
     /// A fake `/proc/self/cgroup` and cgroup mount in a temporary directory.
     struct Fake {

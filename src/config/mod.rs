@@ -270,6 +270,10 @@ pub struct Global {
     /// byte bound may hold together.
     pub queue_memory_percent: f64,
     pub max_queue_events: u64,
+    /// What every source together may hold before its data is queued (read buffers beyond
+    /// 4 KiB per connection, requests arriving, inflated payloads, batches waiting for queue
+    /// room, split lines); unset, sized from the memory limit ([`memory`]).
+    pub max_input_buffer_bytes: Option<u64>,
 }
 
 impl Default for Global {
@@ -292,6 +296,7 @@ impl Default for Global {
             // runtime. A JVM's MaxRAMPercentage defaults to 25 as well.
             queue_memory_percent: 25.0,
             max_queue_events: 100_000,
+            max_input_buffer_bytes: None,
         }
     }
 }
@@ -378,7 +383,10 @@ impl Forward {
         1 << 20
     }
     pub(crate) fn default_max_decompressed_bytes() -> usize {
-        64 << 20
+        // As large as the largest request: Fluent Bit's and Fluentd's chunks are a few MiB
+        // before compression. Both limits size the input budget's reserve, so together
+        // they cost memory on every node (see `memory::input_reserve`).
+        16 << 20
     }
     pub(crate) fn default_max_depth() -> usize {
         64

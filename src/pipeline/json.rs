@@ -4,99 +4,16 @@
 //! buffer first; the original bytes stay untouched in the record for the encoders to splice.
 //! The scratch buffer, simd-json's buffers and the tape are reused per thread, so a parse
 //! allocates nothing once warm. No value tree is built: the walk looks up each top-level key
-//! in a [`KeyTable`] (a bucket per key length, then a byte compare) and descends only into
-//! objects a configured dotted path names (`trace.id`, `dd.trace_id`, `log.level`).
+//! in a [`KeyTable`] (a bucket per key length, then a byte compare), descends only into
+//! objects a configured dotted path names (`trace.id`, `dd.trace_id`, `log.level`), and hands
+//! what it finds to a [`Collector`] (see [`super::fields`]).
 
 use std::cell::RefCell;
 use std::ops::Range;
 
 use simd_json::{Node, StaticNode};
 
-use super::severity::{self, Severity};
-use super::timefmt;
-use super::trace::{self, Format, Scalar, TraceContext};
-use crate::event::Timestamp;
-
-/// What a key means to enrichment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The trace ID (or a whole context) of trace family `.0`; `.1` orders the family's keys
-    /// (lower wins: the family's list order, top level before containers).
-    Trace(u16, u16),
-    Span(u16, u16),
-    Flags(u16, u16),
-    /// A level key; lower priority numbers win.
-    Level(u16),
-    /// A key that is a level only when it holds a level name.
-    LevelName(u16),
-    Message(u16),
-    Time,
-}
-
-/// Keys by length, each with its roles and, for dotted paths, the keys one level down.
-#[derive(Debug, Default, Clone)]
-pub struct KeyTable {
-    buckets: Vec<Vec<Slot>>,
-}
-
-/// One key of a bucket: its [`fingerprint`], its bytes, what it means.
-type Slot = (u64, Box<[u8]>, Entry);
-
-/// A cheap summary of a key (its first and last eight bytes) compared before the bytes:
-/// with every trace family's keys also listed under each context container, a length bucket
-/// can hold dozens of keys, and most lookups are misses.
-fn fingerprint(k: &[u8]) -> u64 {
-    let n = k.len().min(8);
-    let mut a = [0u8; 8];
-    a[..n].copy_from_slice(&k[..n]);
-    let mut b = [0u8; 8];
-    b[8 - n..].copy_from_slice(&k[k.len() - n..]);
-    u64::from_le_bytes(a) ^ u64::from_le_bytes(b).rotate_left(29)
-}
-
-#[derive(Debug, Default, Clone)]
-struct Entry {
-    roles: Vec<Role>,
-    children: Option<Box<KeyTable>>,
-}
-
-impl KeyTable {
-    /// Adds `path` with `role`. A dotted path matches both the flat key (`"dd.trace_id": …`, as
-    /// Java MDC writes it) and the nested objects (`"dd": {"trace_id": …}`).
-    pub fn insert(&mut self, path: &str, role: Role) {
-        self.entry(path.as_bytes()).roles.push(role);
-        if let Some((head, rest)) = path.split_once('.') {
-            self.entry(head.as_bytes())
-                .children
-                .get_or_insert_with(Default::default)
-                .insert(rest, role);
-        }
-    }
-
-    fn entry(&mut self, key: &[u8]) -> &mut Entry {
-        let b = key.len().min(64);
-        if self.buckets.len() <= b {
-            self.buckets.resize_with(b + 1, Vec::new);
-        }
-        let bucket = &mut self.buckets[b];
-        match bucket.iter().position(|(_, k, _)| &k[..] == key) {
-            Some(i) => &mut bucket[i].2,
-            None => {
-                bucket.push((fingerprint(key), key.into(), Entry::default()));
-                &mut bucket.last_mut().expect("just pushed").2
-            }
-        }
-    }
-
-    fn get(&self, key: &[u8]) -> Option<&Entry> {
-        let bucket = self.buckets.get(key.len().min(64))?;
-        let f = fingerprint(key);
-        bucket
-            .iter()
-            .find(|(fp, k, _)| *fp == f && &k[..] == key)
-            .map(|(_, _, e)| e)
-    }
-}
+use super::fields::{Collector, Families, Found, KeyTable, Locate, Value};
 
 /// Bounds on what is parsed; a line beyond them stays text.
 #[derive(Debug, Clone, Copy)]
@@ -126,48 +43,10 @@ impl Rejected {
     }
 }
 
-/// What the walk found in one line. Ranges are into the line.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Found {
-    pub trace: Option<TraceContext>,
-    /// A trace field was present but its value was not a valid ID.
-    pub trace_invalid: bool,
-    pub severity: Option<Severity>,
-    /// The level string as written, when it needed no unescaping.
-    pub severity_text: Option<Range<usize>>,
-    /// The message field as a raw JSON string literal, quotes included.
-    pub message: Option<Range<usize>>,
-    pub time: Option<Timestamp>,
-}
-
-/// The trace families, in priority order, as the walk uses them.
-#[derive(Debug, Clone)]
-pub struct Families {
-    pub formats: Vec<Format>,
-}
-
-/// Per-family findings during one walk, each with the priority of the key it came from.
-#[derive(Debug, Clone, Copy, Default)]
-struct Candidate {
-    context: Option<(u16, TraceContext)>,
-    span: Option<(u16, [u8; 8])>,
-    flags: Option<(u16, u8)>,
-}
-
-/// Keeps `new` when nothing is there yet or it comes from a better key.
-fn better<T>(slot: &mut Option<(u16, T)>, priority: u16, new: Option<T>) {
-    if let Some(v) = new
-        && slot.as_ref().is_none_or(|(p, _)| priority < *p)
-    {
-        *slot = Some((priority, v));
-    }
-}
-
 struct Scratch {
     input: Vec<u8>,
     buffers: simd_json::Buffers,
     tape: Option<simd_json::Tape<'static>>,
-    candidates: Vec<Candidate>,
     /// [`check`]'s stack of open containers.
     open: Vec<usize>,
 }
@@ -178,7 +57,6 @@ thread_local! {
         input: Vec::with_capacity(4096),
         buffers: simd_json::Buffers::new(4096),
         tape: Some(simd_json::Tape::null().reset()),
-        candidates: Vec::new(),
         open: Vec::new(),
     });
 }
@@ -211,7 +89,6 @@ pub fn parse(
             input,
             buffers,
             tape,
-            candidates,
             open,
         } = s;
         input.clear();
@@ -235,21 +112,8 @@ pub fn parse(
                 }
             })
             .map(|()| {
-                candidates.clear();
-                candidates.resize(families.formats.len(), Candidate::default());
-                let mut found = Found::default();
-                let mut walk = Walk {
-                    line,
-                    base,
-                    families,
-                    candidates,
-                    found: &mut found,
-                    level_priority: u16::MAX,
-                    message_priority: u16::MAX,
-                };
-                walk.object(&t.0, keys);
-                walk.finish();
-                found
+                let walk = Walk { line, base };
+                Collector::collect(families, |c| walk.object(&t.0, keys, c))
             });
         *tape = Some(t.reset());
         result
@@ -348,15 +212,10 @@ struct Walk<'a> {
     line: &'a [u8],
     /// Address of the scratch copy: string offsets from it are offsets in `line`.
     base: usize,
-    families: &'a Families,
-    candidates: &'a mut Vec<Candidate>,
-    found: &'a mut Found,
-    level_priority: u16,
-    message_priority: u16,
 }
 
 impl Walk<'_> {
-    fn object(&mut self, tape: &[Node<'_>], keys: &KeyTable) {
+    fn object(&self, tape: &[Node<'_>], keys: &KeyTable, c: &mut Collector<'_>) {
         let Some(Node::Object { len, .. }) = tape.first() else {
             return;
         };
@@ -369,27 +228,29 @@ impl Walk<'_> {
             let Some(value) = tape.get(i) else { return };
             let w = width(value);
             if let Some(entry) = keys.get(key.as_bytes()) {
-                for role in &entry.roles {
-                    self.offer(*role, value);
+                for role in entry.roles() {
+                    c.offer(*role, self::value(value), self);
                 }
-                if let (Some(children), Node::Object { .. }) = (&entry.children, value) {
-                    self.object(&tape[i..i + w], children);
+                if let (Some(children), Node::Object { .. }) = (entry.children(), value) {
+                    self.object(&tape[i..i + w], children, c);
                 }
             }
             i += w;
         }
     }
+}
 
-    /// The range of string `s` (a tape string inside the scratch copy) in the line, when its
-    /// bytes there are the same (no escapes were undone).
-    fn range_of(&self, s: &str) -> Option<Range<usize>> {
+impl Locate for Walk<'_> {
+    /// The range of a tape string (inside the scratch copy) in the line, when its bytes there
+    /// are the same (no escapes were undone).
+    fn text(&self, s: &[u8]) -> Option<Range<usize>> {
         let start = (s.as_ptr() as usize).checked_sub(self.base)?;
         let r = start..start + s.len();
-        (self.line.get(r.clone()) == Some(s.as_bytes())).then_some(r)
+        (self.line.get(r.clone()) == Some(s)).then_some(r)
     }
 
     /// The raw JSON string literal (quotes included) whose content starts where `s` does.
-    fn literal_of(&self, s: &str) -> Option<Range<usize>> {
+    fn message(&self, s: &[u8]) -> Option<Range<usize>> {
         let start = (s.as_ptr() as usize)
             .checked_sub(self.base)?
             .checked_sub(1)?;
@@ -406,109 +267,17 @@ impl Walk<'_> {
         }
         None
     }
-
-    fn offer(&mut self, role: Role, value: &Node<'_>) {
-        let scalar = scalar(value);
-        match role {
-            Role::Trace(f, p) => {
-                let format = self.families.formats[usize::from(f)];
-                let ctx = scalar.and_then(|v| trace::scalar_context(v, format));
-                if ctx.is_none() {
-                    self.found.trace_invalid |= !is_empty_id(scalar);
-                }
-                // The first valid occurrence of the best key wins; invalid values are passed
-                // over, so a later key can still supply the trace.
-                better(&mut self.candidates[usize::from(f)].context, p, ctx);
-            }
-            Role::Span(f, p) => {
-                let format = self.families.formats[usize::from(f)];
-                let span = scalar.and_then(|v| trace::scalar_span(v, format));
-                better(&mut self.candidates[usize::from(f)].span, p, span);
-            }
-            Role::Flags(f, p) => {
-                let flags = scalar.and_then(trace::scalar_flags);
-                better(&mut self.candidates[usize::from(f)].flags, p, flags);
-            }
-            Role::Level(p) | Role::LevelName(p) if p < self.level_priority => {
-                let names_only = matches!(role, Role::LevelName(_));
-                let sev = match value {
-                    Node::String(s) if names_only => severity::from_name(s.as_bytes()),
-                    Node::String(s) => severity::from_text(s.as_bytes()),
-                    _ if names_only => None,
-                    Node::Static(StaticNode::U64(n)) => {
-                        i64::try_from(*n).ok().and_then(severity::from_number)
-                    }
-                    Node::Static(StaticNode::I64(n)) => severity::from_number(*n),
-                    _ => None,
-                };
-                if let Some(sev) = sev {
-                    self.level_priority = p;
-                    self.found.severity = Some(sev);
-                    self.found.severity_text = match value {
-                        Node::String(s) => self.range_of(s),
-                        _ => None,
-                    };
-                }
-            }
-            Role::Message(p) if p < self.message_priority => {
-                if let Node::String(s) = value
-                    && let Some(r) = self.literal_of(s)
-                {
-                    self.message_priority = p;
-                    self.found.message = Some(r);
-                }
-            }
-            Role::Time if self.found.time.is_none() => {
-                self.found.time = match value {
-                    Node::String(s) => timefmt::parse_rfc3339(s.as_bytes())
-                        .or_else(|| timefmt::from_epoch_text(s.as_bytes())),
-                    Node::Static(StaticNode::U64(n)) => {
-                        i64::try_from(*n).ok().and_then(timefmt::from_epoch_int)
-                    }
-                    Node::Static(StaticNode::I64(n)) => timefmt::from_epoch_int(*n),
-                    Node::Static(StaticNode::F64(f)) => timefmt::from_epoch_number(*f),
-                    _ => None,
-                };
-            }
-            _ => {}
-        }
-    }
-
-    /// Picks the best family that produced a trace ID; its own span and flags complete it.
-    fn finish(&mut self) {
-        for c in self.candidates.iter() {
-            if let Some((_, mut ctx)) = c.context {
-                if ctx.span_id.is_none() {
-                    ctx.span_id = c.span.map(|(_, s)| s);
-                }
-                if ctx.flags.is_none() {
-                    ctx.flags = c.flags.map(|(_, f)| f);
-                }
-                self.found.trace = Some(ctx);
-                return;
-            }
-        }
-    }
 }
 
-/// A tape value as the trace module's scalar: strings, integers and booleans; floats (an ID
-/// that lost precision), nulls and containers are not IDs.
-fn scalar<'a>(value: &Node<'a>) -> Option<Scalar<'a>> {
-    match value {
-        Node::String(s) => Some(Scalar::Str(s.as_bytes())),
-        Node::Static(StaticNode::U64(n)) => Some(Scalar::U64(*n)),
-        Node::Static(StaticNode::I64(n)) => Some(Scalar::I64(*n)),
-        Node::Static(StaticNode::Bool(b)) => Some(Scalar::Bool(*b)),
-        _ => None,
-    }
-}
-
-/// Values that mean "no trace" rather than "a broken one": absent, empty, `0`, all zeros.
-fn is_empty_id(v: Option<Scalar<'_>>) -> bool {
-    match v {
-        None | Some(Scalar::U64(0) | Scalar::I64(0) | Scalar::Bool(_)) => true,
-        Some(Scalar::Str(s)) => s.iter().all(|b| *b == b'0' || *b == b'-'),
-        Some(_) => false,
+/// A tape node as a field value.
+fn value<'a>(node: &Node<'a>) -> Value<'a> {
+    match node {
+        Node::String(s) => Value::Str(s.as_bytes()),
+        Node::Static(StaticNode::U64(n)) => Value::U64(*n),
+        Node::Static(StaticNode::I64(n)) => Value::I64(*n),
+        Node::Static(StaticNode::F64(f)) => Value::F64(*f),
+        Node::Static(StaticNode::Bool(b)) => Value::Bool(*b),
+        _ => Value::Other,
     }
 }
 

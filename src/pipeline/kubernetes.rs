@@ -7,10 +7,18 @@
 
 use crate::event::{Batch, K8sTag, Span};
 
-/// Fills `batch.k8s` for every tag, once per tag.
+/// Fills `batch.k8s` for every tag, once per tag, when any tag names a Kubernetes log file.
 pub fn annotate(batch: &mut Batch) {
     batch.k8s.clear();
-    batch.k8s.extend(batch.tags.iter().map(|t| parse(t)));
+    // Left empty (no allocation) when no tag names a Kubernetes log file: readers treat a
+    // missing entry as `None`.
+    if let Some(first) = batch.tags.iter().position(|t| parse(t).is_some()) {
+        batch.k8s.reserve_exact(batch.tags.len());
+        batch.k8s.resize(first, None);
+        batch
+            .k8s
+            .extend(batch.tags[first..].iter().map(|t| parse(t)));
+    }
 }
 
 /// The Kubernetes names in `tag`, as ranges of it.

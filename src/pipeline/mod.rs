@@ -10,6 +10,7 @@
 //! Enrichment never breaks an event: a line that does not parse, breaks a limit or carries a
 //! malformed ID goes on as it is, and a counter says why.
 
+pub mod fields;
 pub mod json;
 pub mod kubernetes;
 pub mod multiline;
@@ -19,6 +20,7 @@ pub mod severity;
 pub mod timefmt;
 pub mod trace;
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,12 +28,14 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::event::{Batch, Event, Meta, Span};
-use json::{KeyTable, Role};
+use fields::{KeyTable, Role};
 use partial::Reassembler;
 
 /// Objects that loggers put context fields in (MDC, Log4j2's `contextMap`, logrus/zap field
-/// groups): trace keys are also looked for one level inside them.
+/// groups, an `otel` map of OpenTelemetry's ids): trace keys are also looked for one level
+/// inside them.
 const TRACE_CONTAINERS: &[&str] = &[
+    "otel",
     "context",
     "ctx",
     "mdc",
@@ -47,7 +51,7 @@ pub struct Settings {
     pub line_key: Bytes,
     pub parse_json: bool,
     pub keys: KeyTable,
-    pub families: json::Families,
+    pub families: fields::Families,
     pub limits: json::Limits,
     pub trace_from_text: Option<trace::TextScanner>,
     pub severity_from_text: bool,
@@ -125,7 +129,7 @@ impl Settings {
             line_key: Bytes::from(o.line_key.clone()),
             parse_json: o.parse_json,
             keys,
-            families: json::Families { formats },
+            families: fields::Families { formats },
             limits: o.limits,
             trace_from_text: o.trace_from_text.then(trace::TextScanner::new),
             severity_from_text: o.severity_from_text,
@@ -169,8 +173,6 @@ pub struct Enricher {
     partial: Reassembler,
     multiline: Option<multiline::Joiner>,
     metrics: Metrics,
-    /// The previous batch's event vector, reused.
-    spare: Vec<Event>,
     done: Vec<partial::Done>,
 }
 
@@ -181,7 +183,6 @@ impl Enricher {
             multiline: settings.multiline.clone().map(multiline::Joiner::new),
             settings,
             metrics,
-            spare: Vec::new(),
             done: Vec::new(),
         }
     }
@@ -199,10 +200,12 @@ impl Enricher {
     /// come back, joined, in the batch that completes them.
     pub fn process(&mut self, batch: &mut Batch) {
         let mut tally = Tally::default();
-        let mut events = std::mem::replace(&mut batch.events, std::mem::take(&mut self.spare));
-        batch.events.reserve(events.len());
+        // A vector of exactly the events' size: the queues charge its capacity, so one grown
+        // by doubling (or reused from a larger batch) would make them look fuller than they are.
+        let n = batch.events.len();
+        let events = std::mem::replace(&mut batch.events, Vec::with_capacity(n));
         batch.resource = self.settings.resource.clone();
-        for e in events.drain(..) {
+        for e in events {
             let fields = record::fields(&e.record, &self.settings.line_key);
             if fields.partial.is_some() {
                 let tag = batch.tags[e.tag as usize].clone();
@@ -215,7 +218,6 @@ impl Enricher {
             enrich(&self.settings, &mut e, &fields, &mut tally);
             self.push(batch, e, &mut tally);
         }
-        self.spare = events;
         kubernetes::annotate(batch);
         self.count(&tally);
     }
@@ -229,6 +231,22 @@ impl Enricher {
         if let Some(ready) = self.multiline.as_mut().map(|m| m.expire(now)) {
             self.add_joined(batch, ready, &mut tally);
         }
+        batch.resource = self.settings.resource.clone();
+        kubernetes::annotate(batch);
+        self.count(&tally);
+    }
+
+    /// Bytes held in split lines being joined.
+    pub fn held_bytes(&self) -> usize {
+        self.partial.held_bytes()
+    }
+
+    /// Emits the split lines being joined as they are, marked incomplete (there is no memory
+    /// to hold them), into `batch`.
+    pub fn shed(&mut self, batch: &mut Batch) {
+        let mut tally = Tally::default();
+        self.partial.shed(&mut self.done);
+        self.take_done(batch, &mut tally);
         batch.resource = self.settings.resource.clone();
         kubernetes::annotate(batch);
         self.count(&tally);
@@ -314,6 +332,10 @@ impl Enricher {
 }
 
 /// Fills `e.meta` from the record's fields and its line.
+///
+/// A JSON line is the application's own structure and is all that is read. Otherwise the
+/// record's fields are (the application sent them as the record itself, with no line or
+/// beside a text line), then a text line is scanned for what they did not give.
 fn enrich(s: &Settings, e: &mut Event, fields: &record::Fields, tally: &mut Tally) {
     let mut meta = Meta {
         container_id: fields.container_id.clone().map(Span::new),
@@ -325,49 +347,74 @@ fn enrich(s: &Settings, e: &mut Event, fields: &record::Fields, tally: &mut Tall
         let skip = usize::from(e.record.get(name.start) == Some(&b'/'));
         meta.container_name = Some(Span::new(name.start + skip..name.end));
     }
-    if let Some(range) = fields.line.clone() {
+    let line = fields.line.clone();
+    if let Some(range) = line.clone() {
         meta.line = Some(Span::new(range.clone()));
-        let line = &e.record[range.clone()];
-        let at = |r: std::ops::Range<usize>| Span::new(range.start + r.start..range.start + r.end);
-        if s.parse_json && json::looks_like_object(line) {
-            match json::parse(line, &s.keys, &s.families, &s.limits) {
+        let text = &e.record[range.clone()];
+        if s.parse_json && json::looks_like_object(text) {
+            match json::parse(text, &s.keys, &s.families, &s.limits) {
                 Ok(found) => {
                     meta.json = true;
-                    if let Some(t) = found.trace {
-                        meta.trace_id = Some(t.trace_id);
-                        meta.span_id = t.span_id;
-                        meta.trace_flags = t.flags;
-                    }
-                    if found.trace_invalid && found.trace.is_none() {
-                        tally.invalid_trace_ids += 1;
-                    }
-                    if let Some(sev) = found.severity {
-                        meta.severity = sev.0;
-                        meta.severity_text = found.severity_text.map(at);
-                    }
-                    meta.message = found.message.map(at);
-                    if let Some(t) = found.time {
-                        e.time = t;
-                    }
+                    let at = |r: Range<usize>| range.start + r.start..range.start + r.end;
+                    adopt(&mut meta, &mut e.time, found, at, tally);
                 }
                 Err(r) => tally.parse_errors[r as usize] += 1,
             }
         }
-        if !meta.json {
-            if let Some(t) = s.trace_from_text.as_ref().and_then(|t| t.scan(line)) {
-                meta.trace_id = Some(t.trace_id);
-                meta.span_id = t.span_id;
-                meta.trace_flags = t.flags;
-            }
-            if s.severity_from_text {
-                meta.severity = severity::scan_text(line).map_or(0, |s| s.0);
-            }
+    }
+    if !meta.json {
+        let mut found = record::found(&e.record, &s.line_key, &s.keys, &s.families);
+        if line.is_some() {
+            // A line is the event's text; a message field beside it stays a field.
+            found.message = None;
+        } else {
+            meta.message_in_record = found.message.is_some();
+        }
+        adopt(&mut meta, &mut e.time, found, |r| r, tally);
+    }
+    if let (Some(range), false) = (line, meta.json) {
+        let text = &e.record[range];
+        if meta.trace_id.is_none()
+            && let Some(t) = s.trace_from_text.as_ref().and_then(|t| t.scan(text))
+        {
+            meta.trace_id = Some(t.trace_id);
+            meta.span_id = t.span_id;
+            meta.trace_flags = t.flags;
+        }
+        if s.severity_from_text && meta.severity == 0 {
+            meta.severity = severity::scan_text(text).map_or(0, |s| s.0);
         }
     }
     if meta.trace_id.is_some() {
         tally.trace_ids += 1;
     }
     e.meta = meta;
+}
+
+/// Takes what a walk found into `meta` (and the event's `time`); `at` turns the walk's
+/// ranges into ranges of the record.
+fn adopt(
+    meta: &mut Meta,
+    time: &mut crate::event::Timestamp,
+    found: fields::Found,
+    at: impl Fn(Range<usize>) -> Range<usize>,
+    tally: &mut Tally,
+) {
+    if let Some(t) = found.trace {
+        meta.trace_id = Some(t.trace_id);
+        meta.span_id = t.span_id;
+        meta.trace_flags = t.flags;
+    } else if found.trace_invalid {
+        tally.invalid_trace_ids += 1;
+    }
+    if let Some(sev) = found.severity {
+        meta.severity = sev.0;
+        meta.severity_text = found.severity_text.map(|r| Span::new(at(r)));
+    }
+    meta.message = found.message.map(|r| Span::new(at(r)));
+    if let Some(t) = found.time {
+        *time = t;
+    }
 }
 
 #[cfg(test)]

@@ -200,6 +200,13 @@ impl Reassembler {
         }
     }
 
+    /// Emits everything pending as overflowed: the memory to hold it is not there.
+    pub fn shed(&mut self, out: &mut Vec<Done>) {
+        for p in std::mem::take(&mut self.pending) {
+            out.push(self.finish(p, Some(Cut::Overflow)));
+        }
+    }
+
     /// Emits everything pending (end of connection, drain).
     pub fn flush(&mut self, out: &mut Vec<Done>) {
         for p in std::mem::take(&mut self.pending) {

@@ -7,7 +7,9 @@
 
 use std::ops::Range;
 
-use crate::msgpack::{Cursor, Kind};
+use super::fields::{Collector, Families, Found, KeyTable, Locate, Value};
+use crate::event::Timestamp;
+use crate::msgpack::{self, Cursor, Kind};
 
 /// Where the interesting values of one record are.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -87,6 +89,94 @@ pub fn fields(record: &[u8], line_key: &[u8]) -> Fields {
         f.partial = id.map(|id| Partial { id, ordinal, last });
     }
     f
+}
+
+/// The record's own fields walked for enrichment's roles (trace context, level, message,
+/// time), the way [`super::json`] walks a JSON line: for records that carry the application's
+/// fields themselves, as fluent-logger libraries and Fluent Bit send them. Every top-level key
+/// but `line_key` is looked up in `keys`; maps are entered only along configured dotted paths
+/// (`dd.trace_id`) and into the usual context containers. Ranges in the result are into the
+/// record, and the message is the string itself. A malformed record yields what came before
+/// the damage.
+pub fn found(record: &[u8], line_key: &[u8], keys: &KeyTable, families: &Families) -> Found {
+    let at = InRecord(record);
+    Collector::collect(families, |collector| {
+        let mut c = Cursor::new(record);
+        if let Ok((h, _)) = c.read()
+            && h.kind == Kind::Map
+        {
+            let _ = walk(&mut c, h.children / 2, keys, Some(line_key), collector, &at);
+        }
+    })
+}
+
+/// Strings of a record are its bytes as they are: a span is where they lie.
+struct InRecord<'a>(&'a [u8]);
+
+impl Locate for InRecord<'_> {
+    fn text(&self, s: &[u8]) -> Option<Range<usize>> {
+        let start = (s.as_ptr() as usize).checked_sub(self.0.as_ptr() as usize)?;
+        (start + s.len() <= self.0.len()).then_some(start..start + s.len())
+    }
+
+    fn message(&self, s: &[u8]) -> Option<Range<usize>> {
+        self.text(s)
+    }
+}
+
+/// Offers the values of `pairs` key/value pairs at `c` whose keys have roles, and descends
+/// into maps that lead to some; everything else is skipped.
+fn walk(
+    c: &mut Cursor<'_>,
+    pairs: u64,
+    keys: &KeyTable,
+    skip: Option<&[u8]>,
+    collector: &mut Collector<'_>,
+    at: &InRecord<'_>,
+) -> Result<(), msgpack::Error> {
+    for _ in 0..pairs {
+        let entry = match c.bytes()? {
+            Some(k) if Some(k) != skip => keys.get(k),
+            Some(_) => None,
+            None => {
+                // A non-string key names nothing enrichment looks for.
+                c.skip()?;
+                None
+            }
+        };
+        let Some(entry) = entry else {
+            c.skip()?;
+            continue;
+        };
+        let (h, payload) = c.read()?;
+        let value = match h.kind {
+            Kind::Str | Kind::Bin => Value::Str(c.slice(payload)),
+            Kind::Int(n) => Value::I64(n),
+            Kind::UInt(n) => Value::U64(n),
+            Kind::Float(f) => Value::F64(f),
+            Kind::Bool(b) => Value::Bool(b),
+            Kind::Ext(0) if payload.len() == 8 => {
+                let b = c.slice(payload);
+                Value::Time(Timestamp {
+                    secs: i64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+                    nanos: u32::from_be_bytes([b[4], b[5], b[6], b[7]]).min(999_999_999),
+                })
+            }
+            _ => Value::Other,
+        };
+        for role in entry.roles() {
+            collector.offer(*role, value, at);
+        }
+        match (h.kind, entry.children()) {
+            (Kind::Map, Some(children)) => walk(c, h.children / 2, children, None, collector, at)?,
+            _ => {
+                for _ in 0..h.children {
+                    c.skip()?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes `record` again with `line_key` set to `line` and the `partial_*` keys removed: the

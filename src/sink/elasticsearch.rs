@@ -752,8 +752,16 @@ impl Encoder {
 
         // The member of a top-level JSON line that became `message`.
         let mut renamed = None;
+        // Where the value of the record field that became `message` starts, for a record
+        // that carries the application's fields itself.
+        let mut renamed_field = None;
         match line {
-            Line::None => {}
+            Line::None => {
+                if let Some(s) = m.message.filter(|_| m.message_in_record) {
+                    self.own(out, b"message", e.slice(s));
+                    renamed_field = Some(s.start as usize);
+                }
+            }
             Line::Text(t) => self.own(out, b"message", t),
             Line::Nested(_) => {
                 if let Some(s) = m.message {
@@ -887,7 +895,7 @@ impl Encoder {
         }
         for _ in 0..h.children / 2 {
             let key = match c.bytes()? {
-                Some(k) if skip(k) => {
+                Some(k) if skip(k) || renamed_field == Some(value_start(&c)?) => {
                     c.skip()?;
                     continue;
                 }
@@ -922,6 +930,11 @@ impl Encoder {
         out.push(b'}');
         Ok(())
     }
+}
+
+/// Where the payload of the value at `c` starts (after its header).
+fn value_start(c: &Cursor<'_>) -> Result<usize, msgpack::Error> {
+    Ok(c.pos() + c.peek()?.head_len)
 }
 
 /// `bytes` as lowercase hex, in `buf`.

@@ -63,6 +63,7 @@ pub struct Metrics {
     enrich_invalid_trace_ids: Counters,
     enrich_partial: Family<ComponentOutcome, Counter>,
     enrich_multiline: Counters,
+    input: crate::source::budget::BudgetMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,6 +118,7 @@ impl Metrics {
             enrich_invalid_trace_ids: Default::default(),
             enrich_partial: Default::default(),
             enrich_multiline: Default::default(),
+            input: Default::default(),
         };
         // Counters get `_total` appended by the encoder.
         registry.register(
@@ -235,6 +237,22 @@ impl Metrics {
             "Multi-line stack traces joined into one event",
             m.enrich_multiline.clone(),
         );
+        registry.register(
+            "input_buffer_bytes",
+            "Bytes the sources hold before queueing (read buffers past 4 KiB a connection, \
+             requests arriving, inflated payloads, split lines)",
+            m.input.held.clone(),
+        );
+        registry.register(
+            "input_buffer_max_bytes",
+            "The sources' input budget (configured, or sized from the memory limit)",
+            m.input.max.clone(),
+        );
+        registry.register(
+            "input_buffer_waits",
+            "Times a connection waited for room in the input budget before reading",
+            m.input.waits.clone(),
+        );
         let mut process = Registry::default();
         process.register_collector(Box::new(super::process::Process));
         Metrics {
@@ -260,6 +278,11 @@ impl Metrics {
             rejected: self.source_rejected.clone(),
             connection_errors: self.source_connection_errors.clone(),
         }
+    }
+
+    /// The sources' input budget's gauges and counter.
+    pub fn input(&self) -> crate::source::budget::BudgetMetrics {
+        self.input.clone()
     }
 
     /// Handles for the sink called `name`.

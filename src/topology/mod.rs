@@ -29,6 +29,7 @@ use crate::shutdown::{self, Trigger};
 use crate::sink::Sink;
 use crate::sink::export::Exporter;
 use crate::sink::{elasticsearch, json, loki, ndjson, otlp};
+use crate::source::budget::Budget;
 use crate::source::forward::{self, Forward};
 use crate::telemetry::Metrics;
 use crate::telemetry::admin;
@@ -81,6 +82,7 @@ pub async fn check(settings: &Settings) -> anyhow::Result<()> {
             forward::tls_acceptor(tls).with_context(|| format!("sources.{}.tls", source.name))?;
         }
     }
+    input_budget(settings, &config::memory::Limit::Unknown)?;
     for sink in &settings.sinks {
         exporter(sink, &settings.shape)?;
     }
@@ -91,6 +93,33 @@ pub async fn check(settings: &Settings) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The sources' input budget and its reserve (see [`crate::source::budget`]): the configured
+/// bound, or one sized from the memory limit.
+///
+/// # Errors
+/// A configured bound too small to let the largest request through.
+fn input_budget(settings: &Settings, limit: &config::memory::Limit) -> anyhow::Result<(u64, u64)> {
+    let reserve = settings
+        .sources
+        .iter()
+        .map(|s| {
+            let SourceKind::Forward(f) = &s.kind;
+            forward::reserve(f) as u64
+        })
+        .max()
+        .unwrap_or(0);
+    let min = reserve + crate::source::budget::ALLOWANCE as u64;
+    match settings.global.max_input_buffer_bytes {
+        Some(max) if max < min => anyhow::bail!(
+            "global.max_input_buffer_bytes: {max} is below {min}, what the largest request a \
+             source accepts needs to be read and inflated (max_frame_bytes + \
+             max_decompressed_bytes + 4 KiB); raise it or lower those limits"
+        ),
+        Some(max) => Ok((max, reserve)),
+        None => Ok((config::memory::default_input_bytes(limit, reserve), reserve)),
+    }
 }
 
 /// The exporter of a network sink, built from its settings; `None` for the local sinks.
@@ -258,6 +287,13 @@ pub async fn start_with(
     }
     let routes: Arc<[Route]> = routes.into();
 
+    let (max_input, reserve) = input_budget(settings, &limit)?;
+    tracing::info!(
+        max_input_buffer_bytes = max_input,
+        reserve_bytes = reserve,
+        "input budget sized"
+    );
+    let budget = Budget::new(max_input as usize, reserve as usize, metrics.input());
     let enrich = crate::pipeline::Settings::new(&settings.enrich).map(Arc::new);
     let mut bound = Vec::new();
     for cfg in &settings.sources {
@@ -267,7 +303,7 @@ pub async fn start_with(
         let e = enrich
             .as_ref()
             .map(|s| (s.clone(), metrics.enrich(&cfg.name)));
-        let source = Forward::bind(&cfg.name, f, router, m, e)
+        let source = Forward::bind(&cfg.name, f, router, budget.clone(), m, e)
             .await
             .with_context(|| format!("sources.{}", cfg.name))?;
         bound.push((cfg.name.clone(), source));

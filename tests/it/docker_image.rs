@@ -24,7 +24,7 @@ use crate::backend::{Backend, free_addr};
 use crate::clients::{require, run_blocking};
 use crate::docker::{IMAGE as APP_IMAGE, docker_ready, run_container, unique_name};
 
-const IMAGE: &str = "outrigger-local:latest";
+pub(crate) const IMAGE: &str = "outrigger-local:latest";
 /// Lines the application prints.
 const LINES: usize = 300;
 /// Longer than the test could take before `docker stop`: what is queued stays queued until
@@ -32,7 +32,7 @@ const LINES: usize = 300;
 const FLUSH_MS: u64 = 120_000;
 
 /// Removes the containers it names, on every path out of the test.
-struct Containers(Vec<String>);
+pub(crate) struct Containers(pub(crate) Vec<String>);
 
 impl Drop for Containers {
     fn drop(&mut self) {
@@ -45,7 +45,7 @@ impl Drop for Containers {
 }
 
 /// Whether the runtime image exists (checked once per process).
-async fn image_ready(test: &str) -> bool {
+pub(crate) async fn image_ready(test: &str) -> bool {
     if !docker_ready(test).await {
         return false;
     }
@@ -72,19 +72,19 @@ async fn image_ready(test: &str) -> bool {
     require(test, "OUTRIGGER_REQUIRE_DOCKER", &state)
 }
 
-async fn docker(args: &[&str]) -> Output {
+pub(crate) async fn docker(args: &[&str]) -> Output {
     let mut cmd = Command::new("docker");
     cmd.args(args);
     run_blocking(cmd, Duration::from_secs(60)).await
 }
 
-async fn inspect(name: &str, format: &str) -> String {
+pub(crate) async fn inspect(name: &str, format: &str) -> String {
     let out = docker(&["inspect", "--format", format, name]).await;
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// What went wrong, for assertion messages: the container's log and its health checks.
-async fn diagnose(name: &str) -> String {
+pub(crate) async fn diagnose(name: &str) -> String {
     let logs = docker(&["logs", "--tail", "30", name]).await;
     format!(
         "state {}; health log {}; last log lines:\n{}{}",
@@ -96,7 +96,7 @@ async fn diagnose(name: &str) -> String {
 }
 
 /// Polls `docker inspect` until `format` renders `want` (at most `limit`).
-async fn wait_for(name: &str, format: &str, want: &str, limit: Duration) -> bool {
+pub(crate) async fn wait_for(name: &str, format: &str, want: &str, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if inspect(name, format).await == want {

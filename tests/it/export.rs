@@ -76,8 +76,10 @@ async fn batches_are_delivered_gzipped_with_headers_and_auth() {
     assert_eq!(h["x-team"], "payments");
     assert_eq!(h["authorization"], "Bearer s3cret");
     assert!(h["user-agent"].to_str().unwrap().starts_with("outrigger/"));
+    // Counted once the request returns, just after the backend has the events.
     assert_eq!(
-        o.metric("outrigger_sink_events_total{component=\"out\"}"),
+        o.wait_metric("outrigger_sink_events_total{component=\"out\"}", 1000.0)
+            .await,
         1000.0
     );
 }
@@ -252,6 +254,8 @@ async fn https_with_a_configured_ca() {
         sorted(wait_delivered(&b, 20).await),
         (0..20).collect::<Vec<_>>()
     );
+    o.wait_metric("outrigger_sink_events_total{component=\"out\"}", 20.0)
+        .await;
     assert!(o.metric("outrigger_sink_bytes_total{component=\"out\"}") > 0.0);
 
     // Without the CA the certificate is not trusted: nothing is delivered, all is retried.

@@ -285,3 +285,105 @@ pub mod wire {
         out
     }
 }
+
+/// The real binary as a child process: started on a config file, probed over HTTP, signalled.
+pub mod binary {
+    use std::io::{BufRead, Read, Write};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    pub fn bin() -> &'static str {
+        env!("CARGO_BIN_EXE_outrigger")
+    }
+
+    /// Starts the binary on `config` and returns it with its forward and admin addresses, read
+    /// from its JSON log.
+    pub fn spawn(
+        config: &str,
+        dir: &std::path::Path,
+    ) -> (Child, String, String, std::sync::mpsc::Receiver<String>) {
+        let path = dir.join("outrigger.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(bin())
+            .args(["--config", path.to_str().unwrap(), "--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut forward, mut admin, mut started) = (None, None, false);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // "started" comes after readiness is set, so /ready answers 200 from then on.
+        while forward.is_none() || admin.is_none() || !started {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("start-up log lines");
+            let v: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
+            if v["message"] == "forward source listening" {
+                let a = v["addresses"].as_str().unwrap();
+                forward = Some(
+                    a.split("tcp://")
+                        .nth(1)
+                        .unwrap()
+                        .split('"')
+                        .next()
+                        .unwrap()
+                        .to_string(),
+                );
+            }
+            started |= v["message"] == "started";
+            if v["message"] == "admin listening" {
+                admin = Some(v["address"].as_str().unwrap().to_string());
+            }
+        }
+        (child, forward.unwrap(), admin.unwrap(), rx)
+    }
+
+    pub fn http_get(addr: &str, path: &str) -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    pub fn status(pid: u32, field: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(field)?
+                    .trim()
+                    .strip_suffix(" kB")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap()
+    }
+
+    pub fn sigterm(child: &Child) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+
+    pub fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        None
+    }
+}

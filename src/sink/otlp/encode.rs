@@ -150,6 +150,13 @@ impl Encoder {
             None => w.str(RECORD_SEVERITY_TEXT, Severity(m.severity).text().as_bytes()),
         }
 
+        // A record without a line carries the application's fields itself: its message
+        // field is the body and its other fields are attributes (without a message field,
+        // there is no body); with `body = "map"` the whole record is the body.
+        let record_body = line.is_none() && self.body == Body::Map;
+        let record_message = m
+            .message
+            .filter(|_| line.is_none() && m.message_in_record && !record_body);
         let Scratch { json, keys } = scratch;
         keys.clear();
         json.with_object(line.filter(|_| m.json), |fields| {
@@ -177,6 +184,18 @@ impl Encoder {
                         let body = w.begin_sized(RECORD_BODY, 2);
                         w.str_always(ANY_STRING, line);
                         w.end(body);
+                    } else if let Some(s) = record_message {
+                        let body = w.begin_sized(RECORD_BODY, 2);
+                        w.str_always(ANY_STRING, e.slice(s));
+                        w.end(body);
+                    } else if record_body {
+                        let mark = w.mark();
+                        let body = w.begin_sized(RECORD_BODY, 2);
+                        if msgpack_value(w, &mut Cursor::new(&e.record), 1).is_ok() {
+                            w.end(body);
+                        } else {
+                            w.truncate(mark);
+                        }
                     }
                 }
             }
@@ -208,7 +227,10 @@ impl Encoder {
                 }
             }
         });
-        record_attrs(w, keys, e, &self.shape.line_key);
+        if !record_body {
+            let message = record_message.map(|s| s.start as usize);
+            record_attrs(w, keys, e, &self.shape.line_key, message);
+        }
         for (k, v) in batch.fields.iter() {
             string_attr(w, keys, k, v);
         }
@@ -409,9 +431,15 @@ fn find_line_and_stream<'a>(e: &'a Event, line_key: &[u8]) -> Found<'a> {
 }
 
 /// The record's fields as attributes, typed. Keys that became resource attributes, the
-/// body or `log.iostream` are left out. A malformed record yields what came before the
-/// damage.
-fn record_attrs(w: &mut Writer, keys: &mut Keys, e: &Event, line_key: &[u8]) {
+/// body (the line, or the field whose value starts at `message`) or `log.iostream` are left
+/// out. A malformed record yields what came before the damage.
+fn record_attrs(
+    w: &mut Writer,
+    keys: &mut Keys,
+    e: &Event,
+    line_key: &[u8],
+    message: Option<usize>,
+) {
     let m = &e.meta;
     let mut c = Cursor::new(&e.record);
     let Ok((h, _)) = c.read() else { return };
@@ -426,14 +454,15 @@ fn record_attrs(w: &mut Writer, keys: &mut Keys, e: &Event, line_key: &[u8]) {
             }
             continue;
         };
-        let is_str = matches!(c.peek().map(|h| h.kind), Ok(Kind::Str | Kind::Bin));
+        let Ok(next) = c.peek() else { return };
+        let is_str = matches!(next.kind, Kind::Str | Kind::Bin);
         let key: Cow<'_, [u8]> = match key {
             KeyBytes::Raw(k) => {
                 let skip = match k {
                     b"container_id" => m.container_id.is_some(),
                     b"container_name" => m.container_name.is_some(),
                     b"source" => m.stream.is_some(),
-                    _ => false,
+                    _ => message == Some(c.pos() + next.head_len),
                 };
                 if skip {
                     if c.skip().is_err() {

@@ -1,9 +1,24 @@
 //! One client connection: read, find whole requests, decode, hand over, acknowledge.
 //!
 //! Bytes are read into a `BytesMut`. After each read a resumable [`Scanner`] finds how many
-//! whole requests the buffer holds; that prefix is split off and frozen, and every event of
-//! every request in it becomes a slice of those bytes in one [`Batch`]. The partial request at
-//! the end stays in the buffer and the scanner remembers how far it got.
+//! whole requests the buffer holds; every event of every request in that prefix becomes a
+//! slice of its bytes in one [`Batch`]. The partial request at the end stays in the buffer and
+//! the scanner remembers how far it got.
+//!
+//! # Memory
+//!
+//! A batch keeps alive the allocation its bytes live in, and the queues charge a batch for
+//! what it keeps alive, so that allocation must be the batch's own. When the whole requests
+//! fill most of the read buffer (a busy connection), the buffer itself goes with the batch
+//! and the partial request moves to a fresh one; when they fill little of it (one small
+//! request per read, the common case on a node), they are copied out into an allocation of
+//! their exact size and the buffer is reused. Either way a queued event costs what it is
+//! charged, instead of pinning a 4 KiB buffer for a 400-byte line. Buffers are always
+//! allocated here at an exact size, never grown by `BytesMut`, so their size is known.
+//!
+//! Read buffers, batches on their way to the queues, inflated payloads and split lines being
+//! joined are charged to the sources' shared [`Budget`]; without room, the connection waits
+//! before reading.
 //!
 //! The batch goes to the [`Router`], which waits while a sink's queue is full. Nothing is read
 //! while it waits, so TCP pushes back on the client. Acks (`{"ack": chunk}`) are written only
@@ -16,7 +31,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -27,13 +42,14 @@ use crate::event::{Ack, AckStatus, Batch, Timestamp};
 use crate::msgpack::{self, Scanner};
 use crate::pipeline::{self, Enricher};
 use crate::shutdown::Shutdown;
+use crate::source::budget::{Budget, Held, charge};
 use crate::telemetry::SourceMetrics;
 use crate::telemetry::logging::RateLimit;
 
 /// Reads start at this size and double while they fill the buffer, so busy connections make
 /// few large reads and idle ones hold little memory.
-const MIN_READ: usize = 4 << 10;
-const MAX_READ: usize = 256 << 10;
+pub const MIN_READ: usize = 4 << 10;
+pub const MAX_READ: usize = 256 << 10;
 
 /// What every connection of one source shares.
 #[derive(Debug)]
@@ -45,6 +61,8 @@ pub struct Context {
     pub frame_timeout: Duration,
     pub security: Option<Security>,
     pub router: Router,
+    /// Memory shared with every connection of every source (see [`crate::source::budget`]).
+    pub budget: Budget,
     pub metrics: SourceMetrics,
     /// Parsing and enrichment, when on; each connection keeps its own [`Enricher`] state.
     pub enrich: Option<(Arc<pipeline::Settings>, pipeline::Metrics)>,
@@ -92,6 +110,15 @@ pub struct Conn<S> {
     peer: String,
     ctx: Arc<Context>,
     buf: BytesMut,
+    /// Capacity of the allocation `buf` lives in (exact: allocated here, never grown by
+    /// `BytesMut`).
+    alloc: usize,
+    /// `buf` is the tail of an allocation a batch took: move it to a fresh one before reading,
+    /// so the batch's charge covers everything in that allocation.
+    shared: bool,
+    /// This connection's share of the budget: its buffer, the batch it is handing over and
+    /// the split lines it holds, less the free [`ALLOWANCE`](crate::source::budget::ALLOWANCE).
+    held: Held,
     scanner: Scanner,
     read_size: usize,
     /// When the request now at the front of `buf` began to arrive.
@@ -130,8 +157,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Conn {
             stream,
             peer,
+            held: ctx.budget.held(),
             ctx,
             buf: BytesMut::new(),
+            alloc: 0,
+            shared: false,
             scanner: Scanner::default(),
             read_size: MIN_READ,
             partial_since: None,
@@ -226,9 +256,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// # Errors
     /// End of stream, an I/O error, a timeout, or shutdown.
     async fn fill(&mut self, shutdown: &mut Shutdown) -> Result<Filled, Close> {
-        if self.buf.capacity() - self.buf.len() < MIN_READ {
-            self.buf.reserve(self.read_size);
-        }
         let (deadline, timeout_reason) = match self.partial_since {
             Some(since) => (Some(since + self.ctx.frame_timeout), "frame_timeout"),
             None => (
@@ -249,9 +276,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 None => std::future::pending().await,
             }
         };
-        let room = self.buf.capacity() - self.buf.len();
-        let n = tokio::select! {
-            r = self.stream.read_buf(&mut self.buf) => r.map_err(|e| Close::error("io_error", e.to_string()))?,
+        let (n, room) = tokio::select! {
+            r = self.read() => r?,
             _ = expired => return Err(Close::error(timeout_reason, format!("{} bytes pending", self.buf.len()))),
             _ = held_due => return Ok(Filled::Expired),
             _ = shutdown.started() => return Err(Close::Shutdown),
@@ -280,6 +306,69 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Ok(Filled::Data)
     }
 
+    /// Makes room for a read, waiting for the budget when it has none, then reads once.
+    /// Returns the bytes read and the room there was.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the budget wait keeps what it took, a new buffer holds the same bytes,
+    /// and `read_buf` reads nothing when cancelled.
+    async fn read(&mut self) -> Result<(usize, usize), Close> {
+        if self.shared || self.buf.capacity() - self.buf.len() < MIN_READ {
+            let len = self.buf.len();
+            // The unfinished request's size when its headers tell it (a large `bin`), else
+            // twice what is there, so a large request costs a few copies, not one per read.
+            let need = self.scanner.need().max(len);
+            let grow = if need > len { need } else { 2 * len };
+            let want = (grow.min(self.ctx.max_frame_bytes) + MIN_READ).max(self.read_size);
+            self.held.grow_to(self.target(want, 0)).await;
+            let mut fresh = BytesMut::with_capacity(want);
+            fresh.extend_from_slice(&self.buf);
+            self.buf = fresh;
+            (self.alloc, self.shared) = (want, false);
+            // A smaller buffer than before (the traffic calmed down) gives room back.
+            self.held.shrink_to(self.target(want, 0));
+        }
+        let room = self.buf.capacity() - self.buf.len();
+        let n = self
+            .stream
+            .read_buf(&mut self.buf)
+            .await
+            .map_err(|e| Close::error("io_error", e.to_string()))?;
+        Ok((n, room))
+    }
+
+    /// What this connection must hold of the budget with a read buffer of `buffer` bytes and
+    /// `transit` bytes of batches not yet queued.
+    fn target(&self, buffer: usize, transit: usize) -> usize {
+        let lines = self.enricher.as_ref().map_or(0, Enricher::held_bytes);
+        charge(buffer + transit + lines)
+    }
+
+    /// The read buffer's share of the connection's memory (none while a batch owns it).
+    fn buffer(&self) -> usize {
+        if self.shared { 0 } else { self.alloc }
+    }
+
+    /// Splits the first `end` bytes (whole requests) off the buffer for a batch, with the
+    /// bytes the batch keeps alive. See the module docs for why some are copied.
+    fn take(&mut self, end: usize) -> (Bytes, usize) {
+        // Copy when the requests fill less than three quarters of the allocation (copying
+        // then costs less than the memory a shared allocation would pin), and only when the
+        // budget has room for the copy right now; otherwise the allocation goes with the
+        // batch, which needs no new room at all.
+        let copy = end * 4 < self.alloc * 3 && !self.held.has_reserve();
+        if copy && self.held.try_grow_to(self.target(self.alloc, end)) {
+            let requests = Bytes::copy_from_slice(&self.buf[..end]);
+            self.buf.advance(end);
+            (requests, end)
+        } else {
+            let rest = self.buf.split_off(end);
+            let requests = std::mem::replace(&mut self.buf, rest).freeze();
+            self.shared = true;
+            (requests, self.alloc)
+        }
+    }
+
     /// Decodes and hands over every whole request in the buffer.
     async fn process(&mut self) -> Result<(), Close> {
         let (max_frame, max_depth) = (self.ctx.max_frame_bytes, self.ctx.decode.max_depth);
@@ -300,13 +389,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         }
         if end > 0 {
-            let requests = self.buf.split_to(end).freeze();
-            self.dispatch(requests).await?;
+            let (requests, size) = self.take(end);
+            self.dispatch(requests, size).await?;
             // Time spent waiting on a full queue is not the client's slowness.
             self.partial_since = None;
+            // The batch is queued: its memory is the queue's to count now. Split lines the
+            // budget has no room for go on as they are (marked incomplete) rather than wait:
+            // they were acknowledged, and waiting here could wait on ourselves.
+            if !self.held.try_grow_to(self.target(self.buffer(), 0)) {
+                self.release(Enricher::shed).await;
+            }
+            self.held.shrink_to(self.target(self.buffer(), 0));
         }
         if self.buf.is_empty() {
             self.partial_since = None;
+            // An idle connection keeps a small buffer, not the largest it ever needed.
+            if self.alloc > 2 * self.read_size.max(MIN_READ) && !self.shared {
+                (self.buf, self.alloc) = (BytesMut::new(), 0);
+                self.held.shrink_to(self.target(0, 0));
+            }
         } else if self.partial_since.is_none() {
             self.partial_since = Some(Instant::now());
         }
@@ -323,27 +424,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Decodes the whole requests in `requests` into one batch, routes it, and acks.
-    async fn dispatch(&mut self, requests: Bytes) -> Result<(), Close> {
+    /// Decodes the whole requests in `requests` (which keep `size` bytes alive) into one
+    /// batch, routes it, and acks.
+    ///
+    /// A compressed request whose payload cannot get room to inflate ends the batch early:
+    /// what came before it is handed over, and the request is decoded again once this
+    /// connection holds the budget's reserve (see [`crate::source::budget`]).
+    async fn dispatch(&mut self, requests: Bytes, size: usize) -> Result<(), Close> {
         let ctx = self.ctx.clone();
-        let mut batch = Batch {
-            fields: self.fields.clone(),
-            size: requests.len(),
+        let fields = self.fields.clone();
+        let new_batch = |size| Batch {
+            fields: fields.clone(),
+            size,
             received: Timestamp::now(),
             ..Default::default()
         };
+        let mut batch = new_batch(size);
         let mut skipped = Skipped::default();
         let mut acks = Vec::new();
         let mut not_forward = None;
+        let ends = std::mem::take(&mut self.ends);
         let mut start = 0;
-        for &end in &self.ends {
-            let request = requests.slice(start..end);
-            start = end;
+        let mut i = 0;
+        while i < ends.len() {
+            let request = requests.slice(start..ends[i]);
             match request[0] {
                 // nil: a heartbeat.
-                0xc0 => continue,
+                0xc0 => {}
                 // fixarray, array16, array32: a request.
-                0x90..=0x9f | 0xdc | 0xdd => {}
+                0x90..=0x9f | 0xdc | 0xdd => {
+                    let held = &mut self.held;
+                    let outcome = decode::request_within(
+                        &request,
+                        &mut batch,
+                        &ctx.decode,
+                        &mut skipped,
+                        &mut |n| held.try_grow(n),
+                    );
+                    if outcome.needs_room {
+                        // What the failed attempt took goes back; the others stay queued
+                        // behind this request, in order.
+                        let transit = batch.size;
+                        self.held.shrink_to(self.target(self.buffer(), transit));
+                        self.hand_over(batch, &mut acks, &skipped).await?;
+                        (batch, skipped) = (new_batch(0), Skipped::default());
+                        self.held.take_reserve().await;
+                        continue;
+                    }
+                    if let (true, Some(chunk)) = (outcome.complete, outcome.chunk) {
+                        acks.push(chunk);
+                    }
+                }
                 first => {
                     // Not the forward protocol (JSON, HTTP, garbage): nothing after this can
                     // be trusted either.
@@ -351,11 +482,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     break;
                 }
             }
-            let outcome = decode::request(&request, &mut batch, &ctx.decode, &mut skipped);
-            if let (true, Some(chunk)) = (outcome.complete, outcome.chunk) {
-                acks.push(chunk);
-            }
+            start = ends[i];
+            i += 1;
         }
+        self.ends = ends;
+        self.hand_over(batch, &mut acks, &skipped).await?;
+        match not_forward {
+            None => Ok(()),
+            Some(b) => Err(Close::error(
+                "not_forward",
+                format!("request starts with byte 0x{b:02x}, not an array"),
+            )),
+        }
+    }
+
+    /// Reports what was skipped, enriches and routes `batch`, then writes `acks` (unless a
+    /// sink could not take the batch).
+    async fn hand_over(
+        &mut self,
+        mut batch: Batch,
+        acks: &mut Vec<Bytes>,
+        skipped: &Skipped,
+    ) -> Result<(), Close> {
+        let ctx = self.ctx.clone();
         if skipped.total() > 0 {
             for (reason, n) in skipped.iter() {
                 ctx.metrics.rejected(reason.as_str(), n);
@@ -387,21 +536,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         if !acks.is_empty() {
             let mut out = Vec::with_capacity(acks.iter().map(|a| a.len() + 5).sum());
-            for chunk in &acks {
+            for chunk in acks.iter() {
                 // {"ack": <chunk exactly as received>}
                 out.extend_from_slice(&[0x81, 0xa3, b'a', b'c', b'k']);
                 out.extend_from_slice(chunk);
             }
             self.write(&out).await?;
             ctx.metrics.acks.inc_by(acks.len() as u64);
+            acks.clear();
         }
-        match not_forward {
-            None => Ok(()),
-            Some(b) => Err(Close::error(
-                "not_forward",
-                format!("request starts with byte 0x{b:02x}, not an array"),
-            )),
-        }
+        Ok(())
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), Close> {

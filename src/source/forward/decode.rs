@@ -131,18 +131,51 @@ pub struct Outcome {
     pub events: usize,
     /// False when anything in the request was skipped: such a request is never acked.
     pub complete: bool,
+    /// The payload could not get room to inflate: nothing of the request was added to the
+    /// batch (and nothing counted as skipped); decode it again once there is room.
+    pub needs_room: bool,
 }
 
 /// Decodes one complete request `frame` (a msgpack array) into `batch`.
 pub fn request(frame: &Bytes, batch: &mut Batch, opts: &Options, skipped: &mut Skipped) -> Outcome {
+    request_within(frame, batch, opts, skipped, &mut |_| true)
+}
+
+/// [`request`], asking `room` for every step of memory a compressed payload inflates into
+/// (`room(n)` takes `n` bytes of a budget, or says there are none).
+pub fn request_within(
+    frame: &Bytes,
+    batch: &mut Batch,
+    opts: &Options,
+    skipped: &mut Skipped,
+    room: &mut dyn FnMut(usize) -> bool,
+) -> Outcome {
     let mut out = Outcome::default();
     let before = skipped.total();
-    if let Err(reason) = decode(frame, batch, opts, skipped, &mut out) {
-        skipped.add(reason, 1);
+    match decode(frame, batch, opts, skipped, &mut out, room) {
+        Ok(()) => {}
+        Err(Inflate::NoRoom) => {
+            out.needs_room = true;
+            return out;
+        }
+        Err(Inflate::Reason(reason)) => skipped.add(reason, 1),
     }
     // Entries skipped one by one also make the request incomplete.
     out.complete = skipped.total() == before;
     out
+}
+
+/// Why decoding a request stopped.
+enum Inflate {
+    Reason(Reason),
+    /// No room in the budget for the decompressed payload.
+    NoRoom,
+}
+
+impl From<Reason> for Inflate {
+    fn from(r: Reason) -> Inflate {
+        Inflate::Reason(r)
+    }
 }
 
 fn decode(
@@ -151,15 +184,16 @@ fn decode(
     opts: &Options,
     skipped: &mut Skipped,
     out: &mut Outcome,
-) -> Result<(), Reason> {
+    room: &mut dyn FnMut(usize) -> bool,
+) -> Result<(), Inflate> {
     use Reason::*;
     let mut c = Cursor::new(frame);
     let (h, _) = c.read().map_err(|_| InvalidRequest)?;
     if h.kind != Kind::Array || !(2..=4).contains(&h.children) {
-        return Err(InvalidRequest);
+        return Err(InvalidRequest.into());
     }
     if c.peek().map_err(|_| InvalidRequest)?.kind != Kind::Str {
-        return Err(InvalidTag);
+        return Err(InvalidTag.into());
     }
     let tag = c.bytes().map_err(|_| InvalidTag)?.unwrap_or_default();
     let tag_range = offset(frame, tag);
@@ -178,11 +212,11 @@ fn decode(
     let opt = match h.children - 1 - body_items {
         0 => Opt::default(),
         1 => options(&mut c, frame)?,
-        _ => return Err(InvalidRequest),
+        _ => return Err(InvalidRequest.into()),
     };
     out.chunk = opt.chunk;
     if opt.signal != 0 {
-        return Err(UnsupportedSignal);
+        return Err(UnsupportedSignal.into());
     }
 
     let tag = batch.tag_index(tag, || match &opts.tag_prefix {
@@ -212,7 +246,7 @@ fn decode(
             };
             let stream = match codec {
                 Some(codec) => {
-                    let data = decompress(codec, &payload, opts.max_decompressed_bytes)?;
+                    let data = decompress(codec, &payload, opts.max_decompressed_bytes, room)?;
                     batch.size += data.len();
                     data
                 }
@@ -230,10 +264,10 @@ fn decode(
                 .map(|h| h.kind)
                 != Some(Kind::Map)
             {
-                return Err(InvalidRecord);
+                return Err(InvalidRecord.into());
             }
             if r.len() > opts.max_record_bytes {
-                return Err(RecordTooLarge);
+                return Err(RecordTooLarge.into());
             }
             let record = frame.slice(r);
             if let Some(time) = time {
@@ -305,25 +339,46 @@ fn options(c: &mut Cursor<'_>, frame: &Bytes) -> Result<Opt, Reason> {
     Ok(opt)
 }
 
+/// The first step of output, taken from the budget before it is allocated; later steps double
+/// what is there, so inflating costs a few reallocations, and a budget nearly full still lets
+/// small payloads through.
+const INFLATE_STEP: usize = 64 << 10;
+
 /// Decompresses every gzip member or zstd frame of `data`, refusing to produce more than
-/// `limit` bytes: a bomb costs at most `limit` of memory and the time to inflate it.
-fn decompress(codec: Codec, data: &[u8], limit: usize) -> Result<Bytes, Reason> {
-    let mut out = Vec::with_capacity((data.len() * 4).min(limit));
-    let reader: Box<dyn Read> = match codec {
+/// `limit` bytes: a bomb costs at most `limit` of memory and the time to inflate it. Each
+/// step of output is asked of `room` before it is allocated.
+fn decompress(
+    codec: Codec,
+    data: &[u8],
+    limit: usize,
+    room: &mut dyn FnMut(usize) -> bool,
+) -> Result<Bytes, Inflate> {
+    let mut reader: Box<dyn Read> = match codec {
         Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
         Codec::Zstd => Box::new(
             zstd::stream::read::Decoder::with_buffer(data).map_err(|_| Reason::BadCompression)?,
         ),
     };
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|_| Reason::BadCompression)?;
-    if out.len() > limit {
-        return Err(Reason::DecompressedTooLarge);
+    let mut out = Vec::new();
+    loop {
+        // One byte past the limit tells a payload of exactly `limit` from a bigger one.
+        let step = INFLATE_STEP.max(out.len()).min(limit + 1 - out.len());
+        if !room(step) {
+            return Err(Inflate::NoRoom);
+        }
+        out.reserve_exact(step);
+        let n = (&mut reader)
+            .take(step as u64)
+            .read_to_end(&mut out)
+            .map_err(|_| Reason::BadCompression)?;
+        if out.len() > limit {
+            return Err(Reason::DecompressedTooLarge.into());
+        }
+        if n < step {
+            break;
+        }
     }
-    // The queues account `len`; spare capacity from the doubling growth would be memory they
-    // do not see.
+    // The queues account `len`; spare capacity would be memory they do not see.
     if out.capacity() - out.len() > out.len() / 8 {
         out.shrink_to_fit();
     }

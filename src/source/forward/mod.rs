@@ -30,9 +30,17 @@ use crate::buffer::Router;
 use crate::config;
 use crate::pipeline;
 use crate::shutdown::Shutdown;
+use crate::source::budget::Budget;
 use crate::telemetry::SourceMetrics;
 use crate::telemetry::logging::RateLimit;
 use conn::{Conn, Context};
+
+/// The most one connection of a source configured as `cfg` may need to finish one request:
+/// its read buffer at the largest, then the payload inflated from it. The input budget keeps
+/// this in reserve, so some connection can always move on (see [`crate::source::budget`]).
+pub fn reserve(cfg: &config::Forward) -> usize {
+    (cfg.max_frame_bytes + conn::MIN_READ).max(conn::MAX_READ) + cfg.max_decompressed_bytes + 1
+}
 
 /// A bound forward source, ready to run.
 pub struct Forward {
@@ -57,6 +65,7 @@ impl Forward {
         name: &str,
         cfg: &config::Forward,
         router: Router,
+        budget: Budget,
         metrics: SourceMetrics,
         enrich: Option<(Arc<pipeline::Settings>, pipeline::Metrics)>,
     ) -> anyhow::Result<Forward> {
@@ -114,6 +123,7 @@ impl Forward {
             frame_timeout: Duration::from_secs(cfg.frame_timeout_secs.max(1)),
             security,
             router,
+            budget,
             metrics,
             enrich,
             source_address_key: key(&cfg.source_address_key),
