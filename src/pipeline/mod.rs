@@ -2,9 +2,11 @@
 //!
 //! Runs inside each connection's task, on the batch it just decoded, before routing: CPU only,
 //! no awaits. Per event it reads the record's Docker fields ([`record`]), joins split long
-//! lines ([`partial`]) and stack traces ([`multiline`]), parses a JSON line ([`json`]) or scans
-//! a text line, and writes what it found into [`Meta`] as spans of the record: trace context
-//! ([`trace`]), severity ([`severity`]), time ([`timefmt`]), container and Kubernetes names.
+//! lines ([`partial`]) and stack traces ([`multiline`]), parses a JSON line ([`json`]) or, for
+//! a record that carries the application's fields itself, walks the record ([`record::found`]),
+//! then scans a text line; and writes what it found into [`Meta`] as spans of the record: trace
+//! context ([`trace`]), severity ([`severity`]), time ([`timefmt`]), container and Kubernetes
+//! names. Keys mean the same in a line and in a record ([`fields`]).
 //! The line itself is never rewritten; encoders splice its fields.
 //!
 //! Enrichment never breaks an event: a line that does not parse, breaks a limit or carries a
@@ -446,6 +448,11 @@ mod tests {
 
     /// Runs one line through a fresh enricher; returns the batch and the metrics.
     fn run(settings: &Arc<Settings>, line: &[u8]) -> (Batch, Metrics) {
+        run_record(settings, docker_record(line))
+    }
+
+    /// Runs one record through a fresh enricher.
+    fn run_record(settings: &Arc<Settings>, record: Bytes) -> (Batch, Metrics) {
         let metrics = Metrics::default();
         let mut en = Enricher::new(settings.clone(), metrics.clone());
         let mut batch = Batch::default();
@@ -456,10 +463,55 @@ mod tests {
                 nanos: 0,
             },
             tag,
-            docker_record(line),
+            record,
         ));
         en.process(&mut batch);
         (batch, metrics)
+    }
+
+    /// `v` as MessagePack, the way a fluent-logger library would send the same fields.
+    fn msgpack(v: &serde_json::Value, out: &mut Vec<u8>) {
+        use serde_json::Value as V;
+        match v {
+            V::Null => rmp::encode::write_nil(out).unwrap(),
+            V::Bool(b) => rmp::encode::write_bool(out, *b).unwrap(),
+            V::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    rmp::encode::write_uint(out, u).unwrap();
+                } else if let Some(i) = n.as_i64() {
+                    rmp::encode::write_sint(out, i).unwrap();
+                } else {
+                    rmp::encode::write_f64(out, n.as_f64().unwrap()).unwrap();
+                }
+            }
+            V::String(s) => rmp::encode::write_str(out, s).unwrap(),
+            V::Array(a) => {
+                rmp::encode::write_array_len(out, a.len() as u32).unwrap();
+                a.iter().for_each(|v| msgpack(v, out));
+            }
+            V::Object(o) => {
+                rmp::encode::write_map_len(out, o.len() as u32).unwrap();
+                for (k, v) in o {
+                    rmp::encode::write_str(out, k).unwrap();
+                    msgpack(v, out);
+                }
+            }
+        }
+    }
+
+    /// The corpus cases whose line is a JSON object, as records carrying its fields.
+    fn as_records(cases: &[serde_json::Value]) -> Vec<(&serde_json::Value, Bytes)> {
+        cases
+            .iter()
+            .filter_map(|c| {
+                let v: serde_json::Value = serde_json::from_str(c["line"].as_str()?).ok()?;
+                v.is_object().then(|| {
+                    let mut out = Vec::new();
+                    msgpack(&v, &mut out);
+                    (c, Bytes::from(out))
+                })
+            })
+            .collect()
     }
 
     fn cases(file: &str) -> Vec<serde_json::Value> {
@@ -529,6 +581,136 @@ mod tests {
             cases.len(),
             failures.join("\n")
         );
+    }
+
+    #[test]
+    fn records_carrying_the_fields_are_enriched_like_json_lines() {
+        // Every JSON-object case of both corpora, sent as the record itself (no line), as
+        // fluent-logger libraries send fields: the same trace context and severity.
+        let s = settings(|_| {});
+        let mut failures = Vec::new();
+        let traces = cases("trace-cases.jsonl");
+        let records = as_records(&traces);
+        assert!(records.len() >= 40, "{} JSON cases", records.len());
+        for (c, record) in records {
+            let (b, _) = run_record(&s, record);
+            let m = b.events[0].meta;
+            let got = (
+                m.trace_id.map(hex::encode),
+                m.trace_id.and(m.span_id).map(hex::encode),
+                m.trace_id.and(m.trace_flags).map(u64::from),
+            );
+            let want = (
+                c["trace_id"].as_str().map(String::from),
+                c["span_id"].as_str().map(String::from),
+                c["flags"].as_u64(),
+            );
+            if got != want {
+                failures.push(format!("trace {}: got {got:?}, want {want:?}", c["name"]));
+            }
+        }
+        let severities = cases("severity-cases.jsonl");
+        let records = as_records(&severities);
+        assert!(records.len() >= 30, "{} JSON cases", records.len());
+        for (c, record) in records {
+            let (b, _) = run_record(&s, record);
+            let got = b.events[0].meta.severity;
+            if u64::from(got) != c["severity_number"].as_u64().unwrap() {
+                failures.push(format!(
+                    "severity {}: got {got}, want {}",
+                    c["name"], c["severity_number"]
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn a_record_without_a_line_gives_its_message_level_and_time() {
+        let s = settings(|e| e.time_key = "ts".into());
+        // {"message": "disk \"full\"", "severity": 50, "ts": EventTime, "dd": {"trace_id":
+        //  1234 (u64), "span_id": 5678}}, a bin value and an integer key in between.
+        let mut r = Vec::new();
+        rmp::encode::write_map_len(&mut r, 6).unwrap();
+        rmp::encode::write_str(&mut r, "message").unwrap();
+        rmp::encode::write_str(&mut r, "disk \"full\"").unwrap();
+        rmp::encode::write_uint(&mut r, 7).unwrap();
+        rmp::encode::write_bin(&mut r, &[0xff, 0]).unwrap();
+        rmp::encode::write_str(&mut r, "blob").unwrap();
+        rmp::encode::write_bin(&mut r, &[1, 2, 3]).unwrap();
+        rmp::encode::write_str(&mut r, "severity").unwrap();
+        rmp::encode::write_uint(&mut r, 50).unwrap();
+        rmp::encode::write_str(&mut r, "ts").unwrap();
+        r.extend_from_slice(&[0xd7, 0x00]);
+        r.extend_from_slice(&1_600_000_000u32.to_be_bytes());
+        r.extend_from_slice(&42u32.to_be_bytes());
+        rmp::encode::write_str(&mut r, "dd").unwrap();
+        rmp::encode::write_map_len(&mut r, 2).unwrap();
+        rmp::encode::write_str(&mut r, "trace_id").unwrap();
+        rmp::encode::write_uint(&mut r, 1234).unwrap();
+        rmp::encode::write_str(&mut r, "span_id").unwrap();
+        rmp::encode::write_uint(&mut r, 5678).unwrap();
+        let (b, m) = run_record(&s, Bytes::from(r));
+        let e = &b.events[0];
+        assert!(e.meta.line.is_none() && !e.meta.json);
+        assert!(e.meta.message_in_record);
+        assert_eq!(
+            e.slice(e.meta.message.unwrap()),
+            br#"disk "full""#,
+            "the string itself"
+        );
+        assert_eq!(e.meta.severity, 17, "pino's 50 is an error");
+        assert!(
+            e.meta.severity_text.is_none(),
+            "a number is not a level text"
+        );
+        assert_eq!((e.time.secs, e.time.nanos), (1_600_000_000, 42));
+        assert_eq!(
+            hex::encode(e.meta.trace_id.unwrap()),
+            format!("{:032x}", 1234)
+        );
+        assert_eq!(
+            hex::encode(e.meta.span_id.unwrap()),
+            format!("{:016x}", 5678)
+        );
+        assert_eq!(m.trace_ids.get(), 1);
+    }
+
+    #[test]
+    fn a_text_line_takes_the_record_fields_first_then_scans_the_text() {
+        let s = settings(|_| {});
+        // {"log": "ERROR something traceparent=…", "level": "info", "message": "x"}: the
+        // record's level wins over the text's; its trace is missing, so the text's is used;
+        // the line stays the message.
+        let mut r = Vec::new();
+        rmp::encode::write_map_len(&mut r, 3).unwrap();
+        for (k, v) in [
+            (
+                "log",
+                "ERROR failed traceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("level", "info"),
+            ("message", "x"),
+        ] {
+            rmp::encode::write_str(&mut r, k).unwrap();
+            rmp::encode::write_str(&mut r, v).unwrap();
+        }
+        let (b, _) = run_record(&s, Bytes::from(r));
+        let m = b.events[0].meta;
+        assert_eq!(m.severity, 9);
+        assert_eq!(
+            hex::encode(m.trace_id.unwrap()),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(m.message.is_none() && !m.message_in_record);
+        // An invalid ID in a record is counted like one in a line.
+        let mut r = Vec::new();
+        rmp::encode::write_map_len(&mut r, 1).unwrap();
+        rmp::encode::write_str(&mut r, "trace_id").unwrap();
+        rmp::encode::write_str(&mut r, "not-a-trace").unwrap();
+        let (b, metrics) = run_record(&s, Bytes::from(r));
+        assert!(b.events[0].meta.trace_id.is_none());
+        assert_eq!(metrics.invalid_trace_ids.get(), 1);
     }
 
     #[test]

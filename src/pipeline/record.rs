@@ -94,7 +94,7 @@ pub fn fields(record: &[u8], line_key: &[u8]) -> Fields {
 /// The record's own fields walked for enrichment's roles (trace context, level, message,
 /// time), the way [`super::json`] walks a JSON line: for records that carry the application's
 /// fields themselves, as fluent-logger libraries and Fluent Bit send them. Every top-level key
-/// but `line_key` is looked up in `keys`; maps are entered only along configured dotted paths
+/// but the line (a string under `line_key`) is looked up in `keys`; maps are entered only along configured dotted paths
 /// (`dd.trace_id`) and into the usual context containers. Ranges in the result are into the
 /// record, and the message is the string itself. A malformed record yields what came before
 /// the damage.
@@ -136,8 +136,9 @@ fn walk(
 ) -> Result<(), msgpack::Error> {
     for _ in 0..pairs {
         let entry = match c.bytes()? {
-            Some(k) if Some(k) != skip => keys.get(k),
-            Some(_) => None,
+            // The line is the line; a map under the same key (ECS's `log.level`) is fields.
+            Some(k) if Some(k) == skip && matches!(c.peek()?.kind, Kind::Str | Kind::Bin) => None,
+            Some(k) => keys.get(k),
             None => {
                 // A non-string key names nothing enrichment looks for.
                 c.skip()?;

@@ -41,7 +41,7 @@
 //! | field | from |
 //! |---|---|
 //! | `@timestamp` | the event time, RFC 3339 UTC with nanoseconds (an `@timestamp` of the application's is dropped: use `[enrich] time_key = "@timestamp"` to make it the event time) |
-//! | `message` | a text line; for a JSON line, the application's `message` as written, else its message field (`msg`, `@m`… per `message_keys`) renamed `message`; none when the line has neither |
+//! | `message` | a text line; for a JSON line, the application's `message` as written, else its message field (`msg`, `@m`… per `message_keys`) renamed `message`; none when the line has neither; for a record without a line (an application's own fields, from a fluent-logger library) its message field, likewise renamed |
 //! | `log.level` | the level as the application wrote it, or the severity's name (`INFO`, `WARN`…) |
 //! | `log.iostream` | `stdout` / `stderr` (Docker's `source`) |
 //! | `log.flags` | `["truncated"]` for a long line or stack trace that could not be completed |

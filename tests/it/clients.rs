@@ -105,7 +105,7 @@ fn pydeps() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pydeps")
 }
 
-fn python() -> Command {
+pub(crate) fn python() -> Command {
     let mut cmd = Command::new("python3");
     cmd.env("PYTHONPATH", pydeps());
     cmd
@@ -113,7 +113,7 @@ fn python() -> Command {
 
 /// Whether `python3` can import `module`, installing `fluent-logger` and `msgpack` into
 /// [`pydeps`] once if it cannot. Checked once per process.
-async fn python_has(test: &str, module: &'static str) -> bool {
+pub(crate) async fn python_has(test: &str, module: &'static str) -> bool {
     static FLUENT: OnceLock<Result<(), String>> = OnceLock::new();
     static MSGPACK: OnceLock<Result<(), String>> = OnceLock::new();
     static INSTALL: OnceLock<()> = OnceLock::new();
@@ -158,7 +158,7 @@ async fn python_has(test: &str, module: &'static str) -> bool {
 }
 
 /// Runs `tests/docker/<name> 127.0.0.1 PORT n`, asserting it succeeds.
-async fn run_script(o: &Outrigger, name: &str, n: usize) {
+pub(crate) async fn run_script(o: &Outrigger, name: &str, n: usize) {
     let mut cmd = python();
     cmd.arg(script(name))
         .arg("127.0.0.1")

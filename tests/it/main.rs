@@ -22,3 +22,4 @@ mod loki;
 mod memory;
 mod otlp;
 mod self_telemetry;
+mod structured;

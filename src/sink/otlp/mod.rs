@@ -29,7 +29,7 @@
 //! | `observed_time_unix_nano` | when the source read the event from its client |
 //! | `severity_number` | the level enrichment found; 0 when none |
 //! | `severity_text` | the level as written, else the OTel short name (`WARN`), else empty |
-//! | `body` | a parsed JSON line's message field (`msg`, `message`, ... as enrichment found it; `body = "message"`, the default), else the log line as a string; with `body = "string"` always the line, with `body = "map"` a parsed JSON line is a kvlist |
+//! | `body` | a parsed JSON line's message field (`msg`, `message`, ... as enrichment found it; `body = "message"`, the default), else the log line as a string; with `body = "string"` always the line, with `body = "map"` a parsed JSON line is a kvlist. A record without a line (an application's own fields, from a fluent-logger library): its message field, with `"message"` and `"string"`; the whole record as a kvlist with `"map"` |
 //! | attribute `log.iostream` | Docker's `source`, or a `stream` field holding `stdout`/`stderr` |
 //! | attribute `fluent.tag` | the forward tag |
 //! | attributes | a parsed JSON line's top-level fields but the one that became the body (`body = "message"` or `"string"`; under the nest key as one kvlist when `merge = "nested"`), then the record's other fields (Docker labels and env, Fluent Bit's keys), then per-connection fields (`source_address_key`) |
@@ -42,8 +42,9 @@
 //! `array_value`, null an empty value. Integers above `i64::MAX` and non-finite floats become
 //! strings (no OTLP type holds them), `bin` values bytes, EventTime values RFC 3339 strings.
 //! Attribute keys are unique: the first of a repeated key wins, in the order above.
-//! A record without a line (an application's own map) has no body; all its fields are
-//! attributes.
+//! A record without a line (an application's own map) carries its fields as attributes,
+//! but the one that became the body; without a message field it has no body (with
+//! `body = "map"` the record is the body and no field is repeated as an attribute).
 //!
 //! # Responses
 //!
