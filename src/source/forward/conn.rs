@@ -446,6 +446,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let ends = std::mem::take(&mut self.ends);
         let mut start = 0;
         let mut i = 0;
+        // The request decoded again with the reserve, if any.
+        let mut retried = None;
         while i < ends.len() {
             let request = requests.slice(start..ends[i]);
             match request[0] {
@@ -461,15 +463,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         &mut skipped,
                         &mut |n| held.try_grow(n),
                     );
-                    if outcome.needs_room {
-                        // What the failed attempt took goes back; the others stay queued
-                        // behind this request, in order.
-                        let transit = batch.size;
-                        self.held.shrink_to(self.target(self.buffer(), transit));
+                    if outcome.needs_room && retried != Some(i) {
+                        // What came before goes on (and so does its memory, to the queues);
+                        // what the failed attempt took goes back. The rest of the requests
+                        // stay behind this one, in order.
                         self.hand_over(batch, &mut acks, &skipped).await?;
-                        (batch, skipped) = (new_batch(0), Skipped::default());
+                        self.held.shrink_to(self.target(self.buffer(), size));
+                        // The rest shares the requests' allocation: it is charged for it
+                        // too (twice, while both are queued: the safe side).
+                        (batch, skipped) = (new_batch(size), Skipped::default());
                         self.held.take_reserve().await;
+                        retried = Some(i);
                         continue;
+                    }
+                    if outcome.needs_room {
+                        // Not even the reserve holds it: only limits that do not match the
+                        // reserve's sizing can get here. Refuse it rather than loop.
+                        skipped.add(decode::Reason::DecompressedTooLarge, 1);
                     }
                     if let (true, Some(chunk)) = (outcome.complete, outcome.chunk) {
                         acks.push(chunk);
@@ -554,5 +564,103 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             self.stream.flush().await
         };
         w.await.map_err(|e| Close::error("io_error", e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::{Pattern, Queue, QueueGauges, Route};
+    use crate::source::budget::BudgetMetrics;
+    use prometheus_client::metrics::counter::Counter;
+    use std::io::Write;
+    use tokio::io::AsyncReadExt;
+
+    /// A PackedForward request whose gzip payload inflates to about `bytes`.
+    fn gzip_request(bytes: usize, chunk: &str) -> Vec<u8> {
+        let mut entries = Vec::new();
+        while entries.len() < bytes {
+            rmp::encode::write_array_len(&mut entries, 2).unwrap();
+            rmp::encode::write_uint(&mut entries, 1_700_000_000).unwrap();
+            rmp::encode::write_map_len(&mut entries, 1).unwrap();
+            rmp::encode::write_str(&mut entries, "log").unwrap();
+            rmp::encode::write_str(&mut entries, &"z".repeat(1000)).unwrap();
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&entries).unwrap();
+        let payload = gz.finish().unwrap();
+        let mut out = Vec::new();
+        rmp::encode::write_array_len(&mut out, 3).unwrap();
+        rmp::encode::write_str(&mut out, "t").unwrap();
+        rmp::encode::write_bin(&mut out, &payload).unwrap();
+        rmp::encode::write_map_len(&mut out, 2).unwrap();
+        rmp::encode::write_str(&mut out, "chunk").unwrap();
+        rmp::encode::write_str(&mut out, chunk).unwrap();
+        rmp::encode::write_str(&mut out, "compressed").unwrap();
+        rmp::encode::write_str(&mut out, "gzip").unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_payload_with_no_room_is_inflated_again_with_the_reserve() {
+        // The pool is held by someone else (as if by other connections' half-read
+        // requests); the reserve is free. Two compressed requests arrive in one read: the
+        // first inflates into the reserve on a second attempt, after which it goes back
+        // and the second takes it in turn. Both are delivered and acked, in order.
+        let inflated = 300 << 10;
+        let waits = BudgetMetrics::default();
+        let budget = Budget::new((1 << 20) + inflated * 2, inflated * 2, waits.clone());
+        let mut others = budget.held();
+        assert!(others.try_grow(1 << 20), "the whole pool");
+        let (tx, mut rx) = Queue::bounded(64 << 20, 1 << 20, QueueGauges::default());
+        let routes = vec![Route {
+            patterns: vec![Pattern::parse("**").unwrap()],
+            queue: tx,
+        }];
+        let metrics = crate::telemetry::Metrics::new();
+        let ctx = Arc::new(Context {
+            name: "in".into(),
+            decode: decode::Options::default(),
+            max_frame_bytes: 16 << 20,
+            idle_timeout: None,
+            frame_timeout: Duration::from_secs(10),
+            security: None,
+            router: Router::new(routes.into(), Counter::default()),
+            budget: budget.clone(),
+            metrics: metrics.source("in"),
+            enrich: None,
+            source_address_key: None,
+            source_hostname_key: None,
+            warn: RateLimit::new(10),
+        });
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let conn = Conn::new(server, "test".into(), None, ctx).await;
+        let (stop, shutdown) = crate::shutdown::channel();
+        let task = tokio::spawn(conn.run(shutdown));
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let mut both = gzip_request(inflated, "a");
+        both.extend(gzip_request(inflated, "b"));
+        wr.write_all(&both).await.unwrap();
+        let mut acks = vec![0u8; 2 * 7];
+        tokio::time::timeout(Duration::from_secs(5), rd.read_exact(&mut acks))
+            .await
+            .expect("both requests acked")
+            .unwrap();
+        assert_eq!(
+            acks,
+            [&b"\x81\xa3ack\xa1a"[..], b"\x81\xa3ack\xa1b"].concat()
+        );
+        let mut events = 0;
+        while let Some(e) = rx.try_recv() {
+            events += e.events;
+        }
+        // Entries of 1,014 bytes each.
+        assert_eq!(events, 2 * inflated.div_ceil(1014));
+        // Each inflation waited for the reserve (and a read buffer past 4 KiB may have too).
+        assert!(waits.waits.get() >= 2, "waits: {}", waits.waits.get());
+        stop.pull();
+        task.await.unwrap();
+        drop(others);
+        assert_eq!(budget.held().bytes(), 0);
     }
 }
