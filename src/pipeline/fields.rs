@@ -172,9 +172,13 @@ pub trait Locate {
     fn message(&self, s: &[u8]) -> Option<Range<usize>>;
 }
 
+/// A walk's per-family findings, kept between walks so that a walk allocates nothing.
+#[derive(Debug, Default)]
+pub struct Candidates(Vec<Candidate>);
+
 thread_local! {
-    /// Candidates of the walk running on this thread: walks are synchronous and never nest.
-    static CANDIDATES: RefCell<Vec<Candidate>> = const { RefCell::new(Vec::new()) };
+    /// Candidates of record walks on this thread: walks are synchronous and never nest.
+    static CANDIDATES: RefCell<Candidates> = RefCell::default();
 }
 
 /// Keeps the best value offered for each role during one walk.
@@ -187,25 +191,35 @@ pub struct Collector<'a> {
 }
 
 impl Collector<'_> {
-    /// Runs `walk` with a fresh collector (reusing this thread's candidate table) and
-    /// returns what it found.
+    /// Runs `walk` with a fresh collector, reusing this thread's candidates, and returns what
+    /// it found.
     pub fn collect(families: &Families, walk: impl FnOnce(&mut Collector<'_>)) -> Found {
-        CANDIDATES.with_borrow_mut(|candidates| {
-            candidates.clear();
-            candidates.resize(families.formats.len(), Candidate::default());
-            let mut c = Collector {
-                families,
-                candidates,
-                found: Found::default(),
-                level_priority: u16::MAX,
-                message_priority: u16::MAX,
-            };
-            walk(&mut c);
-            c.finish()
-        })
+        CANDIDATES.with_borrow_mut(|c| Collector::collect_in(c, families, walk))
+    }
+
+    /// [`Collector::collect`] with the caller's candidates (a walker that keeps other
+    /// per-thread scratch state already).
+    pub fn collect_in(
+        candidates: &mut Candidates,
+        families: &Families,
+        walk: impl FnOnce(&mut Collector<'_>),
+    ) -> Found {
+        let candidates = &mut candidates.0;
+        candidates.clear();
+        candidates.resize(families.formats.len(), Candidate::default());
+        let mut c = Collector {
+            families,
+            candidates,
+            found: Found::default(),
+            level_priority: u16::MAX,
+            message_priority: u16::MAX,
+        };
+        walk(&mut c);
+        c.finish()
     }
 
     /// Offers `value` of a key whose role is `role`; `at` locates its strings.
+    #[inline]
     pub fn offer(&mut self, role: Role, value: Value<'_>, at: &impl Locate) {
         let scalar = scalar(value);
         match role {

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use simd_json::{Node, StaticNode};
 
-use super::fields::{Collector, Families, Found, KeyTable, Locate, Value};
+use super::fields::{Candidates, Collector, Families, Found, KeyTable, Locate, Value};
 
 /// Bounds on what is parsed; a line beyond them stays text.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +47,7 @@ struct Scratch {
     input: Vec<u8>,
     buffers: simd_json::Buffers,
     tape: Option<simd_json::Tape<'static>>,
+    candidates: Candidates,
     /// [`check`]'s stack of open containers.
     open: Vec<usize>,
 }
@@ -57,6 +58,7 @@ thread_local! {
         input: Vec::with_capacity(4096),
         buffers: simd_json::Buffers::new(4096),
         tape: Some(simd_json::Tape::null().reset()),
+        candidates: Candidates::default(),
         open: Vec::new(),
     });
 }
@@ -89,6 +91,7 @@ pub fn parse(
             input,
             buffers,
             tape,
+            candidates,
             open,
         } = s;
         input.clear();
@@ -113,7 +116,7 @@ pub fn parse(
             })
             .map(|()| {
                 let walk = Walk { line, base };
-                Collector::collect(families, |c| walk.object(&t.0, keys, c))
+                Collector::collect_in(candidates, families, |c| walk.object(&t.0, keys, c))
             });
         *tape = Some(t.reset());
         result
