@@ -94,7 +94,7 @@ fn enriched() -> Vec<Batch> {
 fn requests(batches: &[Batch]) -> Vec<Vec<Ref<'_>>> {
     let all: Vec<Ref<'_>> = batches
         .iter()
-        .flat_map(|batch| batch.events.iter().map(move |event| Ref { batch, event }))
+        .flat_map(|batch| batch.events.iter().map(move |event| Ref::new(batch, event)))
         .collect();
     all.chunks(PER_REQUEST).map(<[_]>::to_vec).collect()
 }

@@ -46,11 +46,14 @@ pub struct Entry {
 impl Entry {
     /// The events this sink takes from the batch.
     pub fn events(&self) -> impl Iterator<Item = &Event> {
-        let sel = self.selection.as_deref();
-        self.batch
-            .events
-            .iter()
-            .filter(move |e| sel.is_none_or(|s| s[e.tag as usize]))
+        self.batch.events.iter().filter(|e| self.selects(e))
+    }
+
+    /// Whether `event` (of this entry's batch) is one this sink takes.
+    pub fn selects(&self, event: &Event) -> bool {
+        self.selection
+            .as_deref()
+            .is_none_or(|s| s[event.tag as usize])
     }
 }
 

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 /// Keys of an exporter sink that configure delivery rather than the exporter's format; the
 /// parser splits them off so each exporter's own struct stays small and strict.
-pub const EXPORT_KEYS: [&str; 15] = [
+pub const EXPORT_KEYS: [&str; 16] = [
     "endpoint",
     "headers",
     "auth",
@@ -20,6 +20,7 @@ pub const EXPORT_KEYS: [&str; 15] = [
     "max_batch_bytes",
     "flush_interval_ms",
     "max_in_flight",
+    "ordering",
     "retry_initial_backoff_ms",
     "retry_max_backoff_ms",
     "max_retries",
@@ -56,6 +57,10 @@ pub struct Export {
     /// stops the sources).
     #[serde(default = "Export::default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Whether a stream (a container's stdout, a Loki label set) keeps its order across the
+    /// requests in flight.
+    #[serde(default)]
+    pub ordering: Ordering,
     #[serde(default = "Export::default_initial_backoff_ms")]
     pub retry_initial_backoff_ms: u64,
     #[serde(default = "Export::default_max_backoff_ms")]
@@ -83,6 +88,20 @@ impl Export {
     fn default_max_backoff_ms() -> u64 {
         30_000
     }
+}
+
+/// How requests treat the streams of their events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// A stream's events are stored in the order they arrived: one request per stream at a
+    /// time.
+    #[default]
+    Stream,
+    /// Any free request slot takes the oldest events: the most throughput for one busy
+    /// stream, in exchange for lines of a stream being stored out of order when requests
+    /// overlap or are retried (sending times still sort them).
+    None,
 }
 
 /// Authentication sent with every request; secrets usually come from `${ENV}`.
@@ -137,6 +156,7 @@ pub struct Delivery {
     pub max_batch_bytes: usize,
     pub flush_interval_ms: u64,
     pub max_in_flight: usize,
+    pub ordering: Ordering,
     pub retry_initial_backoff_ms: u64,
     pub retry_max_backoff_ms: u64,
     pub max_retries: u32,
@@ -170,6 +190,7 @@ impl Export {
                 max_batch_bytes: self.max_batch_bytes.unwrap_or(d.max_batch_bytes).max(1),
                 flush_interval_ms: self.flush_interval_ms.unwrap_or(d.flush_interval_ms),
                 max_in_flight: self.max_in_flight.max(1),
+                ordering: self.ordering,
                 retry_initial_backoff_ms: self.retry_initial_backoff_ms.max(1),
                 retry_max_backoff_ms: self.retry_max_backoff_ms.max(self.retry_initial_backoff_ms),
                 max_retries: self.max_retries,

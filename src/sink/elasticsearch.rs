@@ -106,6 +106,16 @@ pub struct Config {
     /// Ingest pipeline to run on every document (`?pipeline=`).
     #[serde(default)]
     pub pipeline: Option<String>,
+    /// The field that orders the documents of one stream (see the module docs); empty for
+    /// none.
+    #[serde(default = "Config::default_sequence_key")]
+    pub sequence_key: String,
+}
+
+impl Config {
+    fn default_sequence_key() -> String {
+        "log.sequence".to_string()
+    }
 }
 
 /// The bulk action of every document.
@@ -212,6 +222,8 @@ pub struct Exporter {
     shape: Shape,
     /// `,"data_stream.type":"logs",…` when the index is a fixed data stream name; else empty.
     data_stream: Vec<u8>,
+    /// `sequence_key`, as bytes; empty for none.
+    sequence_key: Vec<u8>,
     /// For the warning that a 413 is being split.
     warn: RateLimit,
 }
@@ -267,6 +279,7 @@ impl Exporter {
             mapping: config.mapping,
             shape: shape.clone(),
             data_stream,
+            sequence_key: config.sequence_key.clone().into_bytes(),
             warn: RateLimit::new(1),
         })
     }
@@ -391,6 +404,15 @@ impl Exporter {
             body.truncate(start);
             return Err(e);
         }
+        if !self.sequence_key.is_empty() && enc.key_free(&self.sequence_key) {
+            // `…}` → `…,"log.sequence":1700000000000000001}`
+            body.pop();
+            body.push(b',');
+            json::string(body, &self.sequence_key);
+            body.push(b':');
+            body.extend_from_slice(itoa::Buffer::new().format(sequence(r.time)).as_bytes());
+            body.push(b'}');
+        }
         // A JSON line is spliced as written, and JSON may have line breaks between its tokens
         // (a pretty-printed object that multi-line joining put together). Everything else is
         // escaped, so any raw line break here is such whitespace: make it a space, or it would
@@ -403,6 +425,13 @@ impl Exporter {
         body.push(b'\n');
         Ok(())
     }
+}
+
+/// The sequence number of an event sent at `t`: its nanoseconds since the epoch, unique and
+/// increasing within its stream (see [`super::order`]).
+fn sequence(t: Timestamp) -> i64 {
+    let ns = i128::from(t.secs) * 1_000_000_000 + i128::from(t.nanos);
+    ns.clamp(0, i128::from(i64::MAX)) as i64
 }
 
 /// `value` with everything but unreserved characters percent-encoded, for a query string.
@@ -675,6 +704,7 @@ impl Encoder {
 
     /// The `stdout` shape with `@timestamp` in front.
     fn raw(&mut self, out: &mut Vec<u8>, r: Ref<'_>, shape: &Shape) -> Result<(), msgpack::Error> {
+        self.seen.clear();
         out.extend_from_slice(b"{\"@timestamp\":\"");
         self.times.write(out, r.event.time);
         out.push(b'"');
@@ -683,6 +713,22 @@ impl Encoder {
         // `{"@timestamp":"…"` + `{"tag":…}` → `{"@timestamp":"…","tag":…}`
         out[at] = b',';
         Ok(())
+    }
+
+    /// Whether the document just written has no field `key` and no field that `key`'s
+    /// dotted path would turn into an object (`log` for `log.sequence`). The raw mapping
+    /// writes only its own top-level keys, none of them dotted.
+    fn key_free(&self, key: &[u8]) -> bool {
+        let mut prefix = key;
+        loop {
+            if self.seen.contains(prefix) {
+                return false;
+            }
+            match prefix.iter().rposition(|&b| b == b'.') {
+                Some(dot) => prefix = &prefix[..dot],
+                None => return true,
+            }
+        }
     }
 
     /// Writes `,"key":` unless `key` is already in the document; says whether it wrote.
@@ -1369,15 +1415,78 @@ mod tests {
         let mut out = Vec::new();
         let mut enc = Encoder::default();
         for e in &b.events {
-            x.write(&mut out, &mut enc, Ref { batch: b, event: e })
-                .unwrap();
+            x.write(&mut out, &mut enc, Ref::new(b, e)).unwrap();
         }
         String::from_utf8(out).unwrap()
     }
 
     /// The documents of a bulk body (every second line).
+    /// The documents of `body`, without the sequence number at their end (checked in
+    /// `documents_carry_their_stream_sequence`).
     fn docs(body: &str) -> Vec<String> {
-        body.lines().skip(1).step_by(2).map(String::from).collect()
+        body.lines()
+            .skip(1)
+            .step_by(2)
+            .map(|d| match d.rfind(r#","log.sequence":"#) {
+                Some(at) => format!("{}}}", &d[..at]),
+                None => d.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn documents_carry_their_stream_sequence() {
+        let b = enriched(
+            "docker.web",
+            &[
+                docker("a"),
+                docker(r#"{"log":"own","msg":"b"}"#),
+                docker("c"),
+            ],
+            |_| {},
+        );
+        let x = exporter("", Shape::default());
+        let mut out = Vec::new();
+        let mut enc = Encoder::default();
+        for (i, e) in b.events.iter().enumerate() {
+            let mut r = Ref::new(&b, e);
+            r.time.nanos = i as u32;
+            x.write(&mut out, &mut enc, r).unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        let d: Vec<&str> = text.lines().skip(1).step_by(2).collect();
+        assert!(
+            d[0].ends_with(r#","log.sequence":1700000000000000000}"#),
+            "{}",
+            d[0]
+        );
+        assert!(
+            !d[1].contains("log.sequence"),
+            "an application's `log` would clash with a `log` object: {}",
+            d[1]
+        );
+        assert!(
+            d[2].ends_with(r#","log.sequence":1700000000000000002}"#),
+            "{}",
+            d[2]
+        );
+        let raw = exporter(
+            "mapping = \"raw\"\nsequence_key = \"seq\"",
+            Shape::default(),
+        );
+        let mut out = Vec::new();
+        raw.write(&mut out, &mut enc, Ref::new(&b, &b.events[0]))
+            .unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .ends_with(",\"seq\":1700000000000000000}\n")
+        );
+        let none = exporter("sequence_key = \"\"", Shape::default());
+        let mut out = Vec::new();
+        none.write(&mut out, &mut enc, Ref::new(&b, &b.events[0]))
+            .unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains("sequence"));
     }
 
     fn doc(line: &str) -> String {
@@ -1509,10 +1618,7 @@ mod tests {
         b.events[0].record = Bytes::from_static(&[0x81, 0xa1]);
         let x = exporter("", Shape::default());
         let mut out = b"keep".to_vec();
-        let r = Ref {
-            batch: &b,
-            event: &b.events[0],
-        };
+        let r = Ref::new(&b, &b.events[0]);
         assert!(x.write(&mut out, &mut Encoder::default(), r).is_err());
         assert_eq!(out, b"keep");
     }

@@ -1,30 +1,37 @@
-//! Delivery to network backends: batching, bounded concurrency, retries, dead letters.
+//! Delivery to network backends: batching, bounded concurrency, per-stream order, retries,
+//! dead letters.
 //!
 //! Every network exporter runs this same loop; an exporter only turns events into a request
-//! and a response into a [`Verdict`] ([`Exporter::attempt`]).
+//! and a response into a [`Verdict`] ([`Exporter::attempt`]), and names each event's stream
+//! ([`Exporter::stream`]).
 //!
-//! The loop takes queue entries until a batch is full (events or bytes) or old enough
-//! (`flush_interval_ms`), then sends it as one request, keeping at most `max_in_flight`
-//! requests going. While all of them are busy it stops taking entries: the queue fills and the
-//! sources stop reading, which is how a slow or failing backend slows the senders instead of
-//! growing memory. A request keeps its entries (and so their queue permits) until it is
-//! finished, so the queue bound covers events in flight and in retry too.
+//! The loop takes queue entries into a [`Scheduler`], which holds them per stream and makes
+//! a request once enough events wait (`max_batch_events`, `max_batch_bytes`) or the oldest
+//! has waited `flush_interval_ms`, keeping at most `max_in_flight` requests going and, by
+//! default, each stream in at most one of them (see [`super::order`]). It takes entries only
+//! while it holds less than a few requests' worth: past that the queue fills and the sources
+//! stop reading, which is how a slow or failing backend slows the senders instead of growing
+//! memory. A request keeps its entries (and so their queue permits) until it is finished, so
+//! the queue bound covers events in flight and in retry too.
 //!
 //! A retryable failure is retried with exponential backoff and jitter, honouring
 //! `Retry-After`, until it succeeds, `max_retries` runs out, or Outrigger stops. Events a
 //! backend refuses for good are logged, counted by reason and appended to the dead-letter
 //! file, never dropped silently.
 
+use std::collections::HashMap;
+use std::hash::Hasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
 use super::json;
+use super::order::{Item, Scheduler};
 use super::retry::{Backoff, Verdict};
-use crate::buffer::{Entry, QueueReceiver};
+use crate::buffer::QueueReceiver;
 use crate::config::export::Delivery;
-use crate::event::{Batch, Event};
+use crate::event::{Batch, Event, Timestamp};
 use crate::telemetry::SinkMetrics;
 use crate::telemetry::logging::RateLimit;
 use crate::telemetry::otel::{ExportSpan, SinkTracer};
@@ -34,6 +41,20 @@ use crate::telemetry::otel::{ExportSpan, SinkTracer};
 pub struct Ref<'a> {
     pub batch: &'a Batch,
     pub event: &'a Event,
+    /// The time to send: the event's own, or just past the previous event of its stream when
+    /// they tie (see [`super::order`]), so a backend sorting by time keeps the order.
+    pub time: Timestamp,
+}
+
+impl<'a> Ref<'a> {
+    /// `event` sent with its own time.
+    pub fn new(batch: &'a Batch, event: &'a Event) -> Ref<'a> {
+        Ref {
+            batch,
+            event,
+            time: event.time,
+        }
+    }
 }
 
 /// The network exporters.
@@ -59,6 +80,16 @@ impl Exporter {
             Exporter::Loki(e) => e.attempt(events).await,
             Exporter::Elasticsearch(e) => e.attempt(events).await,
             Exporter::Otlp(e) => e.attempt(events).await,
+        }
+    }
+
+    /// The stream `event` belongs to, as a hash: what must stay in order (Loki: the label
+    /// set; the others: the container and its stdout or stderr, or the tag for events
+    /// without a container). Two streams that collide only share their turn.
+    pub fn stream(&self, r: Ref<'_>) -> u64 {
+        match self {
+            Exporter::Loki(e) => e.stream(r),
+            Exporter::Http(_) | Exporter::Elasticsearch(_) | Exporter::Otlp(_) => origin(r),
         }
     }
 
@@ -137,68 +168,24 @@ struct Shared {
     tracer: Option<SinkTracer>,
 }
 
-/// A run of consecutive events of one queue entry (`skip` and `take` count the entry's
-/// selected events). Entries are shared by the requests that carry their events; the queue
-/// space they hold returns when the last of those requests is done.
-#[derive(Debug, Clone)]
-struct Piece {
-    entry: Arc<Entry>,
-    skip: usize,
-    take: usize,
-}
-
-/// Cuts queue entries into requests of at most `max_events` events and about `max_bytes`
-/// bytes of records, in order.
-struct Batcher {
-    max_events: usize,
-    max_bytes: usize,
-    current: Vec<Piece>,
-    events: usize,
-    bytes: usize,
-    /// When the oldest event of `current` arrived.
-    since: Option<Instant>,
-    /// Full requests waiting for a free in-flight slot.
-    ready: std::collections::VecDeque<Vec<Piece>>,
-}
-
-impl Batcher {
-    fn add(&mut self, entry: Entry) {
-        let entry = Arc::new(entry);
-        let mut start = 0;
-        let mut taken = 0;
-        for (i, e) in entry.events().enumerate() {
-            self.events += 1;
-            self.bytes += e.record.len();
-            taken += 1;
-            if self.events >= self.max_events || self.bytes >= self.max_bytes {
-                self.current.push(Piece {
-                    entry: entry.clone(),
-                    skip: start,
-                    take: taken,
-                });
-                start = i + 1;
-                taken = 0;
-                self.seal();
-            }
-        }
-        if taken > 0 {
-            self.current.push(Piece {
-                entry,
-                skip: start,
-                take: taken,
-            });
-            self.since.get_or_insert_with(Instant::now);
-        }
+/// The container (or tag) and stdout/stderr of an event, hashed.
+fn origin(r: Ref<'_>) -> u64 {
+    let e = r.event;
+    let mut h = std::hash::DefaultHasher::new();
+    match e.meta.container_id {
+        Some(id) => h.write(e.slice(id)),
+        None => h.write(r.batch.tag(e)),
     }
-
-    /// Moves the current request to `ready`.
-    fn seal(&mut self) {
-        if !self.current.is_empty() {
-            self.ready.push_back(std::mem::take(&mut self.current));
-        }
-        (self.events, self.bytes, self.since) = (0, 0, None);
+    h.write_u8(0xff);
+    if let Some(s) = e.meta.stream {
+        h.write(e.slice(s));
     }
+    h.finish()
 }
+
+/// Requests' worth of events the loop holds beyond those in flight before it stops taking
+/// queue entries: enough that a freed slot finds other streams waiting.
+const HOLD_REQUESTS: usize = 2;
 
 /// Drains `queue` into `exporter` until the queue closes and every request has finished.
 pub async fn run(
@@ -224,49 +211,58 @@ pub async fn run(
         tracer,
     });
     let flush_every = Duration::from_millis(delivery.flush_interval_ms);
-    let mut batcher = Batcher {
-        max_events: delivery.max_batch_events,
-        max_bytes: delivery.max_batch_bytes,
-        current: Vec::new(),
-        events: 0,
-        bytes: 0,
-        since: None,
-        ready: Default::default(),
-    };
+    let slots = delivery.max_in_flight;
+    let mut scheduler = Scheduler::new(
+        delivery.ordering,
+        delivery.max_batch_events,
+        delivery.max_batch_bytes,
+    );
+    let hold = (
+        (slots + HOLD_REQUESTS).saturating_mul(delivery.max_batch_events),
+        (slots + HOLD_REQUESTS).saturating_mul(delivery.max_batch_bytes),
+    );
     let mut inflight = JoinSet::new();
+    // The streams each request holds, by task, so a request that panicked still frees them.
+    let mut holding: HashMap<tokio::task::Id, Vec<u64>> = HashMap::new();
     let mut open = true;
     loop {
-        while inflight.len() < delivery.max_in_flight {
-            let Some(work) = batcher.ready.pop_front() else {
-                break;
-            };
-            inflight.spawn(deliver(shared.clone(), work));
+        let now = Instant::now();
+        while inflight.len() < slots && scheduler.due(now, flush_every, !open) {
+            let request = scheduler.take();
+            let task = inflight.spawn(deliver(shared.clone(), request.items));
+            holding.insert(task.id(), request.streams);
         }
-        if !open {
-            if batcher.ready.is_empty() && !batcher.current.is_empty() {
-                batcher.seal();
-                continue;
-            }
-            if batcher.ready.is_empty() && inflight.is_empty() {
-                break;
-            }
+        if !open && scheduler.is_empty() && inflight.is_empty() {
+            break;
         }
-        let due = batcher.since.map(|s| s + flush_every);
+        let due = scheduler
+            .deadline(flush_every)
+            .filter(|_| inflight.len() < slots);
         let wait_due = async {
             match due {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
                 None => std::future::pending().await,
             }
         };
+        let (events, bytes) = scheduler.held();
+        let room = events < hold.0 && bytes < hold.1;
         tokio::select! {
-            // Full requests waiting for a slot: take nothing more, so the queue fills and the
-            // sources stop reading.
-            entry = queue.recv(), if open && batcher.ready.is_empty() => match entry {
-                Some(e) => batcher.add(e),
+            // Enough waiting: take nothing more, so the queue fills and the sources stop
+            // reading.
+            entry = queue.recv(), if open && room => match entry {
+                Some(e) => scheduler.add(e, |r| shared.exporter.stream(r)),
                 None => open = false,
             },
-            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
-            _ = wait_due => batcher.seal(),
+            Some(done) = inflight.join_next_with_id(), if !inflight.is_empty() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                if let Some(streams) = holding.remove(&id) {
+                    scheduler.done(&streams);
+                }
+            }
+            _ = wait_due => {}
         }
     }
     tracing::debug!(sink = %shared.name, "sink drained");
@@ -276,18 +272,8 @@ pub async fn run(
 ///
 /// With self-telemetry on, the request gets a span (see [`ExportSpan`]) and each attempt a
 /// child span; with it off, `span` is `None` and nothing is built.
-async fn deliver(s: Arc<Shared>, work: Vec<Piece>) {
-    let refs: Vec<Ref<'_>> = work
-        .iter()
-        .flat_map(|p| {
-            let batch = &p.entry.batch;
-            p.entry
-                .events()
-                .skip(p.skip)
-                .take(p.take)
-                .map(move |event| Ref { batch, event })
-        })
-        .collect();
+async fn deliver(s: Arc<Shared>, work: Vec<Item>) {
+    let refs: Vec<Ref<'_>> = work.iter().map(Item::event).collect();
     let mut span = s
         .tracer
         .as_ref()

@@ -342,8 +342,33 @@ impl Exporter {
         }
     }
 
+    /// The label set of `r`, hashed: the stream whose order the delivery loop keeps.
+    pub fn stream(&self, r: Ref<'_>) -> u64 {
+        use std::hash::Hasher;
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with_borrow_mut(|buf| {
+            let mut h = std::hash::DefaultHasher::new();
+            for f in &self.labels {
+                buf.clear();
+                f.template.render(buf, r);
+                let value = String::from_utf8_lossy(buf);
+                let value = truncate(&value, MAX_LABEL_VALUE_BYTES);
+                if !value.is_empty() {
+                    h.write(f.name.as_bytes());
+                    h.write_u8(0xff);
+                    h.write(value.as_bytes());
+                    h.write_u8(0xff);
+                }
+            }
+            h.finish()
+        })
+    }
+
     /// Groups `events` by label set, in order of first appearance; each stream's events
-    /// sorted by time, equal times kept in arrival order.
+    /// sorted by sending time (the event's own, unless it tied with the one before: see
+    /// [`super::order`]), equal times kept in arrival order.
     fn streams(&self, events: &[Ref<'_>]) -> Vec<Stream> {
         let mut streams: Vec<Stream> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
@@ -366,7 +391,7 @@ impl Exporter {
             });
         }
         for s in &mut streams {
-            s.events.sort_by_key(|&i| events[i].event.time);
+            s.events.sort_by_key(|&i| events[i].time);
         }
         streams
     }
@@ -457,7 +482,7 @@ impl Exporter {
                         let r = events[i];
                         self.line(&mut line, &mut times, r);
                         self.metadata(r, &mut buf, &mut found);
-                        let t = r.event.time;
+                        let t = r.time;
                         proto::EntryAdapter {
                             timestamp: Some(proto::Timestamp {
                                 seconds: t.secs,
@@ -505,7 +530,7 @@ impl Exporter {
                 if j > 0 {
                     out.push(b',');
                 }
-                let t = r.event.time;
+                let t = r.time;
                 let ns = i128::from(t.secs) * 1_000_000_000 + i128::from(t.nanos);
                 out.extend_from_slice(b"[\"");
                 out.extend_from_slice(ns.to_string().as_bytes());
@@ -1070,10 +1095,7 @@ mod tests {
     }
 
     fn refs(b: &Batch) -> Vec<Ref<'_>> {
-        b.events
-            .iter()
-            .map(|event| Ref { batch: b, event })
-            .collect()
+        b.events.iter().map(|event| Ref::new(b, event)).collect()
     }
 
     fn exporter(extra: &str) -> Exporter {

@@ -10,6 +10,7 @@ pub mod http;
 pub mod json;
 pub mod loki;
 pub mod ndjson;
+pub mod order;
 pub mod otlp;
 pub mod retry;
 

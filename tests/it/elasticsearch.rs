@@ -320,6 +320,7 @@ async fn documents_are_ecs_with_the_application_fields_spliced() {
             "span_id": "00f067aa0ba902b7",
             "order": {"id": 42, "items": ["a", "b"]},
             "com.example.team": "payments",
+            "log.sequence": 1_700_000_000_000_000_000u64,
         }))
     );
     assert_eq!(
@@ -332,6 +333,7 @@ async fn documents_are_ecs_with_the_application_fields_spliced() {
             "container.name": "payments-1",
             "fluent.tag": "docker.payments",
             "com.example.team": "payments",
+            "log.sequence": 1_700_000_000_000_000_001u64,
         }))
     );
     assert_eq!(
@@ -347,6 +349,7 @@ async fn documents_are_ecs_with_the_application_fields_spliced() {
             "orchestrator.type": "kubernetes",
             "fluent.tag": k8s_tag,
             "stream": "stdout",
+            "log.sequence": 1_700_000_000_000_000_000u64,
         }))
     );
 
@@ -608,6 +611,7 @@ async fn opensearch_raw_mapping_and_pipeline() {
             "tag": "app",
             "time": "2023-11-14T22:13:20.000000000Z",
             "record": {"i": "0"},
+            "log.sequence": 1_700_000_000_000_000_000u64,
         })
     );
     let i: Vec<usize> = got

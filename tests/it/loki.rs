@@ -229,9 +229,10 @@ async fn docker_events_arrive_as_labelled_streams_sorted_with_metadata() {
         [
             (1_700_000_000, 1),
             (1_700_000_001, 5),
-            (1_700_000_001, 5),
+            (1_700_000_001, 6),
             (1_700_000_002, 7)
-        ]
+        ],
+        "a time that ties with the stream's previous entry moves one nanosecond on"
     );
     assert_eq!(
         metadata(&api[3]),

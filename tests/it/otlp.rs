@@ -421,8 +421,14 @@ fn check_mixed(req: &ExportLogsServiceRequest, k8s_tag: &str, pod_id: &str, sent
     assert_eq!(counts, [2, 1, 1]);
 
     let all = records(std::slice::from_ref(req));
+    let t = 1_700_000_000_123_456_789;
+    let times: Vec<u64> = all.iter().map(|r| r.time_unix_nano).collect();
+    assert_eq!(
+        times,
+        [t, t + 1, t, t],
+        "a time that ties with the stream's previous record moves one nanosecond on"
+    );
     for r in &all {
-        assert_eq!(r.time_unix_nano, 1_700_000_000_123_456_789);
         assert!(
             r.observed_time_unix_nano >= sent_after && r.observed_time_unix_nano <= now_nanos(),
             "observed {}",
@@ -463,7 +469,12 @@ fn check_mixed(req: &ExportLogsServiceRequest, k8s_tag: &str, pod_id: &str, sent
             kv("com.example.team", "payments"),
         ]
     );
-    assert_eq!(all[1], api, "the second api record is the same");
+    let mut second = api.clone();
+    second.time_unix_nano += 1;
+    assert_eq!(
+        all[1], &second,
+        "the second api record is the same, one nanosecond on"
+    );
 
     let web = all[2];
     assert_eq!(

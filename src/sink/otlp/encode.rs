@@ -143,7 +143,7 @@ impl Encoder {
         let line = m.line.map(|s| e.slice(s)).or(found.line);
         let stream = m.stream.map(|s| e.slice(s)).or(found.stream);
 
-        w.fixed64(RECORD_TIME, unix_nanos(e.time));
+        w.fixed64(RECORD_TIME, unix_nanos(r.time));
         w.int(RECORD_SEVERITY_NUMBER, i64::from(m.severity));
         match m.severity_text {
             Some(s) => w.str(RECORD_SEVERITY_TEXT, e.slice(s)),

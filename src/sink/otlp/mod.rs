@@ -678,7 +678,7 @@ mod tests {
         let refs: Vec<Ref<'_>> = batch
             .events
             .iter()
-            .map(|event| Ref { batch, event })
+            .map(|event| Ref::new(batch, event))
             .collect();
         let bytes = enc.request(&refs, 42, 0);
         let req = ExportLogsServiceRequest::decode(&bytes[..]).expect("a valid request");
