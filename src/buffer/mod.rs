@@ -30,6 +30,10 @@ pub type Selection = Option<Arc<[bool]>>;
 /// its batch).
 const ENTRY_BYTES: usize = std::mem::size_of::<Entry>() + 16;
 
+/// What a sink may keep per event while the event waits to go out (an exporter's place for
+/// it in its stream's list, `sink::order`), charged with each entry.
+pub const SLOT_BYTES: usize = 16;
+
 /// One batch (or part of one) in a sink's queue. Dropping it frees its queue space.
 #[derive(Debug)]
 pub struct Entry {
@@ -134,7 +138,7 @@ impl QueueSender {
         events: usize,
     ) -> Result<(), Closed> {
         let s = &self.shared;
-        let bytes = batch.size + ENTRY_BYTES;
+        let bytes = batch.size + ENTRY_BYTES + events * SLOT_BYTES;
         let want_bytes = (bytes as u64).clamp(1, u64::from(s.max_bytes)) as u32;
         let want_events = (events as u64).clamp(1, u64::from(s.max_events)) as u32;
         let b = s
@@ -329,7 +333,7 @@ mod tests {
     async fn full_queue_waits_until_sink_frees_room() {
         /// What a batch holds once routed: its input, its own structures, its entry.
         fn held(b: &Batch) -> i64 {
-            (b.size + b.footprint() + ENTRY_BYTES) as i64
+            (b.size + b.footprint() + ENTRY_BYTES + b.events.len() * SLOT_BYTES) as i64
         }
         let one = held(&batch(&["t"], 1, 60));
         // Room for one batch and a half.

@@ -8,11 +8,12 @@
 //! The loop takes queue entries into a [`Scheduler`], which holds them per stream and makes
 //! a request once enough events wait (`max_batch_events`, `max_batch_bytes`) or the oldest
 //! has waited `flush_interval_ms`, keeping at most `max_in_flight` requests going and, by
-//! default, each stream in at most one of them (see [`super::order`]). It takes entries only
-//! while it holds less than a few requests' worth: past that the queue fills and the sources
-//! stop reading, which is how a slow or failing backend slows the senders instead of growing
-//! memory. A request keeps its entries (and so their queue permits) until it is finished, so
-//! the queue bound covers events in flight and in retry too.
+//! default, each stream in at most one of them (see [`super::order`]). Entries keep their
+//! queue permits until the last request carrying their events is finished, so the queue
+//! bound covers events waiting here, in flight and in retry: when the backend is slow or
+//! failing the queue fills and the sources stop reading, which is how the senders are slowed
+//! instead of memory growing. Seeing every waiting entry is what lets a freed request slot
+//! find another stream's events while a busy stream's wait.
 //!
 //! A retryable failure is retried with exponential backoff and jitter, honouring
 //! `Retry-After`, until it succeeds, `max_retries` runs out, or Outrigger stops. Events a
@@ -183,10 +184,6 @@ fn origin(r: Ref<'_>) -> u64 {
     h.finish()
 }
 
-/// Requests' worth of events the loop holds beyond those in flight before it stops taking
-/// queue entries: enough that a freed slot finds other streams waiting.
-const HOLD_REQUESTS: usize = 2;
-
 /// Drains `queue` into `exporter` until the queue closes and every request has finished.
 pub async fn run(
     name: String,
@@ -217,10 +214,6 @@ pub async fn run(
         delivery.max_batch_events,
         delivery.max_batch_bytes,
     );
-    let hold = (
-        (slots + HOLD_REQUESTS).saturating_mul(delivery.max_batch_events),
-        (slots + HOLD_REQUESTS).saturating_mul(delivery.max_batch_bytes),
-    );
     let mut inflight = JoinSet::new();
     // The streams each request holds, by task, so a request that panicked still frees them.
     let mut holding: HashMap<tokio::task::Id, Vec<u64>> = HashMap::new();
@@ -244,12 +237,8 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
-        let (events, bytes) = scheduler.held();
-        let room = events < hold.0 && bytes < hold.1;
         tokio::select! {
-            // Enough waiting: take nothing more, so the queue fills and the sources stop
-            // reading.
-            entry = queue.recv(), if open && room => match entry {
+            entry = queue.recv(), if open => match entry {
                 Some(e) => scheduler.add(e, |r| shared.exporter.stream(r)),
                 None => open = false,
             },

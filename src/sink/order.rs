@@ -21,16 +21,15 @@
 //! and line are equal). Loki and OTLP send it as the entry's time; Elasticsearch as
 //! `event.sequence`, the event's time being `@timestamp` as it was.
 //!
-//! What the scheduler holds is bounded by the caller: it stops taking queue entries once
-//! [`Scheduler::held`] passes a few requests' worth, and what it holds keeps its queue
-//! permits until delivered.
+//! What the scheduler holds is bounded by the sink's queue: entries keep their permits until
+//! delivered, and the queue charges [`SLOT_BYTES`] per event for the scheduler's lists.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::export::Ref;
-use crate::buffer::Entry;
+use crate::buffer::{Entry, SLOT_BYTES};
 use crate::config::export::Ordering;
 use crate::event::Timestamp;
 
@@ -39,26 +38,32 @@ use crate::event::Timestamp;
 /// silence cannot tie with them).
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 
-/// One event waiting for a request.
+/// One event waiting for a request. The queue charges [`SLOT_BYTES`] per event for it.
 #[derive(Debug)]
 pub struct Item {
-    pub entry: Arc<Entry>,
+    entry: Arc<Entry>,
     /// Index into the entry's `batch.events`.
-    pub index: u32,
-    /// The record's length: what `max_batch_bytes` counts.
-    len: u32,
-    /// The sending time (see the module docs).
-    pub time: Timestamp,
+    index: u32,
+    /// Nanoseconds from the event's time to its sending time (see the module docs).
+    moved: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<Item>() <= SLOT_BYTES);
 
 impl Item {
     pub fn event(&self) -> Ref<'_> {
         let batch = &*self.entry.batch;
+        let event = &batch.events[self.index as usize];
         Ref {
             batch,
-            event: &batch.events[self.index as usize],
-            time: self.time,
+            event,
+            time: plus(event.time, self.moved),
         }
+    }
+
+    /// The record's length: what `max_batch_bytes` counts.
+    fn len(&self) -> usize {
+        self.entry.batch.events[self.index as usize].record.len()
     }
 }
 
@@ -146,18 +151,14 @@ impl Scheduler {
                 listed: false,
                 used: now,
             });
-            let time = match s.last {
-                Some(last) => after(last, event.time),
-                None => event.time,
-            };
-            s.last = Some(time);
+            let moved = s.last.map_or(0, |last| after(last, event.time));
+            s.last = Some(plus(event.time, moved));
             s.used = now;
             let len = event.record.len();
             s.pending.push_back(Item {
                 entry: entry.clone(),
                 index: index as u32,
-                len: len as u32,
-                time,
+                moved,
             });
             s.bytes += len;
             s.since.get_or_insert(now);
@@ -199,8 +200,9 @@ impl Scheduler {
             .map(|o| o + flush)
     }
 
-    /// Events and record bytes waiting, in flight or not.
-    pub fn held(&self) -> (usize, usize) {
+    /// Events and record bytes waiting for a request.
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
         (self.held_events, self.held_bytes)
     }
 
@@ -228,7 +230,7 @@ impl Scheduler {
                 let Some(item) = s.pending.pop_front() else {
                     break;
                 };
-                let len = item.len as usize;
+                let len = item.len();
                 s.bytes -= len;
                 self.held_events -= 1;
                 self.held_bytes -= len;
@@ -276,21 +278,33 @@ impl Scheduler {
     }
 }
 
-/// The sending time of an event at `t` whose stream last sent `last`: `t`, unless it ties
-/// with `last` or is less than a second before it (whole-second clocks, small clock steps):
-/// then one nanosecond past `last`. A larger step back keeps `t` (a replay of old lines is
-/// sorted by its own times).
-fn after(last: Timestamp, t: Timestamp) -> Timestamp {
-    const NS: i128 = 1_000_000_000;
-    let ns = |t: Timestamp| i128::from(t.secs) * NS + i128::from(t.nanos);
-    let (l, n) = (ns(last), ns(t));
+/// How far to move an event at `t` whose stream last sent `last`: not at all, unless it
+/// ties with `last` or is less than a second before it (whole-second clocks, small clock
+/// steps): then to one nanosecond past `last`. A larger step back keeps `t` (a replay of old
+/// lines is sorted by its own times).
+fn after(last: Timestamp, t: Timestamp) -> u32 {
+    let (l, n) = (nanos(last), nanos(t));
     if n > l || l - n >= NS {
+        return 0;
+    }
+    (l + 1 - n) as u32
+}
+
+const NS: i128 = 1_000_000_000;
+
+fn nanos(t: Timestamp) -> i128 {
+    i128::from(t.secs) * NS + i128::from(t.nanos)
+}
+
+/// `t` moved on by `moved` nanoseconds.
+fn plus(t: Timestamp, moved: u32) -> Timestamp {
+    if moved == 0 {
         return t;
     }
-    let next = l + 1;
+    let n = nanos(t) + i128::from(moved);
     Timestamp {
-        secs: next.div_euclid(NS) as i64,
-        nanos: next.rem_euclid(NS) as u32,
+        secs: n.div_euclid(NS) as i64,
+        nanos: n.rem_euclid(NS) as u32,
     }
 }
 
@@ -307,12 +321,13 @@ mod tests {
 
     #[test]
     fn ties_and_small_steps_back_move_one_nanosecond_on() {
-        assert_eq!(after(t(10, 0), t(11, 0)), t(11, 0));
-        assert_eq!(after(t(10, 0), t(10, 0)), t(10, 1));
-        assert_eq!(after(t(10, 999_999_999), t(10, 5)), t(11, 0));
-        assert_eq!(after(t(10, 5), t(9, 500)), t(10, 6));
-        assert_eq!(after(t(10, 5), t(9, 5)), t(9, 5), "a second back is kept");
-        assert_eq!(after(t(-1, 999_999_999), t(-1, 0)), t(0, 0));
+        let sent = |last, at| plus(at, after(last, at));
+        assert_eq!(sent(t(10, 0), t(11, 0)), t(11, 0));
+        assert_eq!(sent(t(10, 0), t(10, 0)), t(10, 1));
+        assert_eq!(sent(t(10, 999_999_999), t(10, 5)), t(11, 0));
+        assert_eq!(sent(t(10, 5), t(9, 500)), t(10, 6));
+        assert_eq!(sent(t(10, 5), t(9, 5)), t(9, 5), "a second back is kept");
+        assert_eq!(sent(t(-1, 999_999_999), t(-1, 0)), t(0, 0));
     }
 
     /// An entry whose events carry their stream (a byte) as the record and `secs` as time.
@@ -350,7 +365,7 @@ mod tests {
     fn streams_of(r: &Request) -> Vec<(u8, Timestamp)> {
         r.items
             .iter()
-            .map(|i| (i.event().event.record[0], i.time))
+            .map(|i| (i.event().event.record[0], i.event().time))
             .collect()
     }
 

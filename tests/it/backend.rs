@@ -45,6 +45,17 @@ pub struct Received {
     pub ok: bool,
 }
 
+/// How to answer requests with no fault scripted, when set: after a random delay, some
+/// with a 503, the others as `ok` says. Stored (recorded) when answered, as a backend that
+/// takes a random time to store a request stores them.
+#[derive(Debug, Clone, Copy)]
+pub struct Chaos {
+    pub delay: (Duration, Duration),
+    /// Requests in a hundred answered 503 (to be retried whole).
+    pub fail_percent: u32,
+    pub ok: fn(&[u8]) -> (u16, String),
+}
+
 /// The backend's shared state.
 #[derive(Debug, Default)]
 pub struct State {
@@ -52,6 +63,7 @@ pub struct State {
     pub received: Mutex<Vec<Received>>,
     /// The status for a request with no fault scripted.
     pub ok_status: Mutex<u16>,
+    pub chaos: Mutex<Option<Chaos>>,
 }
 
 /// A running backend.
@@ -91,6 +103,7 @@ impl Backend {
             script: Mutex::new(faults.into()),
             received: Mutex::new(Vec::new()),
             ok_status: Mutex::new(ok_status),
+            chaos: Mutex::new(None),
         });
         let s = state.clone();
         let task = tokio::spawn(async move {
@@ -171,6 +184,13 @@ impl Backend {
         Self::start_on("127.0.0.1:0".parse().unwrap(), 200, faults).await
     }
 
+    /// Answers what `faults` does not script as `chaos` says.
+    pub async fn start_chaotic(faults: Vec<Fault>, chaos: Chaos) -> Backend {
+        let b = Self::start(faults).await;
+        *b.state.chaos.lock().unwrap() = Some(chaos);
+        b
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -219,8 +239,28 @@ async fn answer(
     };
     let fault = s.script.lock().unwrap().pop_front();
     let ok_status = *s.ok_status.lock().unwrap();
+    let chaos = *s.chaos.lock().unwrap();
     let (status, retry_after, text) = match fault {
-        None => (ok_status, None, String::new()),
+        None => match chaos {
+            None => (ok_status, None, String::new()),
+            Some(c) => {
+                use rand::RngExt;
+                let (delay, fail) = {
+                    let mut rng = rand::rng();
+                    (
+                        rng.random_range(c.delay.0..=c.delay.1),
+                        rng.random_range(0..100) < c.fail_percent,
+                    )
+                };
+                tokio::time::sleep(delay).await;
+                if fail {
+                    (503, None, "busy".to_string())
+                } else {
+                    let (code, text) = (c.ok)(&body);
+                    (code, None, text)
+                }
+            }
+        },
         Some(Fault::Status(code, after, text)) => (code, after, text.to_string()),
         Some(Fault::Delay(d)) => {
             tokio::time::sleep(d).await;

@@ -20,6 +20,7 @@ mod health_command;
 mod lifecycle;
 mod loki;
 mod memory;
+mod order;
 mod otlp;
 mod self_telemetry;
 mod structured;
