@@ -32,7 +32,7 @@ const ENTRY_BYTES: usize = std::mem::size_of::<Entry>() + 16;
 
 /// What a sink may keep per event while the event waits to go out (an exporter's place for
 /// it in its stream's list, `sink::order`), charged with each entry.
-pub const SLOT_BYTES: usize = 16;
+pub const SLOT_BYTES: usize = 24;
 
 /// One batch (or part of one) in a sink's queue. Dropping it frees its queue space.
 #[derive(Debug)]

@@ -912,6 +912,29 @@ mod tests {
     }
 
     #[test]
+    fn delivery_ordering_is_parsed_and_checked() {
+        let loki = |extra: &str| {
+            MINIMAL.replace(
+                "type = \"stdout\"",
+                &format!("type = \"loki\"\nendpoint = \"http://127.0.0.1:3100\"\n{extra}"),
+            )
+        };
+        let ordering = |s: &Settings| match &s.sinks[0].kind {
+            SinkKind::Loki(l) => l.1.ordering,
+            _ => panic!("a loki sink"),
+        };
+        assert_eq!(
+            ordering(&parse_str(&loki("")).unwrap()),
+            export::Ordering::Stream
+        );
+        let none = parse_str(&loki("ordering = \"none\"")).unwrap();
+        assert_eq!(ordering(&none), export::Ordering::None);
+        let e = parse_str(&loki("ordering = \"sorted\"")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sinks.out.ordering"), "{e}");
+        assert!(e.message.contains("expected `stream` or `none`"), "{e}");
+    }
+
+    #[test]
     fn wrong_type_names_key_and_expectation() {
         let text = MINIMAL.replace("[sinks.out]", "max_connections = \"many\"\n[sinks.out]");
         let e = parse_str(&text).unwrap_err();

@@ -55,9 +55,11 @@
 //! | other record fields | at the top level, as the record has them (Docker labels and env, a shipper's fields) |
 //! | source fields | `source_address_key` and the like |
 //! | `event.original` | the JSON line's text, with `[enrich] keep_line = true` |
+//! | `log.sequence` (`sequence_key`) | last: the event's sending time in nanoseconds, increasing along its stream ([`super::order`]); left out when the document already has the key or a field its path would make an object (`log`) |
 //!
 //! No `event.*` field is written by default because many loggers (structlog) write a string
-//! `event`, and an object and a string under one name are a permanent mapping conflict.
+//! `event`, and an object and a string under one name are a permanent mapping conflict: that
+//! is also why the sequence is not ECS's `event.sequence` unless configured so.
 //!
 //! `mapping = "raw"` writes the `stdout` sink's JSON shape with `@timestamp` in front.
 //!
@@ -69,7 +71,7 @@
 //! | 2xx, `"errors":true` | per item: 2xx, and 409 with `create`, stored; 408, 429, 5xx resent alone; other statuses dead-lettered with their error type and reason |
 //! | 2xx without `errors` | refused: not a bulk response (a proxy, a wrong path) |
 //! | 408, 429, 5xx but 501, no answer | the whole request retried (`Retry-After` honoured) |
-//! | 413 | split in halves, sent one after the other, down to single documents; a single document refused with 413 is dead-lettered |
+//! | 413 | split in halves, sent one after the other, down to single documents (a half that fails as a whole is retried with the halves after it, unsent); a single document refused with 413 is dead-lettered |
 //! | other statuses (400, 401, 403, 404, 501…) | refused with the start of the body |
 
 use std::time::Duration;
@@ -80,6 +82,7 @@ use serde::Deserialize;
 use super::export::Ref;
 use super::http::Client;
 use super::json::{self, Shape};
+use super::order::Gate;
 use super::retry::{Verdict, retry_after};
 use crate::config::export::{Auth, Compression, Defaults, HttpClient};
 use crate::event::Timestamp;
@@ -224,6 +227,8 @@ pub struct Exporter {
     data_stream: Vec<u8>,
     /// `sequence_key`, as bytes; empty for none.
     sequence_key: Vec<u8>,
+    /// `,"log.sequence":`
+    sequence_head: Vec<u8>,
     /// For the warning that a 413 is being split.
     warn: RateLimit,
 }
@@ -280,20 +285,37 @@ impl Exporter {
             shape: shape.clone(),
             data_stream,
             sequence_key: config.sequence_key.clone().into_bytes(),
+            sequence_head: {
+                let mut head = b",".to_vec();
+                json::string(&mut head, config.sequence_key.as_bytes());
+                head.push(b':');
+                head
+            },
             warn: RateLimit::new(1),
         })
     }
 
-    /// Sends `events`, splitting the request when the server finds it too large.
-    pub async fn attempt(&self, events: &[Ref<'_>]) -> Verdict {
+    /// Sends `events`, splitting the request when the server finds it too large; a part that
+    /// fails as a whole stops the sending, so nothing after it is stored before it.
+    pub async fn attempt(&self, events: &[Ref<'_>], gate: &Gate) -> Verdict {
         let mut outcome = Outcome::default();
         // Ranges still to send, the next one on top.
         let mut todo: Vec<std::ops::Range<usize>> = Vec::with_capacity(8);
         todo.push(0..events.len());
         while let Some(range) = todo.pop() {
             let (lo, n) = (range.start, range.len());
-            match self.send(&events[range]).await {
-                Sent::Done(o) => outcome.absorb(o, lo),
+            match self.send(&events[range], gate).await {
+                Sent::Done(o) => {
+                    let whole = o.retry_reason.is_some();
+                    outcome.absorb(o, lo);
+                    if whole {
+                        // The part failed as a whole: what follows it goes with its retry,
+                        // never before it (a stream's documents stay in order).
+                        for rest in todo.drain(..) {
+                            outcome.retry.extend(rest);
+                        }
+                    }
+                }
                 Sent::TooLarge(_) if n > 1 => {
                     if let Some(suppressed) = self.warn.allow() {
                         tracing::warn!(endpoint = %self.client.url(""), events = n, suppressed, "request too large for the server (413), sending it in halves: lower max_batch_bytes or raise the server's limit");
@@ -312,7 +334,7 @@ impl Exporter {
     }
 
     /// One request with `events`; the outcome's indices are into `events`.
-    async fn send(&self, events: &[Ref<'_>]) -> Sent {
+    async fn send(&self, events: &[Ref<'_>], gate: &Gate) -> Sent {
         let mut body = Vec::with_capacity(events.len() * 768);
         let mut enc = Encoder::default();
         // Indices of the events that made it into the body, in item order.
@@ -333,6 +355,7 @@ impl Exporter {
             CONTENT_TYPE,
             HeaderValue::from_static("application/x-ndjson"),
         )];
+        gate.open().await;
         let answer = match self.client.post(&self.path, &headers, body, true).await {
             Ok(resp) => {
                 let after = resp
@@ -407,9 +430,7 @@ impl Exporter {
         if !self.sequence_key.is_empty() && enc.key_free(&self.sequence_key) {
             // `…}` → `…,"log.sequence":1700000000000000001}`
             body.pop();
-            body.push(b',');
-            json::string(body, &self.sequence_key);
-            body.push(b':');
+            body.extend_from_slice(&self.sequence_head);
             body.extend_from_slice(itoa::Buffer::new().format(sequence(r.time)).as_bytes());
             body.push(b'}');
         }
@@ -430,8 +451,10 @@ impl Exporter {
 /// The sequence number of an event sent at `t`: its nanoseconds since the epoch, unique and
 /// increasing within its stream (see [`super::order`]).
 fn sequence(t: Timestamp) -> i64 {
-    let ns = i128::from(t.secs) * 1_000_000_000 + i128::from(t.nanos);
-    ns.clamp(0, i128::from(i64::MAX)) as i64
+    t.secs
+        .saturating_mul(1_000_000_000)
+        .saturating_add(i64::from(t.nanos))
+        .max(0)
 }
 
 /// `value` with everything but unreserved characters percent-encoded, for a query string.
@@ -645,6 +668,16 @@ impl Seen {
         })
     }
 
+    /// Whether some key satisfies `f`.
+    fn any(&self, mut f: impl FnMut(&[u8]) -> bool) -> bool {
+        let mut start = 0;
+        self.ends.iter().any(|&end| {
+            let hit = f(&self.arena[start..end]);
+            start = end;
+            hit
+        })
+    }
+
     fn insert(&mut self, key: &[u8]) {
         self.arena.extend_from_slice(key);
         self.ends.push(self.arena.len());
@@ -719,16 +752,14 @@ impl Encoder {
     /// dotted path would turn into an object (`log` for `log.sequence`). The raw mapping
     /// writes only its own top-level keys, none of them dotted.
     fn key_free(&self, key: &[u8]) -> bool {
-        let mut prefix = key;
-        loop {
-            if self.seen.contains(prefix) {
-                return false;
-            }
-            match prefix.iter().rposition(|&b| b == b'.') {
-                Some(dot) => prefix = &prefix[..dot],
-                None => return true,
-            }
-        }
+        // One pass over the keys written: `key` itself, or a key that is one of its dotted
+        // prefixes.
+        !self.seen.any(|k| {
+            k.len() <= key.len()
+                && k.first() == key.first()
+                && key.starts_with(k)
+                && (k.len() == key.len() || key[k.len()] == b'.')
+        })
     }
 
     /// Writes `,"key":` unless `key` is already in the document; says whether it wrote.

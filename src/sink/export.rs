@@ -8,12 +8,13 @@
 //! The loop takes queue entries into a [`Scheduler`], which holds them per stream and makes
 //! a request once enough events wait (`max_batch_events`, `max_batch_bytes`) or the oldest
 //! has waited `flush_interval_ms`, keeping at most `max_in_flight` requests going and, by
-//! default, each stream in at most one of them (see [`super::order`]). Entries keep their
-//! queue permits until the last request carrying their events is finished, so the queue
-//! bound covers events waiting here, in flight and in retry: when the backend is slow or
-//! failing the queue fills and the sources stop reading, which is how the senders are slowed
-//! instead of memory growing. Seeing every waiting entry is what lets a freed request slot
-//! find another stream's events while a busy stream's wait.
+//! default, each stream in at most one of them (see [`super::order`]). While every slot is
+//! busy and a full request waits, it takes no more entries: the queue fills and the sources
+//! stop reading, which is how a slow or failing backend slows the senders instead of growing
+//! memory. Events of busy streams do not count as waiting, so the loop goes on taking
+//! entries for the other streams, up to the queue's bound. Entries keep their queue permits
+//! until the last request carrying their events is finished, so the bound covers events
+//! waiting here, in flight and in retry too.
 //!
 //! A retryable failure is retried with exponential backoff and jitter, honouring
 //! `Retry-After`, until it succeeds, `max_retries` runs out, or Outrigger stops. Events a
@@ -21,14 +22,14 @@
 //! file, never dropped silently.
 
 use std::collections::HashMap;
-use std::hash::Hasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
 use super::json;
-use super::order::{Item, Scheduler};
+use super::order::{Finish, Gate, Item, Request, Scheduler};
 use super::retry::{Backoff, Verdict};
 use crate::buffer::QueueReceiver;
 use crate::config::export::Delivery;
@@ -74,13 +75,15 @@ pub enum Exporter {
 }
 
 impl Exporter {
-    /// Sends `events` once and says what became of them.
-    pub async fn attempt(&self, events: &[Ref<'_>]) -> Verdict {
+    /// Sends `events` once and says what became of them. Each exporter encodes first and
+    /// opens `gate` just before it sends, so a request queued behind another of its streams
+    /// gets its encoding done while it waits.
+    pub async fn attempt(&self, events: &[Ref<'_>], gate: &Gate) -> Verdict {
         match self {
-            Exporter::Http(e) => e.attempt(events).await,
-            Exporter::Loki(e) => e.attempt(events).await,
-            Exporter::Elasticsearch(e) => e.attempt(events).await,
-            Exporter::Otlp(e) => e.attempt(events).await,
+            Exporter::Http(e) => e.attempt(events, gate).await,
+            Exporter::Loki(e) => e.attempt(events, gate).await,
+            Exporter::Elasticsearch(e) => e.attempt(events, gate).await,
+            Exporter::Otlp(e) => e.attempt(events, gate).await,
         }
     }
 
@@ -172,7 +175,7 @@ struct Shared {
 /// The container (or tag) and stdout/stderr of an event, hashed.
 fn origin(r: Ref<'_>) -> u64 {
     let e = r.event;
-    let mut h = std::hash::DefaultHasher::new();
+    let mut h = foldhash::fast::FixedState::default().build_hasher();
     match e.meta.container_id {
         Some(id) => h.write(e.slice(id)),
         None => h.write(r.batch.tag(e)),
@@ -213,32 +216,46 @@ pub async fn run(
         delivery.ordering,
         delivery.max_batch_events,
         delivery.max_batch_bytes,
+        slots,
     );
     let mut inflight = JoinSet::new();
     // The streams each request holds, by task, so a request that panicked still frees them.
-    let mut holding: HashMap<tokio::task::Id, Vec<u64>> = HashMap::new();
+    let mut holding: HashMap<tokio::task::Id, (u64, Vec<u64>)> = HashMap::new();
     let mut open = true;
     loop {
         let now = Instant::now();
-        while inflight.len() < slots && scheduler.due(now, flush_every, !open) {
-            let request = scheduler.take();
-            let task = inflight.spawn(deliver(shared.clone(), request.items));
-            holding.insert(task.id(), request.streams);
+        loop {
+            let free = inflight.len() - scheduler.queued() < slots;
+            let Some(request) = scheduler.take(now, flush_every, !open, free) else {
+                break;
+            };
+            let Request {
+                items,
+                id,
+                streams,
+                gate,
+                finish,
+            } = request;
+            let task = inflight.spawn(deliver(shared.clone(), items, gate, finish));
+            holding.insert(task.id(), (id, streams));
         }
         if !open && scheduler.is_empty() && inflight.is_empty() {
             break;
         }
         let due = scheduler
             .deadline(flush_every)
-            .filter(|_| inflight.len() < slots);
+            .filter(|_| inflight.len() - scheduler.queued() < slots);
         let wait_due = async {
             match due {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
                 None => std::future::pending().await,
             }
         };
+        // Every slot busy and a full request waiting: take nothing more, so the queue fills
+        // and the sources stop reading (and read more at once when they go on).
+        let waiting = inflight.len() - scheduler.queued() >= slots && scheduler.full();
         tokio::select! {
-            entry = queue.recv(), if open => match entry {
+            entry = queue.recv(), if open && !waiting => match entry {
                 Some(e) => scheduler.add(e, |r| shared.exporter.stream(r)),
                 None => open = false,
             },
@@ -247,8 +264,8 @@ pub async fn run(
                     Ok((id, ())) => id,
                     Err(e) => e.id(),
                 };
-                if let Some(streams) = holding.remove(&id) {
-                    scheduler.done(&streams);
+                if let Some((request, streams)) = holding.remove(&id) {
+                    scheduler.done(request, &streams);
                 }
             }
             _ = wait_due => {}
@@ -261,7 +278,9 @@ pub async fn run(
 ///
 /// With self-telemetry on, the request gets a span (see [`ExportSpan`]) and each attempt a
 /// child span; with it off, `span` is `None` and nothing is built.
-async fn deliver(s: Arc<Shared>, work: Vec<Item>) {
+async fn deliver(s: Arc<Shared>, work: Vec<Item>, gate: Gate, finish: Finish) {
+    // Finished, whatever way this ends: the requests behind this one may send.
+    let _finish = finish;
     let refs: Vec<Ref<'_>> = work.iter().map(Item::event).collect();
     let mut span = s
         .tracer
@@ -277,7 +296,7 @@ async fn deliver(s: Arc<Shared>, work: Vec<Item>) {
             .as_ref()
             .map(|b| b.attempt(failures + 1, attempt.len()));
         let started = Instant::now();
-        let verdict = s.exporter.attempt(&attempt).await;
+        let verdict = s.exporter.attempt(&attempt, &gate).await;
         s.metrics
             .request_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -3,7 +3,9 @@
 //! Loki's `pkg/push/push.proto`, mirrored in [`proto`]).
 //!
 //! What comes in: the events of one request ([`Ref`]s). What goes out: one `PushRequest` with a
-//! stream per distinct label set, entries sorted by time within each stream (stable), encoded
+//! stream per distinct label set, entries sorted by sending time within each stream (the
+//! event's time, moved one nanosecond past the stream's previous entry when they tie, see
+//! [`super::order`]; so Loki neither reorders nor merges equal lines of one second), encoded
 //! as protobuf and snappy block-compressed (or, with `encoding = "json"`, the JSON form,
 //! gzipped per the shared `compression` key). Nothing here retries or waits: the shared loop
 //! ([`super::export`]) does, from the [`Verdict`] this module makes of the answer.
@@ -53,6 +55,7 @@ use super::export::Ref;
 use super::http::snippet;
 use super::http::{Client, Response};
 use super::json;
+use super::order::Gate;
 use super::retry::Verdict;
 use crate::config::export::{Compression, Defaults, HttpClient};
 use crate::event::Span;
@@ -279,12 +282,12 @@ impl Exporter {
     /// Pushes `events` and says what became of them. A 413 splits the request in halves,
     /// sent one after the other; the first retryable failure stops the sending and marks
     /// what is left for a retry.
-    pub async fn attempt(&self, events: &[Ref<'_>]) -> Verdict {
+    pub async fn attempt(&self, events: &[Ref<'_>], gate: &Gate) -> Verdict {
         let mut todo = std::collections::VecDeque::new();
         todo.push_back(0..events.len());
         let mut done: Vec<(Range<usize>, Verdict)> = Vec::new();
         while let Some(range) = todo.pop_front() {
-            match self.push(&events[range.clone()]).await {
+            match self.push(&events[range.clone()], gate).await {
                 Sent::TooLarge(reason) if range.len() > 1 => {
                     let mid = range.start + range.len() / 2;
                     todo.push_front(mid..range.end);
@@ -322,7 +325,7 @@ impl Exporter {
     }
 
     /// One request for `events`.
-    async fn push(&self, events: &[Ref<'_>]) -> Sent {
+    async fn push(&self, events: &[Ref<'_>], gate: &Gate) -> Sent {
         let (body, content_type, compressible) = match self.encode(events) {
             Ok(encoded) => encoded,
             Err(reason) => return Sent::Answer(Verdict::Rejected { reason }),
@@ -332,6 +335,7 @@ impl Exporter {
         if let Some(t) = &self.tenant {
             headers.push((HeaderName::from_static("x-scope-orgid"), t.clone()));
         }
+        gate.open().await;
         match self
             .client
             .post(self.path, &headers, body, compressible)
@@ -344,12 +348,12 @@ impl Exporter {
 
     /// The label set of `r`, hashed: the stream whose order the delivery loop keeps.
     pub fn stream(&self, r: Ref<'_>) -> u64 {
-        use std::hash::Hasher;
+        use std::hash::{BuildHasher, Hasher};
         thread_local! {
             static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         BUF.with_borrow_mut(|buf| {
-            let mut h = std::hash::DefaultHasher::new();
+            let mut h = foldhash::fast::FixedState::default().build_hasher();
             for f in &self.labels {
                 buf.clear();
                 f.template.render(buf, r);

@@ -9,6 +9,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use super::export::Ref;
 use super::http::{Client, classify};
 use super::json;
+use super::order::Gate;
 use super::retry::Verdict;
 
 /// The `http` exporter.
@@ -19,7 +20,7 @@ pub struct Ndjson {
 }
 
 impl Ndjson {
-    pub async fn attempt(&self, events: &[Ref<'_>]) -> Verdict {
+    pub async fn attempt(&self, events: &[Ref<'_>], gate: &Gate) -> Verdict {
         let mut body = Vec::with_capacity(events.len() * 512);
         let mut times = json::TimeCache::default();
         for r in events {
@@ -31,6 +32,7 @@ impl Ndjson {
             CONTENT_TYPE,
             HeaderValue::from_static("application/x-ndjson"),
         )];
+        gate.open().await;
         match self.client.post("", &headers, body, true).await {
             Ok(resp) => classify(&resp),
             Err(e) => e.verdict(),

@@ -1,32 +1,38 @@
-//! Per-stream order across concurrent requests: which events go in the next request.
+//! Per-stream order across concurrent requests: which events go in the next request, and
+//! when it may send.
 //!
 //! A backend stores a request's events when it handles the request, so two requests in flight
 //! at once may be stored in either order. The lines of one stream (a container's stdout, a
 //! Loki label set) must not be: Docker's times are whole seconds, and a stack trace or a
 //! request's log lines shuffled by the network cannot be put back together by the reader.
 //!
-//! So, with `ordering = "stream"` (the default), a stream is in at most one request at a
-//! time. A request is made from streams that have nothing in flight, oldest waiting first;
-//! the events a stream receives meanwhile wait until its request is finished, retries and
-//! 413 halves included. Different streams still go out in parallel, up to `max_in_flight`
-//! requests, and share requests, so a node's many quiet containers cost no more requests
-//! than before. A single stream gets one request in flight. With `ordering = "none"` any
-//! free slot takes the oldest waiting events whatever their stream.
+//! So, with `ordering = "stream"` (the default), a request is made from streams that have
+//! nothing in flight, longest waiting first, several streams sharing a request; the events a
+//! stream receives meanwhile wait for it to finish, retries and 413 halves included.
+//! Different streams go out in parallel, up to `max_in_flight` requests. When a full
+//! request's worth waits only in streams that are in flight (one busy container, or a
+//! request that took every stream), a request may still be made of them, and encoded, but
+//! it sends only once the earlier requests of its streams are finished (its [`Gate`]): the
+//! CPU work overlaps, the stores stay in order. With `ordering = "none"` any free slot takes
+//! the oldest waiting events whatever their stream.
 //!
 //! Arrival order is not all a reader sees: Grafana and Kibana sort by time, and lines of one
 //! second tie. So every event also gets a sending time ([`Ref::time`](super::export::Ref)):
 //! its own time, or one nanosecond past the previous event of its stream when the two tie or
 //! the time stepped back by less than a second. It is fixed when the event is scheduled, so
 //! a retry sends the same value (Loki drops a retried entry it already stored because time
-//! and line are equal). Loki and OTLP send it as the entry's time; Elasticsearch as
-//! `event.sequence`, the event's time being `@timestamp` as it was.
+//! and line are equal). Loki and OTLP send it as the entry's time; Elasticsearch as a
+//! sequence number, the event's time being `@timestamp` as it was.
 //!
 //! What the scheduler holds is bounded by the sink's queue: entries keep their permits until
 //! delivered, and the queue charges [`SLOT_BYTES`] per event for the scheduler's lists.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as Atomic};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use super::export::Ref;
 use crate::buffer::{Entry, SLOT_BYTES};
@@ -46,6 +52,9 @@ pub struct Item {
     index: u32,
     /// Nanoseconds from the event's time to its sending time (see the module docs).
     moved: u32,
+    /// Arrival order (wrapping): a request goes out in it, reading its records in the order
+    /// they were stored.
+    arrived: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Item>() <= SLOT_BYTES);
@@ -67,11 +76,80 @@ impl Item {
     }
 }
 
-/// A request: its events, and the streams to release when it is finished.
+/// Set when a request is finished (delivered, refused or given up), for the requests that
+/// wait on it.
+#[derive(Debug, Default)]
+struct Done {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Done {
+    async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.flag.load(Atomic::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Held by a request while it runs; dropping it (the request finished, or its task ended
+/// any other way) releases the requests waiting on it.
+#[derive(Debug)]
+pub struct Finish(Arc<Done>);
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.0.flag.store(true, Atomic::Release);
+        self.0.notify.notify_waiters();
+    }
+}
+
+/// What a request waits for before it sends: the earlier requests that hold events of its
+/// streams, then one of the `max_in_flight` sending slots, which it keeps until it is
+/// finished.
+#[derive(Debug)]
+pub struct Gate {
+    after: Vec<Arc<Done>>,
+    slots: Arc<Semaphore>,
+    slot: OnceCell<OwnedSemaphorePermit>,
+}
+
+impl Gate {
+    /// Waits for the earlier requests of these streams and for a sending slot; at once
+    /// after the first time.
+    pub async fn open(&self) {
+        if self.slot.initialized() {
+            return;
+        }
+        for d in &self.after {
+            d.wait().await;
+        }
+        self.slot
+            .get_or_init(|| async {
+                self.slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the sending slots are never closed")
+            })
+            .await;
+    }
+}
+
+/// A request: its events, the streams to release when it is finished, what it waits for.
 #[derive(Debug)]
 pub struct Request {
     pub items: Vec<Item>,
+    pub id: u64,
     pub streams: Vec<u64>,
+    pub gate: Gate,
+    pub finish: Finish,
 }
 
 #[derive(Debug)]
@@ -83,48 +161,80 @@ struct Stream {
     since: Option<Instant>,
     /// The sending time of its last event.
     last: Option<Timestamp>,
-    /// A request holds events of this stream.
-    busy: bool,
-    /// In `Scheduler::ready`.
+    /// The latest request holding events of this stream, while it runs.
+    holder: Option<(u64, Arc<Done>)>,
+    /// In `Scheduler::ready` (nothing in flight), or in `Scheduler::behind` (in flight).
     listed: bool,
     /// When it last received an event.
     used: Instant,
 }
 
+/// Events and record bytes waiting in a set of streams.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sum {
+    events: usize,
+    bytes: usize,
+}
+
+impl Sum {
+    fn full(self, max_events: usize, max_bytes: usize) -> bool {
+        self.events >= max_events || self.bytes >= max_bytes
+    }
+}
+
 /// Events waiting for a request, per stream.
 #[derive(Debug)]
 pub struct Scheduler {
-    streams: HashMap<u64, Stream>,
+    streams: HashMap<u64, Stream, foldhash::fast::RandomState>,
     /// Streams with events waiting and nothing in flight, longest waiting first.
     ready: VecDeque<u64>,
-    /// Events and record bytes waiting in `ready` streams.
-    ready_events: usize,
-    ready_bytes: usize,
+    ready_sum: Sum,
     /// When the oldest waiting event of a ready stream arrived.
     oldest: Option<Instant>,
-    /// Events and record bytes waiting in all streams.
+    /// Streams with events waiting behind a request in flight (may hold stale keys: a stream
+    /// is in it while `listed` and it holds a request).
+    behind: VecDeque<u64>,
+    behind_sum: Sum,
+    /// Events waiting in all streams.
     held_events: usize,
-    held_bytes: usize,
     exclusive: bool,
     max_events: usize,
     max_bytes: usize,
     swept: Instant,
+    /// Events taken so far (wrapping).
+    arrived: u32,
+    /// Requests made so far.
+    requests: u64,
+    /// The request made behind others, while it runs: one at a time, enough to overlap
+    /// encoding with sending. It does not count against the sending slots until it sends.
+    queued: Option<u64>,
+    /// `max_in_flight` requests sending at once.
+    slots: Arc<Semaphore>,
 }
 
 impl Scheduler {
-    pub fn new(ordering: Ordering, max_events: usize, max_bytes: usize) -> Scheduler {
+    pub fn new(
+        ordering: Ordering,
+        max_events: usize,
+        max_bytes: usize,
+        max_in_flight: usize,
+    ) -> Scheduler {
         Scheduler {
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             ready: VecDeque::new(),
-            ready_events: 0,
-            ready_bytes: 0,
+            ready_sum: Sum::default(),
             oldest: None,
+            behind: VecDeque::new(),
+            behind_sum: Sum::default(),
             held_events: 0,
-            held_bytes: 0,
             exclusive: ordering == Ordering::Stream,
             max_events: max_events.max(1),
             max_bytes: max_bytes.max(1),
             swept: Instant::now(),
+            arrived: 0,
+            requests: 0,
+            queued: None,
+            slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
         }
     }
 
@@ -147,7 +257,7 @@ impl Scheduler {
                 bytes: 0,
                 since: None,
                 last: None,
-                busy: false,
+                holder: None,
                 listed: false,
                 used: now,
             });
@@ -159,73 +269,122 @@ impl Scheduler {
                 entry: entry.clone(),
                 index: index as u32,
                 moved,
+                arrived: self.arrived,
             });
+            self.arrived = self.arrived.wrapping_add(1);
             s.bytes += len;
             s.since.get_or_insert(now);
             self.held_events += 1;
-            self.held_bytes += len;
-            if s.listed {
-                self.ready_events += 1;
-                self.ready_bytes += len;
-            } else if !s.busy {
+            let sum = if s.holder.is_some() {
+                &mut self.behind_sum
+            } else {
+                &mut self.ready_sum
+            };
+            sum.events += 1;
+            sum.bytes += len;
+            if !s.listed {
                 s.listed = true;
-                self.ready.push_back(key);
-                self.ready_events += 1;
-                self.ready_bytes += len;
-                self.oldest = self.oldest.min(s.since).or(s.since);
+                if s.holder.is_some() {
+                    self.behind.push_back(key);
+                } else {
+                    self.ready.push_back(key);
+                    self.oldest = self.oldest.min(s.since).or(s.since);
+                }
             }
         }
         if now.duration_since(self.swept) >= FORGET_AFTER / 2 {
             self.swept = now;
             self.streams.retain(|_, s| {
-                s.busy || !s.pending.is_empty() || now.duration_since(s.used) < FORGET_AFTER
+                s.holder.is_some()
+                    || !s.pending.is_empty()
+                    || now.duration_since(s.used) < FORGET_AFTER
             });
         }
     }
 
-    /// Whether a request should go now: a full one is waiting, or the oldest waiting event
-    /// has waited `flush` (or, when `closing`, anything waits).
-    pub fn due(&self, now: Instant, flush: Duration, closing: bool) -> bool {
-        self.ready_events > 0
-            && (closing
-                || self.ready_events >= self.max_events
-                || self.ready_bytes >= self.max_bytes
-                || self.oldest.is_some_and(|o| now >= o + flush))
+    /// Whether a full request waits in streams with nothing in flight. (Events behind
+    /// requests in flight do not count: taking more entries is how other streams' events
+    /// are found, up to the queue's bound.)
+    pub fn full(&self) -> bool {
+        self.ready_sum.full(self.max_events, self.max_bytes)
     }
 
-    /// When the oldest waiting event will have waited `flush`.
+    /// When the oldest ready event will have waited `flush`.
     pub fn deadline(&self, flush: Duration) -> Option<Instant> {
         self.oldest
-            .filter(|_| self.ready_events > 0)
+            .filter(|_| self.ready_sum.events > 0)
             .map(|o| o + flush)
-    }
-
-    /// Events and record bytes waiting for a request.
-    #[cfg(test)]
-    fn held(&self) -> (usize, usize) {
-        (self.held_events, self.held_bytes)
     }
 
     pub fn is_empty(&self) -> bool {
         self.held_events == 0
     }
 
-    /// The next request: up to `max_events` events and about `max_bytes` bytes (at least
-    /// one event), taken from the ready streams in turn, each stream's events in order.
-    pub fn take(&mut self) -> Request {
+    /// Requests running that do not count against the sending slots yet: the one made
+    /// behind others, if any.
+    pub fn queued(&self) -> usize {
+        usize::from(self.queued.is_some())
+    }
+
+    /// The next request, if one is due: with `free` (a sending slot is free), a full one,
+    /// one whose oldest event has waited `flush`, or anything ready when `closing`, made of
+    /// ready streams; else, when no stream is ready, a full one of streams behind requests
+    /// in flight, if none such runs yet. Up to `max_events` events and about `max_bytes`
+    /// (at least one event), taken from the streams in turn, each stream's events in order,
+    /// the whole in arrival order.
+    pub fn take(
+        &mut self,
+        now: Instant,
+        flush: Duration,
+        closing: bool,
+        free: bool,
+    ) -> Option<Request> {
+        let ready = free
+            && self.ready_sum.events > 0
+            && (closing
+                || self.ready_sum.full(self.max_events, self.max_bytes)
+                || self.oldest.is_some_and(|o| now >= o + flush));
+        // Behind requests in flight only while no stream is ready, and one at a time: a
+        // request waiting for its gate holds a slot that a ready stream could use.
+        let behind = self.ready_sum.events == 0
+            && self.queued.is_none()
+            && self.behind_sum.full(self.max_events, self.max_bytes);
+        if !ready && !behind {
+            return None;
+        }
+        self.requests += 1;
+        let id = self.requests;
+        if behind {
+            self.queued = Some(id);
+        }
+        let done = Arc::new(Done::default());
         let mut items = Vec::new();
         let mut streams = Vec::new();
+        let mut gate = Vec::new();
         let (mut events, mut bytes) = (0usize, 0usize);
         while events < self.max_events && bytes < self.max_bytes {
-            let Some(key) = self.ready.pop_front() else {
+            let list = if behind {
+                &mut self.behind
+            } else {
+                &mut self.ready
+            };
+            let Some(key) = list.pop_front() else {
                 break;
             };
             let Some(s) = self.streams.get_mut(&key) else {
                 continue;
             };
+            if !s.listed || s.holder.is_some() != behind {
+                continue; // stale: the stream moved to the other list since
+            }
             s.listed = false;
-            self.ready_events -= s.pending.len();
-            self.ready_bytes -= s.bytes;
+            let sum = if behind {
+                &mut self.behind_sum
+            } else {
+                &mut self.ready_sum
+            };
+            sum.events -= s.pending.len();
+            sum.bytes -= s.bytes;
             while events < self.max_events && bytes < self.max_bytes {
                 let Some(item) = s.pending.pop_front() else {
                     break;
@@ -233,7 +392,6 @@ impl Scheduler {
                 let len = item.len();
                 s.bytes -= len;
                 self.held_events -= 1;
-                self.held_bytes -= len;
                 events += 1;
                 bytes += len;
                 items.push(item);
@@ -242,38 +400,82 @@ impl Scheduler {
                 s.since = None;
             }
             if self.exclusive {
-                s.busy = true;
+                if let Some((_, earlier)) = s.holder.replace((id, done.clone())) {
+                    gate.push(earlier);
+                }
                 streams.push(key);
+                if !s.pending.is_empty() {
+                    // The request is full: the rest waits behind it.
+                    s.listed = true;
+                    self.behind.push_front(key);
+                    self.behind_sum.events += s.pending.len();
+                    self.behind_sum.bytes += s.bytes;
+                }
             } else if !s.pending.is_empty() {
-                // The request is full; the rest of this stream goes first next time.
+                // The request is full: the rest of this stream goes first next time.
                 s.listed = true;
                 self.ready.push_front(key);
-                self.ready_events += s.pending.len();
-                self.ready_bytes += s.bytes;
+                self.ready_sum.events += s.pending.len();
+                self.ready_sum.bytes += s.bytes;
             }
         }
         self.oldest = self
             .ready
             .iter()
-            .filter_map(|k| self.streams.get(k).and_then(|s| s.since))
+            .filter_map(|k| {
+                self.streams
+                    .get(k)
+                    .filter(|s| s.listed)
+                    .and_then(|s| s.since)
+            })
             .min();
-        Request { items, streams }
+        if streams.len() > 1 || !self.exclusive {
+            // Back into arrival order (each stream's run already is: the stable sort merges
+            // them). Distances from the first item, so the wrapping counter sorts right.
+            let first = items.first().map_or(0, |i| i.arrived);
+            items.sort_by_key(|i| i.arrived.wrapping_sub(first) as i32);
+        }
+        gate.sort_by_key(|d| Arc::as_ptr(d) as usize);
+        gate.dedup_by_key(|d| Arc::as_ptr(d) as usize);
+        Some(Request {
+            items,
+            id,
+            streams,
+            gate: Gate {
+                after: gate,
+                slots: self.slots.clone(),
+                slot: OnceCell::new(),
+            },
+            finish: Finish(done),
+        })
     }
 
-    /// A request of `streams` is finished: their waiting events may go.
-    pub fn done(&mut self, streams: &[u64]) {
+    /// Request `id`, which held `streams`, is finished: what waits behind it may go.
+    pub fn done(&mut self, id: u64, streams: &[u64]) {
+        if self.queued == Some(id) {
+            self.queued = None;
+        }
         for key in streams {
             let Some(s) = self.streams.get_mut(key) else {
                 continue;
             };
-            s.busy = false;
-            if !s.pending.is_empty() && !s.listed {
-                s.listed = true;
-                self.ready.push_back(*key);
-                self.ready_events += s.pending.len();
-                self.ready_bytes += s.bytes;
-                self.oldest = self.oldest.min(s.since).or(s.since);
+            if s.holder.as_ref().is_none_or(|(h, _)| *h != id) {
+                continue; // a later request holds it
             }
+            s.holder = None;
+            if s.pending.is_empty() {
+                continue;
+            }
+            if s.listed {
+                // Behind: move to ready (its key in `behind` is now stale).
+                self.behind_sum.events -= s.pending.len();
+                self.behind_sum.bytes -= s.bytes;
+            }
+            s.listed = true;
+            self.ready.push_back(*key);
+            self.ready_sum.events += s.pending.len();
+            self.ready_sum.bytes += s.bytes;
+            self.oldest = self.oldest.min(s.since).or(s.since);
         }
     }
 }
@@ -284,16 +486,17 @@ impl Scheduler {
 /// lines is sorted by its own times).
 fn after(last: Timestamp, t: Timestamp) -> u32 {
     let (l, n) = (nanos(last), nanos(t));
-    if n > l || l - n >= NS {
+    if n > l || l.saturating_sub(n) >= NS {
         return 0;
     }
-    (l + 1 - n) as u32
+    (l - n + 1) as u32
 }
 
-const NS: i128 = 1_000_000_000;
+const NS: i64 = 1_000_000_000;
 
-fn nanos(t: Timestamp) -> i128 {
-    i128::from(t.secs) * NS + i128::from(t.nanos)
+/// Nanoseconds since the epoch, saturating (years past 2262 are not log times).
+fn nanos(t: Timestamp) -> i64 {
+    t.secs.saturating_mul(NS).saturating_add(i64::from(t.nanos))
 }
 
 /// `t` moved on by `moved` nanoseconds.
@@ -301,10 +504,10 @@ fn plus(t: Timestamp, moved: u32) -> Timestamp {
     if moved == 0 {
         return t;
     }
-    let n = nanos(t) + i128::from(moved);
+    let n = i64::from(t.nanos) + i64::from(moved);
     Timestamp {
-        secs: n.div_euclid(NS) as i64,
-        nanos: n.rem_euclid(NS) as u32,
+        secs: t.secs.saturating_add(n / NS),
+        nanos: (n % NS) as u32,
     }
 }
 
@@ -328,6 +531,7 @@ mod tests {
         assert_eq!(sent(t(10, 5), t(9, 500)), t(10, 6));
         assert_eq!(sent(t(10, 5), t(9, 5)), t(9, 5), "a second back is kept");
         assert_eq!(sent(t(-1, 999_999_999), t(-1, 0)), t(0, 0));
+        assert_eq!(sent(t(i64::MAX, 0), t(i64::MIN, 0)), t(i64::MIN, 0));
     }
 
     /// An entry whose events carry their stream (a byte) as the record and `secs` as time.
@@ -355,7 +559,7 @@ mod tests {
         max_events: usize,
         batches: &[(&[u8], i64)],
     ) -> Scheduler {
-        let mut s = Scheduler::new(ordering, max_events, 1 << 20);
+        let mut s = Scheduler::new(ordering, max_events, 1 << 20, 4);
         for (streams, secs) in batches {
             s.add(entry(streams, *secs).await, by_first_byte);
         }
@@ -369,56 +573,89 @@ mod tests {
             .collect()
     }
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn take(s: &mut Scheduler, closing: bool) -> Option<Request> {
+        s.take(Instant::now(), HOUR, closing, true)
+    }
+
     #[tokio::test]
     async fn a_busy_stream_waits_while_others_go() {
         let mut s = scheduler_with(Ordering::Stream, 3, &[(&[1, 1, 2, 1, 3, 3], 5)]).await;
-        let flush = Duration::from_secs(3600);
-        assert!(s.due(Instant::now(), flush, false), "six events, three fit");
-        let first = s.take();
+        let first = take(&mut s, false).expect("six events, three fit");
         assert_eq!(
             streams_of(&first),
             vec![(1, t(5, 0)), (1, t(5, 1)), (1, t(5, 2))]
         );
         assert_eq!(first.streams, vec![1]);
-        // Stream 1 is in flight: the next request takes 2 and 3 only.
-        let second = s.take();
+        assert!(first.gate.after.is_empty());
+        // Stream 1 is in flight: the next request takes 2 and 3 only, in arrival order.
+        let second = take(&mut s, true).expect("closing sends what is ready");
         assert_eq!(
             streams_of(&second),
             vec![(2, t(5, 0)), (3, t(5, 0)), (3, t(5, 1))]
         );
         assert!(s.is_empty());
-        assert!(!s.due(Instant::now(), flush, true), "nothing ready");
+        assert!(take(&mut s, true).is_none(), "nothing ready");
         // More of stream 1 arrives: it waits for the first request, whatever the time.
         s.add(entry(&[1, 2], 5).await, by_first_byte);
-        s.done(&second.streams);
-        let third = s.take();
+        s.done(second.id, &second.streams);
+        let third = take(&mut s, true).unwrap();
         assert_eq!(streams_of(&third), vec![(2, t(5, 1))]);
-        assert_eq!(s.held(), (1, 10));
-        s.done(&first.streams);
-        assert!(s.due(Instant::now(), flush, true));
-        assert_eq!(streams_of(&s.take()), vec![(1, t(5, 3))]);
+        assert!(take(&mut s, true).is_none(), "stream 1 is behind a request");
+        s.done(first.id, &first.streams);
+        assert_eq!(streams_of(&take(&mut s, true).unwrap()), vec![(1, t(5, 3))]);
         assert!(s.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_request_behind_one_in_flight_waits_for_it_to_send() {
+        let mut s = scheduler_with(Ordering::Stream, 2, &[(&[1, 1, 1, 1, 1], 7)]).await;
+        let a = take(&mut s, false).unwrap();
+        let b = take(&mut s, false).expect("a full request's worth waits behind the first");
+        assert_eq!(streams_of(&a), vec![(1, t(7, 0)), (1, t(7, 1))]);
+        assert_eq!(streams_of(&b), vec![(1, t(7, 2)), (1, t(7, 3))]);
+        assert!(take(&mut s, false).is_none(), "one event left: not full");
+        let mut open = std::pin::pin!(b.gate.open());
+        assert!(futures_poll(&mut open).is_pending(), "b waits for a");
+        drop(a.finish);
+        assert!(futures_poll(&mut open).is_ready(), "a finished: b may send");
+        // a done: the stream is still b's.
+        s.done(a.id, &a.streams);
+        assert!(take(&mut s, true).is_none());
+        s.done(b.id, &b.streams);
+        assert_eq!(streams_of(&take(&mut s, true).unwrap()), vec![(1, t(7, 4))]);
+    }
+
+    fn futures_poll<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
+        let waker = std::task::Waker::noop();
+        std::pin::Pin::new(f).poll(&mut std::task::Context::from_waker(waker))
     }
 
     #[tokio::test]
     async fn without_ordering_a_stream_fills_every_slot() {
         let mut s = scheduler_with(Ordering::None, 2, &[(&[1, 1, 1, 1, 1], 7)]).await;
-        let a = s.take();
-        let b = s.take();
+        let a = take(&mut s, false).unwrap();
+        let b = take(&mut s, false).unwrap();
         assert_eq!(streams_of(&a), vec![(1, t(7, 0)), (1, t(7, 1))]);
         assert_eq!(streams_of(&b), vec![(1, t(7, 2)), (1, t(7, 3))]);
-        assert!(a.streams.is_empty() && b.streams.is_empty());
-        assert_eq!(s.held(), (1, 10));
+        assert!(a.streams.is_empty() && b.gate.after.is_empty());
+        assert!(take(&mut s, false).is_none());
+        assert!(!s.is_empty());
     }
 
     #[tokio::test]
     async fn the_flush_deadline_is_the_oldest_ready_event() {
-        let s = scheduler_with(Ordering::Stream, 100, &[(&[1, 2], 1)]).await;
+        let mut s = scheduler_with(Ordering::Stream, 100, &[(&[1, 2], 1)]).await;
         let flush = Duration::from_millis(50);
         let now = Instant::now();
-        assert!(!s.due(now, flush, false), "not full, not old");
+        assert!(
+            s.take(now, flush, false, true).is_none(),
+            "not full, not old"
+        );
         let d = s.deadline(flush).expect("events wait");
-        assert!(s.due(d, flush, false));
-        assert!(s.due(now, flush, true), "closing sends what waits");
+        assert!(s.take(d, flush, false, false).is_none(), "no free slot");
+        let r = s.take(d, flush, false, true).expect("old enough");
+        assert_eq!(r.items.len(), 2);
     }
 }

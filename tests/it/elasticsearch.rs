@@ -587,6 +587,35 @@ async fn too_large_requests_are_split_and_a_too_large_document_dead_lettered() {
 }
 
 #[tokio::test]
+async fn a_half_that_fails_whole_holds_back_the_halves_after_it() {
+    // 413, then the first half answered 503: the second half must not be stored before the
+    // first (they are one stream), so it waits for the retry instead of going alone.
+    let faults = script(
+        &[
+            Fault::Status(413, None, "too large"),
+            Fault::Status(503, None, "busy"),
+        ],
+        Fault::Custom(ok),
+    );
+    let b = Backend::start(faults.clone()).await;
+    let o = outrigger(&b.url(), "").await;
+    send(&o, 0, 10).await;
+    let got = wait_stored(&b, &faults, 10).await;
+    let order: Vec<usize> = got
+        .iter()
+        .map(|d| d["i"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(order, (0..10).collect::<Vec<_>>(), "stored once, in order");
+    let h = handled(&b, &faults);
+    let sizes: Vec<usize> = h.iter().map(|r| r.docs.len()).collect();
+    assert_eq!(
+        sizes,
+        [10, 5, 10],
+        "the half after the failed one was never sent alone"
+    );
+}
+
+#[tokio::test]
 async fn opensearch_raw_mapping_and_pipeline() {
     let faults = script(&[], Fault::Custom(ok));
     let b = Backend::start(faults.clone()).await;

@@ -25,7 +25,7 @@
 //! | resource `container.name` | Docker's `container_name` (without the `/`) |
 //! | resource `k8s.pod.name`, `k8s.namespace.name`, `k8s.container.name` | the Kubernetes tag |
 //! | resource, more attributes | `[enrich.resource]` (static node and cluster names) |
-//! | `time_unix_nano` | the event time (a JSON line's own time when enrichment found one) |
+//! | `time_unix_nano` | the event time (a JSON line's own time when enrichment found one), one nanosecond past the previous record of its stream when the two tie ([`super::order`]) |
 //! | `observed_time_unix_nano` | when the source read the event from its client |
 //! | `severity_number` | the level enrichment found; 0 when none |
 //! | `severity_text` | the level as written, else the OTel short name (`WARN`), else empty |
@@ -88,6 +88,7 @@ use super::export::Ref;
 use super::http::snippet;
 use super::http::{Client, Response};
 use super::json::Shape;
+use super::order::Gate;
 use super::retry::{Verdict, retry_after};
 use crate::config::export::{Compression, Defaults, HttpClient};
 use crate::event::Timestamp;
@@ -232,17 +233,20 @@ impl Exporter {
     }
 
     /// Sends `events` as one export request and says what became of them.
-    pub async fn attempt(&self, events: &[Ref<'_>]) -> Verdict {
+    pub async fn attempt(&self, events: &[Ref<'_>], gate: &Gate) -> Verdict {
         let request = self.request(events);
         match &self.transport {
-            Transport::Grpc(g) => match g.export(request).await {
-                Ok(resp) => self.accepted(resp.partial_success),
-                Err(GrpcError::Status(status)) => classify_status(&status),
-                Err(GrpcError::Timeout) => Verdict::Retry {
-                    reason: "timeout",
-                    after: None,
-                },
-            },
+            Transport::Grpc(g) => {
+                gate.open().await;
+                match g.export(request).await {
+                    Ok(resp) => self.accepted(resp.partial_success),
+                    Err(GrpcError::Status(status)) => classify_status(&status),
+                    Err(GrpcError::Timeout) => Verdict::Retry {
+                        reason: "timeout",
+                        after: None,
+                    },
+                }
+            }
             Transport::Http { client, path, json } => {
                 let (body, content_type) = if *json {
                     // The rare JSON protocol goes through the message types: one mapping,
@@ -262,6 +266,7 @@ impl Exporter {
                     (request, "application/x-protobuf")
                 };
                 let headers = [(CONTENT_TYPE, HeaderValue::from_static(content_type))];
+                gate.open().await;
                 match client.post(path, &headers, body, true).await {
                     Ok(resp) if resp.status.is_success() => {
                         self.accepted(partial_of(&resp.body, *json))
