@@ -11,9 +11,13 @@
 //!
 //! - [`event`]: the event and batch types everything else passes around; depends on nothing.
 //! - [`msgpack`]: reading MessagePack in place, resumably.
-//! - [`source`]: listeners and connections; the forward protocol.
+//! - [`source`]: listeners and connections; the forward protocol; the input budget.
+//! - [`pipeline`]: enrichment (JSON lines and structured records, trace context, severity,
+//!   split and multi-line reassembly), run by the source before it queues.
 //! - [`buffer`]: bounded queues and tag routing; the only place that decides to wait.
-//! - [`sink`]: where events leave.
+//! - [`sink`]: where events leave: stdout, file, blackhole, and the network exporters with
+//!   their shared delivery loop (`sink::export`), which keeps each stream's order
+//!   (`sink::order`).
 //! - [`config`]: the TOML file into validated settings; default queue bounds from the
 //!   container's memory limit.
 //! - [`telemetry`]: our own logs, metrics, liveness and readiness, the admin endpoints and

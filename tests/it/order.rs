@@ -247,6 +247,10 @@ async fn without_ordering_the_same_traffic_is_shuffled() {
     let _open = send(&o, CONTAINERS, LINES).await;
     let got = wait(&b, loki_stored, CONTAINERS * LINES).await;
     let (late, _) = disorder(&got, CONTAINERS, LINES);
+    eprintln!(
+        "ordering = \"none\": {late} of {} lines stored after a later line of their stream",
+        got.len()
+    );
     assert!(late > 0, "lines stored after later lines of their stream");
     let mut by_stream: BTreeMap<&str, Vec<&Stored>> = BTreeMap::new();
     for s in &got {
