@@ -358,7 +358,12 @@ impl Scheduler {
             self.queued = Some(id);
         }
         let done = Arc::new(Done::default());
-        let mut items = Vec::new();
+        let waiting = if behind {
+            self.behind_sum
+        } else {
+            self.ready_sum
+        };
+        let mut items = Vec::with_capacity(waiting.events.min(self.max_events));
         let mut streams = Vec::new();
         let mut gate = Vec::new();
         let (mut events, mut bytes) = (0usize, 0usize);
