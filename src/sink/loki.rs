@@ -354,20 +354,28 @@ impl Exporter {
         }
         BUF.with_borrow_mut(|buf| {
             let mut h = foldhash::fast::FixedState::default().build_hasher();
-            for f in &self.labels {
-                buf.clear();
-                f.template.render(buf, r);
-                let value = String::from_utf8_lossy(buf);
-                let value = truncate(&value, MAX_LABEL_VALUE_BYTES);
-                if !value.is_empty() {
-                    h.write(f.name.as_bytes());
-                    h.write_u8(0xff);
-                    h.write(value.as_bytes());
-                    h.write_u8(0xff);
-                }
-            }
+            self.each_label(r, buf, |name, value| {
+                h.write(name.as_bytes());
+                h.write_u8(0xff);
+                h.write(value.as_bytes());
+                h.write_u8(0xff);
+            });
             h.finish()
         })
+    }
+
+    /// Calls `f` with each label of `r` that renders to a value (cut to Loki's limit), in
+    /// name order; `buf` is scratch.
+    fn each_label(&self, r: Ref<'_>, buf: &mut Vec<u8>, mut f: impl FnMut(&str, &str)) {
+        for l in &self.labels {
+            buf.clear();
+            l.template.render(buf, r);
+            let value = String::from_utf8_lossy(buf);
+            let value = truncate(&value, MAX_LABEL_VALUE_BYTES);
+            if !value.is_empty() {
+                f(&l.name, value);
+            }
+        }
     }
 
     /// Groups `events` by label set, in order of first appearance; each stream's events
@@ -419,15 +427,7 @@ impl Exporter {
                 p.push((name.to_string(), value.to_string()));
             }
         };
-        for f in &self.labels {
-            buf.clear();
-            f.template.render(buf, r);
-            let value = String::from_utf8_lossy(buf);
-            let value = truncate(&value, MAX_LABEL_VALUE_BYTES);
-            if !value.is_empty() {
-                add(key, &f.name, value);
-            }
-        }
+        self.each_label(r, buf, |name, value| add(key, name, value));
         if key.is_empty() {
             add(key, FALLBACK_LABEL.0, FALLBACK_LABEL.1);
         }

@@ -183,13 +183,19 @@ async fn wait(b: &Backend, stored: fn(&Backend) -> Vec<Stored>, want: usize) -> 
     }
 }
 
+/// Each stream's lines, in the order stored.
+fn by_stream(stored: &[Stored]) -> BTreeMap<&str, Vec<&Stored>> {
+    let mut out: BTreeMap<&str, Vec<&Stored>> = BTreeMap::new();
+    for s in stored {
+        out.entry(&s.stream).or_default().push(s);
+    }
+    out
+}
+
 /// Lines stored after a later line of their stream, and neighbours along a stream whose
 /// ordering key did not increase; every line must be there once.
 fn disorder(stored: &[Stored], streams: usize, lines: usize) -> (usize, usize) {
-    let mut by_stream: BTreeMap<&str, Vec<&Stored>> = BTreeMap::new();
-    for s in stored {
-        by_stream.entry(&s.stream).or_default().push(s);
-    }
+    let by_stream = by_stream(stored);
     assert_eq!(by_stream.len(), streams, "{:?}", by_stream.keys());
     let total: usize = by_stream.values().map(Vec::len).sum();
     assert_eq!(total, CONTAINERS * lines, "every line stored once");
@@ -252,11 +258,7 @@ async fn without_ordering_the_same_traffic_is_shuffled() {
         got.len()
     );
     assert!(late > 0, "lines stored after later lines of their stream");
-    let mut by_stream: BTreeMap<&str, Vec<&Stored>> = BTreeMap::new();
-    for s in &got {
-        by_stream.entry(&s.stream).or_default().push(s);
-    }
-    for lines in by_stream.values_mut() {
+    for lines in by_stream(&got).values_mut() {
         lines.sort_by_key(|s| s.key);
         let n: Vec<usize> = lines.iter().map(|s| s.n).collect();
         assert!(n.is_sorted(), "sending times still sort them: {n:?}");
