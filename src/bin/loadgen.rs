@@ -17,9 +17,14 @@
 //! default settings, sending to a stand-in backend loadgen runs on 127.0.0.1 that reads each
 //! request whole and answers success at once (`loadgen/receiver.rs`); the sink is named after
 //! it, and its CPU is loadgen's, not Outrigger's. It waits for
-//! `GET /ready`, connects, pre-encodes the requests (cycling through the corpus), and then, on
-//! blocking sockets with one thread per connection, sends `--events` events as fast as the
-//! server takes them. It stops the clock when `outrigger_sink_events_total{component="<sink>"}`
+//! `GET /ready`, connects, pre-encodes the requests, and then, on blocking sockets with one
+//! thread per connection, sends `--events` events as fast as the server takes them.
+//!
+//! The events come from a corpus of `--corpus-records` (default 1,000,000) distinct
+//! Docker-shaped records, generated deterministically the first time into
+//! `target/loadgen/` and read back from there afterwards (`--corpus FILE` replays a file
+//! instead). Each connection starts at its own place in it, so a run of up to that many
+//! events sends every line once. It stops the clock when `outrigger_sink_events_total{component="<sink>"}`
 //! reaches the number sent, and reports wall time, throughput, Outrigger's own CPU time
 //! (utime + stime from `/proc/<pid>/stat`) over that interval, and its peak RSS (`VmHWM`).
 //! Then it sends SIGTERM and waits for the child to exit.
@@ -105,9 +110,12 @@ struct RunArgs {
     /// Repeat the whole measurement (with a fresh Outrigger each time) and report medians.
     #[arg(long, default_value_t = 1)]
     runs: usize,
-    /// Corpus file (JSON lines); when missing, the same records are generated in memory.
-    #[arg(long, default_value = corpus::DEFAULT_PATH)]
-    corpus: PathBuf,
+    /// Corpus file (JSON lines) to replay instead of the generated one.
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Records of the generated corpus (kept in `target/loadgen/` once written).
+    #[arg(long, default_value_t = corpus::RUN_RECORDS)]
+    corpus_records: usize,
     /// The outrigger binary; default: `outrigger` next to this executable.
     #[arg(long)]
     outrigger: Option<PathBuf>,
@@ -244,7 +252,18 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     if args.events == 0 || args.connections == 0 || args.runs == 0 {
         bail!("--events, --connections and --runs must be at least 1");
     }
-    let corpus = Arc::new(corpus::load(&args.corpus).map_err(|e| anyhow!(e))?);
+    let loading = Instant::now();
+    let (path, records) = match &args.corpus {
+        Some(p) => (p.clone(), corpus::load(p).map_err(|e| anyhow!(e))?),
+        None => corpus::cached(args.corpus_records).map_err(|e| anyhow!(e))?,
+    };
+    eprintln!(
+        "loadgen: corpus {} ({} records, {:.1} s to load)",
+        path.display(),
+        records.len(),
+        loading.elapsed().as_secs_f64()
+    );
+    let corpus = Arc::new(records);
     if corpus.is_empty() {
         bail!("the corpus is empty");
     }
@@ -400,13 +419,19 @@ fn measure(
     let n = args.connections;
     let start = Arc::new(Barrier::new(n + 1));
     let mut threads = Vec::with_capacity(n);
+    let mut first = 0;
     for i in 0..n {
         let events = args.events / n + usize::from(i < args.events % n);
+        // Where in the corpus this connection starts: after the events of the ones before.
+        let from = first;
+        first += events;
         let stream = TcpStream::connect_timeout(&target.forward, Duration::from_secs(5))
             .with_context(|| format!("connecting to {}", target.forward))?;
         let (frames, corpus, start) = (frames.clone(), corpus.clone(), start.clone());
         threads.push(std::thread::spawn(move || {
-            send(stream, &frames, &corpus, mode, events, &start, deadline)
+            send(
+                stream, &frames, &corpus, mode, from, events, &start, deadline,
+            )
         }));
     }
     // Give the accept loop a moment so connection setup is not in the measured CPU time.
@@ -471,37 +496,33 @@ fn measure(
     })
 }
 
-/// One connection's work: `events` events as requests cycled from `frames`, then a
-/// half-close, then the server's own close, which says it has handed everything on.
+/// One connection's work: `events` events as requests cycled from `frames`, starting at
+/// the request that holds event `from`, then a half-close, then the server's own close,
+/// which says it has handed everything on.
+#[allow(clippy::too_many_arguments)]
 fn send(
     mut stream: TcpStream,
     frames: &Frames,
     corpus: &[Record],
     mode: Mode,
+    from: usize,
     events: usize,
     start: &Barrier,
     deadline: Instant,
 ) -> anyhow::Result<u64> {
     let per = frames.per_frame;
     let whole = events / per;
-    let cycles = whole / frames.ends.len();
-    let part = whole % frames.ends.len();
+    let first = from / per;
     // A last, shorter request for what does not fill a whole one.
     let rest = match events % per {
         0 => Frames::default(),
-        k => Frames::build(corpus, mode, k, whole * per, 1),
+        k => Frames::build(corpus, mode, k, (first + whole) * per, 1),
     };
-    let head = if part == 0 { 0 } else { frames.ends[part - 1] };
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
     start.wait();
-    let mut sent = 0u64;
-    for _ in 0..cycles {
-        stream.write_all(&frames.bytes)?;
-        sent += frames.bytes.len() as u64;
-    }
-    stream.write_all(&frames.bytes[..head])?;
+    let mut sent = write_frames(&mut stream, frames, first, whole)?;
     stream.write_all(&rest.bytes)?;
-    sent += (head + rest.bytes.len()) as u64;
+    sent += rest.bytes.len() as u64;
     stream.shutdown(Shutdown::Write)?;
     // Bounded: each read waits at most until the run's deadline.
     let mut sink = [0u8; 4096];
@@ -517,6 +538,28 @@ fn send(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e).context("waiting for the server to close"),
         }
+    }
+    Ok(sent)
+}
+
+/// Writes `count` requests of `frames` from request `first` on, going round as often as
+/// needed; says how many bytes.
+fn write_frames(
+    stream: &mut TcpStream,
+    frames: &Frames,
+    first: usize,
+    count: usize,
+) -> std::io::Result<u64> {
+    let n = frames.ends.len();
+    let start = |i: usize| if i == 0 { 0 } else { frames.ends[i - 1] };
+    let (mut at, mut left, mut sent) = (first % n, count, 0u64);
+    while left > 0 {
+        let take = left.min(n - at);
+        let bytes = &frames.bytes[start(at)..frames.ends[at + take - 1]];
+        stream.write_all(bytes)?;
+        sent += bytes.len() as u64;
+        left -= take;
+        at = (at + take) % n;
     }
     Ok(sent)
 }
@@ -795,6 +838,30 @@ fn scrape(url: &HttpUrl) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_sends_its_own_stretch_of_the_corpus_going_round() {
+        let corpus = corpus::generate(10);
+        let frames = Frames::cycle(&corpus, Mode::Message, 1);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut out = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut got, _) = listener.accept().unwrap();
+        let sent = write_frames(&mut out, &frames, 7, 25).unwrap();
+        drop(out);
+        let mut bytes = Vec::new();
+        got.read_to_end(&mut bytes).unwrap();
+        let mut want = Vec::new();
+        for i in 7..32 {
+            frames::encode(
+                &mut want,
+                Mode::Message,
+                &[&corpus[i % 10]],
+                (i % 10) as u64,
+            );
+        }
+        assert_eq!(sent, want.len() as u64);
+        assert_eq!(bytes, want, "requests 7, 8, 9, then 0.. round again");
+    }
 
     #[test]
     fn reads_labelled_counters() {

@@ -30,11 +30,36 @@ pub struct Record {
     pub log: String,
 }
 
-/// Records in the committed corpus.
+/// Records in the committed corpus (fuzz seeds, benchmarks' small inputs).
 pub const DEFAULT_RECORDS: usize = 4000;
 
 /// Where the committed corpus lives.
 pub const DEFAULT_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/docker-corpus.jsonl");
+
+/// Records a load run replays by default: enough that a million events are a million
+/// different lines (a small corpus sent again and again keeps the hot path in cache and
+/// flatters it).
+pub const RUN_RECORDS: usize = 1_000_000;
+
+/// Where generated corpora are kept between runs (not committed: 450 MB for a million).
+pub const CACHE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/loadgen");
+
+/// The `n`-record corpus from [`CACHE_DIR`], generated and written there the first time;
+/// the same bytes on every machine, since [`generate`] is deterministic.
+pub fn cached(n: usize) -> Result<(std::path::PathBuf, Vec<Record>), String> {
+    let dir = std::path::Path::new(CACHE_DIR);
+    let path = dir.join(format!("docker-corpus-{n}.jsonl"));
+    if path.exists() {
+        return load(&path).map(|r| (path, r));
+    }
+    let records = generate(n);
+    let tmp = dir.join(format!("docker-corpus-{n}.jsonl.part"));
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&tmp, to_jsonl(&records)))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((path, records))
+}
 
 /// SplitMix64: tiny, fast, and its output is fixed forever (unlike a library RNG's).
 pub struct Rng(u64);
