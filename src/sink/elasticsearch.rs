@@ -87,7 +87,6 @@ use super::retry::{Verdict, retry_after};
 use crate::config::export::{Auth, Compression, Defaults, HttpClient};
 use crate::event::Timestamp;
 use crate::msgpack::{self, Cursor};
-use crate::telemetry::logging::RateLimit;
 
 /// The `elasticsearch` sink's own keys (besides the shared delivery keys).
 #[derive(Debug, Clone, Deserialize)]
@@ -229,8 +228,6 @@ pub struct Exporter {
     sequence_key: Vec<u8>,
     /// `,"log.sequence":`
     sequence_head: Vec<u8>,
-    /// For the warning that a 413 is being split.
-    warn: RateLimit,
 }
 
 impl Exporter {
@@ -291,46 +288,16 @@ impl Exporter {
                 head.push(b':');
                 head
             },
-            warn: RateLimit::new(1),
         })
     }
 
-    /// Sends `events`, splitting the request when the server finds it too large; a part that
-    /// fails as a whole stops the sending, so nothing after it is stored before it.
+    /// Sends `events` as one bulk request and says what became of them (a 413 is
+    /// [`Verdict::TooLarge`]: the delivery loop sends the halves).
     pub async fn attempt(&self, events: &[Ref<'_>], gate: &Gate) -> Verdict {
-        let mut outcome = Outcome::default();
-        // Ranges still to send, the next one on top.
-        let mut todo: Vec<std::ops::Range<usize>> = Vec::with_capacity(8);
-        todo.push(0..events.len());
-        while let Some(range) = todo.pop() {
-            let (lo, n) = (range.start, range.len());
-            match self.send(&events[range], gate).await {
-                Sent::Done(o) => {
-                    let whole = o.retry_reason.is_some();
-                    outcome.absorb(o, lo);
-                    if whole {
-                        // The part failed as a whole: what follows it goes with its retry,
-                        // never before it (a stream's documents stay in order).
-                        for rest in todo.drain(..) {
-                            outcome.retry.extend(rest);
-                        }
-                    }
-                }
-                Sent::TooLarge(_) if n > 1 => {
-                    if let Some(suppressed) = self.warn.allow() {
-                        tracing::warn!(endpoint = %self.client.url(""), events = n, suppressed, "request too large for the server (413), sending it in halves: lower max_batch_bytes or raise the server's limit");
-                    }
-                    let mid = lo + n / 2;
-                    todo.push(mid..lo + n);
-                    todo.push(lo..mid);
-                }
-                Sent::TooLarge(reason) => outcome.rejected.push((
-                    lo,
-                    format!("{reason} (a single document is larger than the server accepts)"),
-                )),
-            }
+        match self.send(events, gate).await {
+            Sent::Done(o) => o.into_verdict(events.len()),
+            Sent::TooLarge(reason) => Verdict::TooLarge { reason },
         }
-        outcome.into_verdict(events.len())
     }
 
     /// One request with `events`; the outcome's indices are into `events`.
@@ -1198,15 +1165,6 @@ enum Sent {
 }
 
 impl Outcome {
-    /// Adds the outcome of a request that carried the events from `offset` on.
-    fn absorb(&mut self, o: Outcome, offset: usize) {
-        self.retry.extend(o.retry.iter().map(|i| i + offset));
-        self.rejected
-            .extend(o.rejected.into_iter().map(|(i, r)| (i + offset, r)));
-        self.after = self.after.max(o.after);
-        self.retry_reason = self.retry_reason.or(o.retry_reason);
-    }
-
     fn into_verdict(self, n: usize) -> Verdict {
         let Outcome {
             mut retry,
@@ -1961,18 +1919,6 @@ mod tests {
             Verdict::Partial {
                 retry: vec![0, 2],
                 rejected: vec![(1, "y".into())],
-                after: None
-            }
-        );
-        // Halves of a split request.
-        let mut all = Outcome::default();
-        all.absorb(o(vec![], vec![], None), 0);
-        all.absorb(o(vec![0, 1], vec![], Some("server_error")), 2);
-        assert_eq!(
-            all.into_verdict(4),
-            Verdict::Partial {
-                retry: vec![2, 3],
-                rejected: vec![],
                 after: None
             }
         );

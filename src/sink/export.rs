@@ -31,6 +31,7 @@ use tokio::task::JoinSet;
 use super::json;
 use super::order::{Finish, Gate, Item, Request, Scheduler};
 use super::retry::{Backoff, Verdict};
+use super::split;
 use crate::buffer::QueueReceiver;
 use crate::config::export::Delivery;
 use crate::event::{Batch, Event, Timestamp};
@@ -302,7 +303,16 @@ async fn deliver(s: Arc<Shared>, work: Vec<Item>, gate: Gate, finish: Finish) {
             .as_ref()
             .map(|b| b.attempt(failures + 1, attempt.len()));
         let started = Instant::now();
-        let verdict = s.exporter.attempt(&attempt, &gate).await;
+        let verdict = split::send(
+            attempt.len(),
+            |part| s.exporter.attempt(&attempt[part], &gate),
+            |events| {
+                if let Some(suppressed) = s.warn.allow() {
+                    tracing::warn!(sink = %s.name, events, suppressed, "request too large for the backend (413), sending it in halves: lower max_batch_bytes or raise the backend's limit");
+                }
+            },
+        )
+        .await;
         s.metrics
             .request_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -331,7 +341,7 @@ async fn deliver(s: Arc<Shared>, work: Vec<Item>, gate: Gate, finish: Finish) {
                 }
                 return;
             }
-            Verdict::Rejected { reason } => {
+            Verdict::Rejected { reason } | Verdict::TooLarge { reason } => {
                 refuse(&s, &mut span, &attempt, &reason);
                 return;
             }

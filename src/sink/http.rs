@@ -309,6 +309,9 @@ pub fn classify(resp: &Response) -> Verdict {
             reason: "throttled",
             after,
         },
+        413 => Verdict::TooLarge {
+            reason: format!("HTTP 413: {}", snippet(&resp.body)),
+        },
         501 => Verdict::Rejected {
             reason: format!("HTTP 501: {}", snippet(&resp.body)),
         },

@@ -46,7 +46,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::time::Duration;
 
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde::Deserialize;
@@ -279,30 +278,10 @@ impl Exporter {
         })
     }
 
-    /// Pushes `events` and says what became of them. A 413 splits the request in halves,
-    /// sent one after the other; the first retryable failure stops the sending and marks
-    /// what is left for a retry.
+    /// Pushes `events` and says what became of them (a 413 is [`Verdict::TooLarge`]: the
+    /// delivery loop sends the halves).
     pub async fn attempt(&self, events: &[Ref<'_>], gate: &Gate) -> Verdict {
-        let mut todo = std::collections::VecDeque::new();
-        todo.push_back(0..events.len());
-        let mut done: Vec<(Range<usize>, Verdict)> = Vec::new();
-        while let Some(range) = todo.pop_front() {
-            match self.push(&events[range.clone()], gate).await {
-                Sent::TooLarge(reason) if range.len() > 1 => {
-                    let mid = range.start + range.len() / 2;
-                    todo.push_front(mid..range.end);
-                    todo.push_front(range.start..mid);
-                    tracing::debug!(%reason, events = range.len(), "request too large, split");
-                }
-                Sent::TooLarge(reason) => done.push((range, Verdict::Rejected { reason })),
-                Sent::Answer(v @ Verdict::Retry { .. }) => {
-                    done.push((range, v.clone()));
-                    done.extend(todo.drain(..).map(|r| (r, v.clone())));
-                }
-                Sent::Answer(v) => done.push((range, v)),
-            }
-        }
-        combine(events.len(), done)
+        self.push(events, gate).await
     }
 
     /// The request body for `events` (protobuf + snappy, or JSON not yet gzipped), its
@@ -325,10 +304,10 @@ impl Exporter {
     }
 
     /// One request for `events`.
-    async fn push(&self, events: &[Ref<'_>], gate: &Gate) -> Sent {
+    async fn push(&self, events: &[Ref<'_>], gate: &Gate) -> Verdict {
         let (body, content_type, compressible) = match self.encode(events) {
             Ok(encoded) => encoded,
-            Err(reason) => return Sent::Answer(Verdict::Rejected { reason }),
+            Err(reason) => return Verdict::Rejected { reason },
         };
         let mut headers: Vec<(HeaderName, HeaderValue)> =
             vec![(CONTENT_TYPE, HeaderValue::from_static(content_type))];
@@ -342,7 +321,7 @@ impl Exporter {
             .await
         {
             Ok(resp) => classify(&resp, events.len()),
-            Err(e) => Sent::Answer(e.verdict()),
+            Err(e) => e.verdict(),
         }
     }
 
@@ -574,19 +553,11 @@ struct Stream {
     events: Vec<usize>,
 }
 
-/// What one request came back with.
-#[derive(Debug, PartialEq)]
-enum Sent {
-    Answer(Verdict),
-    /// 413: the body is too large for Loki or a proxy in front of it.
-    TooLarge(String),
-}
-
 /// The verdict for `sent` events from Loki's answer (the table in the module docs).
-fn classify(resp: &Response, sent: usize) -> Sent {
+fn classify(resp: &Response, sent: usize) -> Verdict {
     let status = resp.status.as_u16();
     let reason = || format!("HTTP {status}: {}", snippet(&resp.body));
-    Sent::Answer(match status {
+    match status {
         260 => Verdict::Accepted {
             rejected: sent as u64,
             reason: "HTTP 260: Loki blocks ingestion for this tenant".into(),
@@ -598,9 +569,8 @@ fn classify(resp: &Response, sent: usize) -> Sent {
             },
             None => Verdict::Rejected { reason: reason() },
         },
-        413 => return Sent::TooLarge(reason()),
         _ => super::http::classify(resp),
-    })
+    }
 }
 
 /// How many entries a 400 says Loki refused, when the body is one of Loki's per-entry forms;
@@ -655,81 +625,6 @@ fn rejected_count(body: &[u8]) -> Option<u64> {
         "missing required labels",
     ];
     ONE_ERROR.iter().any(|p| text.starts_with(p)).then_some(1)
-}
-
-/// One verdict for the whole attempt from the verdicts of its parts (several only after a
-/// 413 split). Entries refused without being named (a 400 in one part) cannot be expressed
-/// next to a retry, so in that rare mix they are logged here and counted as delivered.
-fn combine(total: usize, mut done: Vec<(Range<usize>, Verdict)>) -> Verdict {
-    if done.len() == 1 {
-        return done.pop().map(|(_, v)| v).unwrap_or(Verdict::Delivered);
-    }
-    let mut retry = Vec::new();
-    let mut rejected = Vec::new();
-    let mut after: Option<Duration> = None;
-    let mut retry_reason = "partial";
-    let mut unnamed = 0u64;
-    let mut unnamed_reason = String::new();
-    for (range, verdict) in done {
-        match verdict {
-            Verdict::Delivered => {}
-            Verdict::Accepted {
-                rejected: n,
-                reason,
-            } => {
-                unnamed += n;
-                unnamed_reason = reason;
-            }
-            Verdict::Rejected { reason } => {
-                rejected.extend(range.map(|i| (i, reason.clone())));
-            }
-            Verdict::Retry { reason, after: a } => {
-                retry.extend(range);
-                after = after.max(a);
-                retry_reason = reason;
-            }
-            Verdict::Partial {
-                retry: r,
-                rejected: x,
-                after: a,
-            } => {
-                retry.extend(r.iter().map(|i| range.start + i));
-                rejected.extend(x.into_iter().map(|(i, why)| (range.start + i, why)));
-                after = after.max(a);
-            }
-        }
-    }
-    if retry.is_empty() && rejected.is_empty() {
-        return match unnamed {
-            0 => Verdict::Delivered,
-            n => Verdict::Accepted {
-                rejected: n,
-                reason: unnamed_reason,
-            },
-        };
-    }
-    if unnamed > 0 {
-        tracing::error!(
-            rejected = unnamed,
-            reason = %unnamed_reason,
-            "Loki refused entries of a split request without naming them, events lost"
-        );
-    }
-    if rejected.is_empty() && unnamed == 0 && retry.len() == total {
-        return Verdict::Retry {
-            reason: retry_reason,
-            after,
-        };
-    }
-    if retry.is_empty() && unnamed == 0 && rejected.len() == total {
-        let reason = rejected.swap_remove(0).1;
-        return Verdict::Rejected { reason };
-    }
-    Verdict::Partial {
-        retry,
-        rejected,
-        after,
-    }
 }
 
 /// The record of `r` as JSON (`{…}`), as the `stdout` sink writes it under `"record"`.
@@ -1054,6 +949,7 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use bytes::Bytes;
     use prost::Message as _;
@@ -1446,12 +1342,7 @@ mod tests {
 
     #[test]
     fn classification() {
-        let v = |status, after, body| match classify(&response(status, after, body), 10) {
-            Sent::Answer(v) => v,
-            Sent::TooLarge(r) => Verdict::Rejected {
-                reason: format!("too large: {r}"),
-            },
-        };
+        let v = |status, after, body| classify(&response(status, after, body), 10);
         assert_eq!(v(204, None, ""), Verdict::Delivered);
         assert_eq!(v(200, None, ""), Verdict::Delivered);
         assert_eq!(
@@ -1486,7 +1377,9 @@ mod tests {
         }
         assert_eq!(
             classify(&response(413, None, "request body too large"), 10),
-            Sent::TooLarge("HTTP 413: request body too large".into())
+            Verdict::TooLarge {
+                reason: "HTTP 413: request body too large".into()
+            }
         );
         let partial = "entry with timestamp 2023-11-14 22:13:20 +0000 UTC ignored, reason: 'entry too far behind, entry timestamp is: 2023-11-14T22:13:20Z, oldest acceptable timestamp is: 2023-11-14T23:13:20Z',\nuser 'fake', total ignored: 3 out of 10 for stream: {job=\"x\"}\n";
         assert_eq!(
@@ -1535,71 +1428,6 @@ mod tests {
         assert_eq!(rejected_count(b"loghttp: cannot parse"), None);
         assert_eq!(rejected_count(b"<html>400 Bad Request</html>"), None);
         assert_eq!(rejected_count(b"x5 errors like: y"), None);
-    }
-
-    #[test]
-    fn split_outcomes_combine() {
-        let retry = |s| Verdict::Retry {
-            reason: s,
-            after: Some(Duration::from_secs(1)),
-        };
-        let rejected = |s: &str| Verdict::Rejected { reason: s.into() };
-        assert_eq!(
-            combine(4, vec![(0..4, retry("throttled"))]),
-            retry("throttled")
-        );
-        assert_eq!(
-            combine(
-                4,
-                vec![(0..2, Verdict::Delivered), (2..4, Verdict::Delivered)]
-            ),
-            Verdict::Delivered
-        );
-        assert_eq!(
-            combine(
-                4,
-                vec![
-                    (0..2, Verdict::Delivered),
-                    (
-                        2..4,
-                        Verdict::Accepted {
-                            rejected: 1,
-                            reason: "r".into()
-                        }
-                    )
-                ]
-            ),
-            Verdict::Accepted {
-                rejected: 1,
-                reason: "r".into()
-            }
-        );
-        assert_eq!(
-            combine(
-                4,
-                vec![
-                    (0..1, rejected("big")),
-                    (1..2, Verdict::Delivered),
-                    (2..4, retry("server_error"))
-                ]
-            ),
-            Verdict::Partial {
-                retry: vec![2, 3],
-                rejected: vec![(0, "big".into())],
-                after: Some(Duration::from_secs(1))
-            }
-        );
-        assert_eq!(
-            combine(
-                2,
-                vec![(0..1, retry("server_error")), (1..2, retry("server_error"))]
-            ),
-            retry("server_error")
-        );
-        assert_eq!(
-            combine(2, vec![(0..1, rejected("big")), (1..2, rejected("big"))]),
-            rejected("big")
-        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod ndjson;
 pub mod order;
 pub mod otlp;
 pub mod retry;
+pub mod split;
 
 use std::time::Duration;
 

@@ -23,9 +23,12 @@ pub enum Verdict {
         rejected: Vec<(usize, String)>,
         after: Option<Duration>,
     },
-    /// The backend refused everything for good (400, 401, 413...). The events go to the
+    /// The backend refused everything for good (400, 401...). The events go to the
     /// dead-letter file.
     Rejected { reason: String },
+    /// The request is larger than the backend takes (413): the delivery loop sends it again
+    /// in halves ([`super::split`]); a single event still too large is refused.
+    TooLarge { reason: String },
     /// The backend stored some and refused the rest without saying which (OTLP partial
     /// success, a Loki 400 after storing the valid entries): nothing is resent.
     Accepted { rejected: u64, reason: String },

@@ -369,6 +369,7 @@ impl AttemptSpan {
             Verdict::Retry { reason, .. } => ("retry", Some(Cow::Borrowed(*reason))),
             Verdict::Partial { .. } => ("partial", Some(Cow::Borrowed("partial"))),
             Verdict::Rejected { reason } => ("rejected", Some(Cow::Owned(reason.clone()))),
+            Verdict::TooLarge { reason } => ("too_large", Some(Cow::Owned(reason.clone()))),
             Verdict::Accepted { reason, .. } => ("accepted", Some(Cow::Owned(reason.clone()))),
         };
         self.0.set_attribute(KeyValue::new(key::VERDICT, name));

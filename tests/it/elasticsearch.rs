@@ -569,7 +569,7 @@ async fn too_large_requests_are_split_and_a_too_large_document_dead_lettered() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].1, 13);
     assert!(
-        dead[0].0.contains("HTTP 413") && dead[0].0.contains("single document"),
+        dead[0].0.contains("HTTP 413") && dead[0].0.contains("single event"),
         "{}",
         dead[0].0
     );

@@ -373,3 +373,44 @@ async fn http2_prior_knowledge() {
             .all(|r| r.version == hyper::Version::HTTP_11)
     );
 }
+
+/// 413 for a body of more than four lines, else stored.
+fn four_lines_at_most(body: &[u8]) -> (u16, String) {
+    let lines = body.iter().filter(|b| **b == b'\n').count();
+    if lines > 4 {
+        (413, "request entity too large".into())
+    } else {
+        (200, String::new())
+    }
+}
+
+#[tokio::test]
+async fn a_request_too_large_goes_again_in_halves_in_order() {
+    let b = Backend::start(vec![Fault::Custom(four_lines_at_most); 40]).await;
+    let o = outrigger(&b.url(), "max_batch_events = 20\ncompression = \"none\"").await;
+    o.send_ids(0, 20).await;
+    let got = wait_delivered(&b, 20).await;
+    assert_eq!(
+        got,
+        (0..20).collect::<Vec<_>>(),
+        "every line once, in order"
+    );
+    // 20 → 10 → 5 → 2 + 3 … : every refused body was larger than four lines.
+    let refused: Vec<usize> = b
+        .state
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| r.body.iter().filter(|b| **b == b'\n').count())
+        .collect();
+    assert!(
+        !refused.is_empty() && refused.iter().all(|n| *n > 4),
+        "{refused:?}"
+    );
+    assert_eq!(
+        o.metric("outrigger_sink_events_total{component=\"out\"}"),
+        20.0
+    );
+}

@@ -59,7 +59,8 @@
 //! | gRPC RESOURCE_EXHAUSTED without it, and every other code | refused (dead letter) |
 //! | HTTP 429 | retry (`throttled`) after `Retry-After` (or, in a protobuf body, the status's `RetryInfo`) |
 //! | HTTP 502, 503, 504 | retry (`server_error`), same |
-//! | any other HTTP status (500 and 413 included) | refused, with the `google.rpc.Status` message |
+//! | HTTP 413 | sent again in halves, down to single records (a single record still too large is refused) |
+//! | any other HTTP status (500 included) | refused, with the `google.rpc.Status` message |
 //! | no answer within `timeout_ms`, connection failure | retry |
 //!
 //! The gRPC channel connects lazily (on the first request) and reconnects by itself; a
@@ -519,6 +520,9 @@ fn classify_http(resp: &Response, json: bool) -> Verdict {
         502..=504 => Verdict::Retry {
             reason: "server_error",
             after: after(),
+        },
+        413 => Verdict::TooLarge {
+            reason: format!("HTTP 413: {}", status_message(&resp.body, json)),
         },
         _ => Verdict::Rejected {
             reason: format!("HTTP {status}: {}", status_message(&resp.body, json)),
@@ -1238,7 +1242,11 @@ mod tests {
                 }
             );
         }
-        for code in [400, 401, 403, 404, 408, 413, 500, 501] {
+        assert!(matches!(
+            classify_http(&response(413, &[], b""), false),
+            Verdict::TooLarge { .. }
+        ));
+        for code in [400, 401, 403, 404, 408, 500, 501] {
             assert!(
                 matches!(
                     classify_http(&response(code, &[], b""), false),
