@@ -23,12 +23,12 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use super::json;
+use super::dead_letter::DeadLetter;
 use super::order::{Finish, Gate, Item, Request, Scheduler};
 use super::retry::{Backoff, Verdict};
 use super::split;
@@ -105,57 +105,6 @@ impl Exporter {
             Exporter::Loki(_) => "loki",
             Exporter::Elasticsearch(_) => "elasticsearch",
             Exporter::Otlp(_) => "otlp",
-        }
-    }
-}
-
-/// Appends refused events, with the reason, to a file of JSON lines.
-#[derive(Debug)]
-pub struct DeadLetter {
-    file: Mutex<std::fs::File>,
-    /// How events are written: the sink's own shape, so a dead letter reads like the events
-    /// the user configured.
-    shape: json::Shape,
-}
-
-impl DeadLetter {
-    /// Opens (appending) the dead-letter file.
-    ///
-    /// # Errors
-    /// The file cannot be opened for appending.
-    pub fn open(path: &std::path::Path, shape: json::Shape) -> std::io::Result<DeadLetter> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        Ok(DeadLetter {
-            file: Mutex::new(file),
-            shape,
-        })
-    }
-
-    /// Writes `{"sink":…,"reason":…,"event":{…}}` per event.
-    fn write(&self, sink: &str, reason: &str, events: &[Ref<'_>]) {
-        use std::io::Write;
-        let mut out = Vec::new();
-        let mut times = json::TimeCache::default();
-        let shape = &self.shape;
-        for r in events {
-            let start = out.len();
-            out.extend_from_slice(b"{\"sink\":");
-            json::string(&mut out, sink.as_bytes());
-            out.extend_from_slice(b",\"reason\":");
-            json::string(&mut out, reason.as_bytes());
-            out.extend_from_slice(b",\"event\":");
-            if json::event(&mut out, &mut times, r.batch, r.event, shape).is_err() {
-                out.truncate(start);
-                continue;
-            }
-            out.extend_from_slice(b"}\n");
-        }
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = file.write_all(&out) {
-            tracing::error!(sink, error = %e, events = events.len(), "dead-letter write failed, events lost");
         }
     }
 }
@@ -342,7 +291,7 @@ async fn deliver(s: Arc<Shared>, work: Vec<Item>, gate: Gate, finish: Finish) {
                 return;
             }
             Verdict::Rejected { reason } | Verdict::TooLarge { reason } => {
-                refuse(&s, &mut span, &attempt, &reason);
+                refuse(&s, &mut span, &attempt, &reason).await;
                 return;
             }
             Verdict::Retry { reason, after } => (todo.clone(), after, reason),
@@ -357,7 +306,7 @@ async fn deliver(s: Arc<Shared>, work: Vec<Item>, gate: Gate, finish: Finish) {
                     b.delivered(done as u64);
                 }
                 for (i, reason) in &rejected {
-                    refuse(&s, &mut span, &attempt[*i..*i + 1], reason);
+                    refuse(&s, &mut span, &attempt[*i..*i + 1], reason).await;
                 }
                 (retry.iter().map(|i| todo[*i]).collect(), after, "partial")
             }
@@ -374,7 +323,8 @@ async fn deliver(s: Arc<Shared>, work: Vec<Item>, gate: Gate, finish: Finish) {
                 &mut span,
                 &left,
                 &format!("retries exhausted ({reason})"),
-            );
+            )
+            .await;
             return;
         }
         s.metrics.retry(reason);
@@ -396,15 +346,15 @@ fn record_bytes(events: &[Ref<'_>]) -> u64 {
 }
 
 /// Events the backend will never take: counted, logged, dead-lettered.
-fn refuse(s: &Shared, span: &mut Option<ExportSpan>, events: &[Ref<'_>], reason: &str) {
+async fn refuse(s: &Shared, span: &mut Option<ExportSpan>, events: &[Ref<'_>], reason: &str) {
+    if let Some(d) = &s.dead_letter {
+        d.write(&s.name, reason, events).await;
+    }
     s.metrics.failed("rejected", events.len() as u64);
     if let Some(b) = span {
         b.rejected(events.len() as u64, reason);
     }
     if let Some(suppressed) = s.warn.allow() {
         tracing::error!(sink = %s.name, events = events.len(), reason, dead_letter = s.dead_letter.is_some(), suppressed, "backend refused events");
-    }
-    if let Some(d) = &s.dead_letter {
-        d.write(&s.name, reason, events);
     }
 }

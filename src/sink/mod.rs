@@ -4,6 +4,7 @@
 //! flushes and returns. Three kinds exist: JSON lines to stdout or a file, and a blackhole that
 //! only counts (for benchmarks, and with a rate limit for backpressure tests).
 
+pub mod dead_letter;
 pub mod elasticsearch;
 pub mod export;
 pub mod http;
@@ -27,7 +28,7 @@ use crate::telemetry::logging::RateLimit;
 pub struct Export {
     pub exporter: export::Exporter,
     pub delivery: crate::config::export::Delivery,
-    pub dead_letter: Option<export::DeadLetter>,
+    pub dead_letter: Option<dead_letter::DeadLetter>,
     /// Where each batch's span goes; `None` when `[telemetry.otlp]` is off.
     pub tracer: Option<crate::telemetry::otel::SinkTracer>,
 }

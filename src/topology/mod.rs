@@ -173,7 +173,7 @@ fn export_sink(
 ) -> anyhow::Result<Sink> {
     let dead_letter = match &delivery.dead_letter_path {
         Some(p) => Some(
-            crate::sink::export::DeadLetter::open(p, shape.clone()).with_context(|| {
+            crate::sink::dead_letter::DeadLetter::open(p, shape.clone()).with_context(|| {
                 format!("sinks.{name}.dead_letter_path: opening {}", p.display())
             })?,
         ),
