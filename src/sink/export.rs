@@ -22,11 +22,13 @@
 //! file, never dropped silently.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use super::dead_letter::DeadLetter;
 use super::order::{Finish, Gate, Item, Request, Scheduler};
@@ -57,6 +59,35 @@ impl<'a> Ref<'a> {
             event,
             time: event.time,
         }
+    }
+}
+
+/// What the delivery loop needs of an exporter: one attempt at a request, and each event's
+/// stream. [`Exporter`] in production; the loop's tests drive it with a stand-in.
+pub trait Deliver: Send + Sync + 'static {
+    /// Sends `events` once and says what became of them, opening `gate` just before it
+    /// sends (after encoding).
+    fn attempt<'a>(
+        &'a self,
+        events: &'a [Ref<'a>],
+        gate: &'a Gate,
+    ) -> impl Future<Output = Verdict> + Send + 'a;
+
+    /// The stream `event` belongs to, as a hash (see [`Exporter::stream`]).
+    fn stream(&self, r: Ref<'_>) -> u64;
+}
+
+impl Deliver for Exporter {
+    fn attempt<'a>(
+        &'a self,
+        events: &'a [Ref<'a>],
+        gate: &'a Gate,
+    ) -> impl Future<Output = Verdict> + Send + 'a {
+        Exporter::attempt(self, events, gate)
+    }
+
+    fn stream(&self, r: Ref<'_>) -> u64 {
+        Exporter::stream(self, r)
     }
 }
 
@@ -110,9 +141,9 @@ impl Exporter {
 }
 
 /// What every request of one sink shares.
-struct Shared {
+struct Shared<E> {
     name: String,
-    exporter: Exporter,
+    exporter: E,
     backoff: Backoff,
     max_retries: u32,
     dead_letter: Option<DeadLetter>,
@@ -144,9 +175,9 @@ fn origin(r: Ref<'_>) -> u64 {
 }
 
 /// Drains `queue` into `exporter` until the queue closes and every request has finished.
-pub async fn run(
+pub async fn run<E: Deliver>(
     name: String,
-    exporter: Exporter,
+    exporter: E,
     delivery: Delivery,
     dead_letter: Option<DeadLetter>,
     mut queue: QueueReceiver,
@@ -203,7 +234,7 @@ pub async fn run(
             .filter(|_| inflight.len() - scheduler.queued() < slots);
         let wait_due = async {
             match due {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
+                Some(d) => tokio::time::sleep_until(d).await,
                 None => std::future::pending().await,
             }
         };
@@ -234,7 +265,7 @@ pub async fn run(
 ///
 /// With self-telemetry on, the request gets a span (see [`ExportSpan`]) and each attempt a
 /// child span; with it off, `span` is `None` and nothing is built.
-async fn deliver(s: Arc<Shared>, work: Vec<Item>, gate: Gate, finish: Finish) {
+async fn deliver<E: Deliver>(s: Arc<Shared<E>>, work: Vec<Item>, gate: Gate, finish: Finish) {
     // Finished, whatever way this ends: the requests behind this one may send.
     let _finish = finish;
     let refs: Vec<Ref<'_>> = work.iter().map(Item::event).collect();
@@ -346,7 +377,7 @@ fn record_bytes(events: &[Ref<'_>]) -> u64 {
 }
 
 /// Events the backend will never take: counted, logged, dead-lettered.
-async fn refuse(s: &Shared, span: &mut Option<ExportSpan>, events: &[Ref<'_>], reason: &str) {
+async fn refuse<E>(s: &Shared<E>, span: &mut Option<ExportSpan>, events: &[Ref<'_>], reason: &str) {
     if let Some(d) = &s.dead_letter {
         d.write(&s.name, reason, events).await;
     }
@@ -356,5 +387,281 @@ async fn refuse(s: &Shared, span: &mut Option<ExportSpan>, events: &[Ref<'_>], r
     }
     if let Some(suppressed) = s.warn.allow() {
         tracing::error!(sink = %s.name, events = events.len(), reason, dead_letter = s.dead_letter.is_some(), suppressed, "backend refused events");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering as Atomic};
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::buffer::{Queue, QueueGauges};
+    use crate::config::export::Ordering;
+    use crate::event::Event;
+
+    /// One attempt as the stand-in saw it: when it sent (after its gate), and the ids.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        at: Duration,
+        ids: Vec<u8>,
+    }
+
+    /// A stand-in backend: answers from `script` (then `Delivered`) after `latency`, and
+    /// `TooLarge` for more than `max_events`.
+    struct Fake {
+        start: Instant,
+        latency: Duration,
+        max_events: usize,
+        script: Mutex<VecDeque<Verdict>>,
+        seen: Mutex<Vec<Seen>>,
+        active: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl Fake {
+        fn new(latency: Duration, max_events: usize, script: Vec<Verdict>) -> Arc<Fake> {
+            Arc::new(Fake {
+                start: Instant::now(),
+                latency,
+                max_events,
+                script: Mutex::new(script.into()),
+                seen: Mutex::new(Vec::new()),
+                active: AtomicUsize::new(0),
+                most: AtomicUsize::new(0),
+            })
+        }
+
+        fn seen(&self) -> Vec<Seen> {
+            self.seen.lock().unwrap().clone()
+        }
+
+        fn sizes(&self) -> Vec<usize> {
+            self.seen().iter().map(|s| s.ids.len()).collect()
+        }
+    }
+
+    impl Deliver for Arc<Fake> {
+        async fn attempt<'a>(&'a self, events: &'a [Ref<'a>], gate: &'a Gate) -> Verdict {
+            gate.open().await;
+            let ids = events.iter().map(|r| r.event.record[0]).collect();
+            self.seen.lock().unwrap().push(Seen {
+                at: self.start.elapsed(),
+                ids,
+            });
+            let now = self.active.fetch_add(1, Atomic::SeqCst) + 1;
+            self.most.fetch_max(now, Atomic::SeqCst);
+            tokio::time::sleep(self.latency).await;
+            self.active.fetch_sub(1, Atomic::SeqCst);
+            if events.len() > self.max_events {
+                return Verdict::TooLarge {
+                    reason: "HTTP 413".into(),
+                };
+            }
+            self.script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Verdict::Delivered)
+        }
+
+        /// The record's second byte.
+        fn stream(&self, r: Ref<'_>) -> u64 {
+            u64::from(r.event.record[1])
+        }
+    }
+
+    fn delivery(max_events: usize, max_in_flight: usize, flush_ms: u64) -> Delivery {
+        Delivery {
+            max_batch_events: max_events,
+            max_batch_bytes: 1 << 20,
+            flush_interval_ms: flush_ms,
+            max_in_flight,
+            ordering: Ordering::Stream,
+            retry_initial_backoff_ms: 100,
+            retry_max_backoff_ms: 1000,
+            max_retries: 0,
+            dead_letter_path: None,
+        }
+    }
+
+    /// Runs the loop over batches of `(id, stream)` events (records of 10 bytes), closing the
+    /// queue `close_after` after the last one is queued; returns the sink's metrics.
+    async fn run_loop(
+        fake: &Arc<Fake>,
+        delivery: Delivery,
+        batches: &[&[(u8, u8)]],
+        close_after: Duration,
+    ) -> SinkMetrics {
+        let metrics = crate::telemetry::Metrics::new().sink("out");
+        let (tx, rx) = Queue::bounded(1 << 20, 1 << 20, QueueGauges::default());
+        let task = tokio::spawn(run(
+            "out".into(),
+            fake.clone(),
+            delivery,
+            None,
+            rx,
+            metrics.clone(),
+            None,
+        ));
+        for events in batches {
+            let mut b = Batch {
+                tags: vec![Bytes::from_static(b"t")],
+                size: 100,
+                ..Default::default()
+            };
+            for (id, stream) in *events {
+                let mut record = vec![*id, *stream];
+                record.resize(10, 0);
+                b.events
+                    .push(Event::new(Timestamp::default(), 0, Bytes::from(record)));
+            }
+            tx.push(Arc::new(b), None, events.len()).await.unwrap();
+        }
+        tokio::time::sleep(close_after).await;
+        drop(tx);
+        task.await.unwrap();
+        metrics
+    }
+
+    fn distinct(n: u8) -> Vec<(u8, u8)> {
+        (0..n).map(|i| (i, i)).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_leave_full_or_when_their_oldest_event_is_old() {
+        let fake = Fake::new(Duration::ZERO, usize::MAX, vec![]);
+        let events = distinct(7);
+        let m = run_loop(
+            &fake,
+            delivery(3, 4, 1000),
+            &[&events],
+            Duration::from_secs(5),
+        )
+        .await;
+        let seen = fake.seen();
+        assert_eq!(fake.sizes(), [3, 3, 1]);
+        assert!(seen[0].at < Duration::from_millis(1) && seen[1].at < Duration::from_millis(1));
+        assert!(
+            seen[2].at >= Duration::from_millis(1000) && seen[2].at < Duration::from_millis(1100),
+            "the last one waited for flush_interval_ms: {:?}",
+            seen[2].at
+        );
+        assert_eq!(m.events.get(), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_stop_at_max_batch_bytes() {
+        let fake = Fake::new(Duration::ZERO, usize::MAX, vec![]);
+        let mut d = delivery(100, 4, 10);
+        d.max_batch_bytes = 25;
+        let events = distinct(7);
+        run_loop(&fake, d, &[&events], Duration::from_secs(1)).await;
+        // 10-byte records: the third reaches 25 bytes.
+        assert_eq!(fake.sizes(), [3, 3, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_max_in_flight_requests_send_at_once() {
+        let fake = Fake::new(Duration::from_millis(100), usize::MAX, vec![]);
+        let events = distinct(10);
+        run_loop(
+            &fake,
+            delivery(1, 2, 10),
+            &[&events],
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(fake.sizes(), [1; 10]);
+        assert_eq!(fake.most.load(Atomic::SeqCst), 2);
+        let last = fake.seen().last().unwrap().at;
+        assert!(
+            last >= Duration::from_millis(400) && last < Duration::from_millis(500),
+            "five rounds of two: {last:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_wait_for_retry_after_then_back_off() {
+        let fake = Fake::new(
+            Duration::ZERO,
+            usize::MAX,
+            vec![
+                Verdict::Retry {
+                    reason: "throttled",
+                    after: Some(Duration::from_secs(3)),
+                },
+                Verdict::Retry {
+                    reason: "server_error",
+                    after: None,
+                },
+            ],
+        );
+        let m = run_loop(
+            &fake,
+            delivery(10, 4, 10),
+            &[&[(1, 1)]],
+            Duration::from_secs(10),
+        )
+        .await;
+        let at: Vec<Duration> = fake.seen().iter().map(|s| s.at).collect();
+        assert_eq!(at.len(), 3, "{at:?}");
+        assert!(
+            at[1] - at[0] >= Duration::from_secs(3),
+            "Retry-After: {at:?}"
+        );
+        // Second failure: 100 ms × 2, with jitter in [0.5, 1).
+        let backoff = at[2] - at[1];
+        assert!(
+            backoff >= Duration::from_millis(100) && backoff < Duration::from_millis(200),
+            "{backoff:?}"
+        );
+        assert_eq!(m.events.get(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_too_large_goes_in_halves_and_every_event_is_counted_once() {
+        let fake = Fake::new(Duration::ZERO, 2, vec![]);
+        let events: Vec<(u8, u8)> = (0..5).map(|i| (i, 0)).collect();
+        let m = run_loop(
+            &fake,
+            delivery(5, 4, 10),
+            &[&events],
+            Duration::from_secs(1),
+        )
+        .await;
+        let seen = fake.seen();
+        let ids: Vec<Vec<u8>> = seen.iter().map(|s| s.ids.clone()).collect();
+        assert_eq!(
+            ids,
+            [
+                vec![0, 1, 2, 3, 4],
+                vec![0, 1],
+                vec![2, 3, 4],
+                vec![2],
+                vec![3, 4]
+            ]
+        );
+        assert_eq!(m.events.get(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_waits_for_its_request_while_another_goes() {
+        // Stream 1's second event waits for its first request (200 ms); stream 2 does not.
+        let fake = Fake::new(Duration::from_millis(200), usize::MAX, vec![]);
+        run_loop(
+            &fake,
+            delivery(1, 4, 10),
+            &[&[(10, 1), (11, 1), (20, 2)]],
+            Duration::from_secs(2),
+        )
+        .await;
+        let seen = fake.seen();
+        let at = |id: u8| seen.iter().find(|s| s.ids == [id]).unwrap().at;
+        assert!(at(10) < Duration::from_millis(1) && at(20) < Duration::from_millis(1));
+        assert!(at(11) >= Duration::from_millis(200), "{:?}", at(11));
     }
 }

@@ -30,9 +30,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as Atomic};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{Notify, OnceCell, OwnedSemaphorePermit, Semaphore};
+// The runtime's clock, so the loop's flushes follow tokio's (paused, in tests) time.
+use tokio::time::Instant;
 
 use super::export::Ref;
 use crate::buffer::{Entry, SLOT_BYTES};
