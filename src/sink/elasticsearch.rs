@@ -1234,25 +1234,20 @@ fn classify(
                 snippet(body)
             )),
         },
-        408 => Answer::Retry {
-            reason: "timeout",
-            after,
-        },
         413 => Answer::TooLarge(format!(
             "HTTP 413, request larger than the server accepts (http.max_content_length, or a \
              proxy's body limit): {}",
             snippet(body)
         )),
-        429 => Answer::Retry {
-            reason: "throttled",
-            after,
+        // The rules every HTTP exporter shares.
+        _ => match super::http::status_verdict(status, after, body) {
+            Verdict::Retry { reason, after } => Answer::Retry { reason, after },
+            Verdict::TooLarge { reason } => Answer::TooLarge(reason),
+            other => Answer::Rejected(match other {
+                Verdict::Rejected { reason } => reason,
+                _ => format!("HTTP {status}: {}", snippet(body)),
+            }),
         },
-        501 => Answer::Rejected(format!("HTTP 501: {}", snippet(body))),
-        500..=599 => Answer::Retry {
-            reason: "server_error",
-            after,
-        },
-        _ => Answer::Rejected(format!("HTTP {status}: {}", snippet(body))),
     }
 }
 

@@ -291,14 +291,20 @@ fn tls_config(cfg: &HttpClient) -> anyhow::Result<rustls::ClientConfig> {
     })
 }
 
-/// The usual HTTP rule: 2xx done; 408, 429 and 5xx (but 501) retried; the rest refused.
+/// The usual HTTP rule for a response (see [`status_verdict`]).
 pub fn classify(resp: &Response) -> Verdict {
-    let status = resp.status.as_u16();
     let after = resp
         .headers
         .get(hyper::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(retry_after);
+    status_verdict(resp.status.as_u16(), after, &resp.body)
+}
+
+/// What an HTTP status says, for the exporters that have no rule of their own for it: 2xx
+/// delivered; 408, 429 and 5xx but 501 retried (after `after`, the `Retry-After`); 413 too
+/// large (split); everything else refused with the start of `body`.
+pub fn status_verdict(status: u16, after: Option<Duration>, body: &[u8]) -> Verdict {
     match status {
         200..=299 => Verdict::Delivered,
         408 => Verdict::Retry {
@@ -310,17 +316,17 @@ pub fn classify(resp: &Response) -> Verdict {
             after,
         },
         413 => Verdict::TooLarge {
-            reason: format!("HTTP 413: {}", snippet(&resp.body)),
+            reason: format!("HTTP 413: {}", snippet(body)),
         },
         501 => Verdict::Rejected {
-            reason: format!("HTTP 501: {}", snippet(&resp.body)),
+            reason: format!("HTTP 501: {}", snippet(body)),
         },
         500..=599 => Verdict::Retry {
             reason: "server_error",
             after,
         },
         _ => Verdict::Rejected {
-            reason: format!("HTTP {status}: {}", snippet(&resp.body)),
+            reason: format!("HTTP {status}: {}", snippet(body)),
         },
     }
 }
