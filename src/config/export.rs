@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// Keys of an exporter sink that configure delivery rather than the exporter's format; the
-/// parser splits them off so each exporter's own struct stays small and strict.
-pub const EXPORT_KEYS: [&str; 16] = [
+/// Keys of a sink that speaks HTTP: how it reaches its backend. The parser splits them (and
+/// [`DELIVERY_KEYS`]) off the sink's table, so each exporter's own struct stays small and
+/// strict.
+pub const HTTP_KEYS: [&str; 7] = [
     "endpoint",
     "headers",
     "auth",
@@ -16,6 +17,11 @@ pub const EXPORT_KEYS: [&str; 16] = [
     "compression",
     "timeout_ms",
     "http2",
+];
+
+/// Keys of every sink that delivers in requests (an HTTP exporter, or one over another
+/// transport): batching, concurrency, order, retries, dead letters.
+pub const DELIVERY_KEYS: [&str; 9] = [
     "max_batch_events",
     "max_batch_bytes",
     "flush_interval_ms",
@@ -27,10 +33,10 @@ pub const EXPORT_KEYS: [&str; 16] = [
     "dead_letter_path",
 ];
 
-/// How an exporter reaches its backend and paces its requests.
+/// How an HTTP exporter reaches its backend, as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Export {
+pub struct Http {
     pub endpoint: String,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -41,12 +47,37 @@ pub struct Export {
     #[serde(default)]
     pub compression: Option<Compression>,
     /// One request, from connect to the end of the response.
-    #[serde(default = "Export::default_timeout_ms")]
+    #[serde(default = "Http::default_timeout_ms")]
     pub timeout_ms: u64,
     /// Speak HTTP/2 only (including cleartext h2c); otherwise HTTP/1.1, or HTTP/2 when TLS
     /// negotiates it.
     #[serde(default)]
     pub http2: bool,
+}
+
+impl Http {
+    fn default_timeout_ms() -> u64 {
+        30_000
+    }
+
+    /// With the exporter's default compression applied.
+    pub fn resolve(self, compression: Compression) -> HttpClient {
+        HttpClient {
+            endpoint: self.endpoint,
+            headers: self.headers,
+            auth: self.auth,
+            tls: self.tls,
+            compression: self.compression.unwrap_or(compression),
+            timeout_ms: self.timeout_ms,
+            http2: self.http2,
+        }
+    }
+}
+
+/// How a sink paces its requests, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pacing {
     #[serde(default)]
     pub max_batch_events: Option<usize>,
     #[serde(default)]
@@ -55,15 +86,15 @@ pub struct Export {
     pub flush_interval_ms: Option<u64>,
     /// Requests in flight at once; more batches wait in the queue (and the queue, when full,
     /// stops the sources).
-    #[serde(default = "Export::default_max_in_flight")]
+    #[serde(default = "Pacing::default_max_in_flight")]
     pub max_in_flight: usize,
     /// Whether a stream (a container's stdout, a Loki label set) keeps its order across the
     /// requests in flight.
     #[serde(default)]
     pub ordering: Ordering,
-    #[serde(default = "Export::default_initial_backoff_ms")]
+    #[serde(default = "Pacing::default_initial_backoff_ms")]
     pub retry_initial_backoff_ms: u64,
-    #[serde(default = "Export::default_max_backoff_ms")]
+    #[serde(default = "Pacing::default_max_backoff_ms")]
     pub retry_max_backoff_ms: u64,
     /// Attempts after the first for a retryable failure; 0 retries until the backend takes
     /// the events or Outrigger is stopped.
@@ -75,10 +106,7 @@ pub struct Export {
     pub dead_letter_path: Option<PathBuf>,
 }
 
-impl Export {
-    fn default_timeout_ms() -> u64 {
-        30_000
-    }
+impl Pacing {
     fn default_max_in_flight() -> usize {
         4
     }
@@ -87,6 +115,35 @@ impl Export {
     }
     fn default_max_backoff_ms() -> u64 {
         30_000
+    }
+
+    /// With the sink's defaults applied.
+    pub fn resolve(self, d: Defaults) -> Delivery {
+        Delivery {
+            max_batch_events: self.max_batch_events.unwrap_or(d.max_batch_events).max(1),
+            max_batch_bytes: self.max_batch_bytes.unwrap_or(d.max_batch_bytes).max(1),
+            flush_interval_ms: self.flush_interval_ms.unwrap_or(d.flush_interval_ms),
+            max_in_flight: self.max_in_flight.max(1),
+            ordering: self.ordering,
+            retry_initial_backoff_ms: self.retry_initial_backoff_ms.max(1),
+            retry_max_backoff_ms: self.retry_max_backoff_ms.max(self.retry_initial_backoff_ms),
+            max_retries: self.max_retries,
+            dead_letter_path: self.dead_letter_path,
+        }
+    }
+}
+
+/// An HTTP exporter's settings: its transport and its pacing.
+#[derive(Debug, Clone)]
+pub struct Export {
+    pub http: Http,
+    pub pacing: Pacing,
+}
+
+impl Export {
+    /// Splits into the client's and the delivery loop's settings.
+    pub fn resolve(self, d: Defaults) -> (HttpClient, Delivery) {
+        (self.http.resolve(d.compression), self.pacing.resolve(d))
     }
 }
 
@@ -170,32 +227,4 @@ pub struct Defaults {
     pub max_batch_bytes: usize,
     pub flush_interval_ms: u64,
     pub compression: Compression,
-}
-
-impl Export {
-    /// Splits into the client's and the delivery loop's settings.
-    pub fn resolve(self, d: Defaults) -> (HttpClient, Delivery) {
-        (
-            HttpClient {
-                endpoint: self.endpoint,
-                headers: self.headers,
-                auth: self.auth,
-                tls: self.tls,
-                compression: self.compression.unwrap_or(d.compression),
-                timeout_ms: self.timeout_ms,
-                http2: self.http2,
-            },
-            Delivery {
-                max_batch_events: self.max_batch_events.unwrap_or(d.max_batch_events).max(1),
-                max_batch_bytes: self.max_batch_bytes.unwrap_or(d.max_batch_bytes).max(1),
-                flush_interval_ms: self.flush_interval_ms.unwrap_or(d.flush_interval_ms),
-                max_in_flight: self.max_in_flight.max(1),
-                ordering: self.ordering,
-                retry_initial_backoff_ms: self.retry_initial_backoff_ms.max(1),
-                retry_max_backoff_ms: self.retry_max_backoff_ms.max(self.retry_initial_backoff_ms),
-                max_retries: self.max_retries,
-                dead_letter_path: self.dead_letter_path,
-            },
-        )
-    }
 }

@@ -763,18 +763,23 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// Splits the delivery keys ([`export::EXPORT_KEYS`]) off an exporter's table.
+    /// Splits the HTTP and delivery keys ([`export::HTTP_KEYS`], [`export::DELIVERY_KEYS`])
+    /// off an exporter's table.
     fn export(
         &self,
         path: &str,
         at: usize,
         mut rest: Table,
     ) -> Result<(export::Export, Table), Error> {
-        let keys: Table = export::EXPORT_KEYS
-            .iter()
-            .filter_map(|k| rest.remove_entry(*k))
-            .collect();
-        Ok((self.typed(path, at, keys)?, rest))
+        let mut take = |keys: &[&str]| -> Table {
+            keys.iter().filter_map(|k| rest.remove_entry(*k)).collect()
+        };
+        let (http, pacing) = (take(&export::HTTP_KEYS), take(&export::DELIVERY_KEYS));
+        let export = export::Export {
+            http: self.typed(path, at, http)?,
+            pacing: self.typed(path, at, pacing)?,
+        };
+        Ok((export, rest))
     }
 
     fn sink(&self, name: String, table: Spanned<Table>, global: &Global) -> Result<Sink, Error> {
