@@ -19,7 +19,7 @@
 //! - `otlp/protobuf`: the `ExportLogsServiceRequest` written as protobuf
 //!   ([`otlp::Exporter::request`]; the OTLP/HTTP body and the gRPC message, default
 //!   `compression = "none"`); `otlp/protobuf_gzip` adds gzip at the HTTP client's level.
-//! - `stdout/json`: [`json::event`] plus newline per event (the `stdout`/`file`/`http` body).
+//! - `stdout/json`: [`jsonl::event`] plus newline per event (the `stdout`/`file`/`http` body).
 //!
 //! Throughput is in events: criterion's `elem/s` gives ns/event as 1e9 / rate.
 
@@ -36,8 +36,8 @@ use outrigger::config::{Compression, HttpClient};
 use outrigger::event::Batch;
 use outrigger::pipeline::{Enricher, Metrics, Settings};
 use outrigger::sink::export::Ref;
-use outrigger::sink::json::{self, Shape, TimeCache};
-use outrigger::sink::{elasticsearch, http, loki, otlp};
+use outrigger::sink::jsonl::{self, Shape, TimeCache};
+use outrigger::sink::{client, elasticsearch, loki, otlp};
 use outrigger::source::forward::decode::{self, Options, Skipped};
 
 #[allow(dead_code, unused_imports)]
@@ -189,7 +189,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut bytes = 0;
             for r in &requests {
-                bytes += http::gzip(&es.encode(black_box(r))).len();
+                bytes += client::gzip(&es.encode(black_box(r))).len();
             }
             bytes
         })
@@ -207,7 +207,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut bytes = 0;
             for r in &requests {
-                bytes += http::gzip(&otlp.request(black_box(r))).len();
+                bytes += client::gzip(&otlp.request(black_box(r))).len();
             }
             bytes
         })
@@ -220,7 +220,7 @@ fn bench(c: &mut Criterion) {
             for r in &requests {
                 out.clear();
                 for e in black_box(r) {
-                    json::event(&mut out, &mut times, e.batch, e.event, &shape)
+                    jsonl::event(&mut out, &mut times, e.batch, e.event, &shape)
                         .expect("the corpus encodes");
                     out.push(b'\n');
                 }

@@ -14,7 +14,7 @@
 //!   `enrich/text_lines` do the same on only the records whose line is a JSON object (3,626
 //!   of 4,000, as 3,840 events) or is not (374, as 512 events), so the two paths can be told
 //!   apart.
-//! - `sink_json/enriched`: [`json::event`] for every enriched event, into a buffer reused per
+//! - `sink_json/enriched`: [`jsonl::event`] for every enriched event, into a buffer reused per
 //!   batch (what the `stdout` and `file` sinks do); `sink_json/plain` the same for events that
 //!   were not enriched (`[enrich] enabled = false`), where the line stays a string.
 //!
@@ -32,7 +32,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use outrigger::event::Batch;
 use outrigger::pipeline::{Enricher, Metrics, Settings};
-use outrigger::sink::json::{self, Shape, TimeCache};
+use outrigger::sink::jsonl::{self, Shape, TimeCache};
 use outrigger::source::forward::decode::{self, Options, Skipped};
 
 #[allow(dead_code, unused_imports)]
@@ -108,7 +108,7 @@ fn encode(batches: &[Batch], out: &mut Vec<u8>, shape: &Shape) -> usize {
     for b in batches {
         out.clear();
         for e in &b.events {
-            json::event(out, &mut times, b, e, shape).expect("the corpus encodes");
+            jsonl::event(out, &mut times, b, e, shape).expect("the corpus encodes");
             out.push(b'\n');
         }
         bytes += out.len();

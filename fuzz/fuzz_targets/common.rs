@@ -1,7 +1,7 @@
 //! What both targets check on the events they produce.
 
 use outrigger::event::Batch;
-use outrigger::sink::json::{self, Shape, TimeCache};
+use outrigger::sink::jsonl::{self, Shape, TimeCache};
 
 /// Output bytes the JSON sink may write per input byte. The worst honest cases: a control
 /// character in a string inside a non-string key (`\\u001f`, 7 bytes), `nil`s in an array
@@ -15,7 +15,7 @@ pub fn encode_all(batch: &Batch, shape: &Shape, out: &mut Vec<u8>) {
     let mut times = TimeCache::default();
     for e in &batch.events {
         out.clear();
-        if json::event(out, &mut times, batch, e, shape).is_err() {
+        if jsonl::event(out, &mut times, batch, e, shape).is_err() {
             assert!(out.is_empty(), "a failed event leaves the output as it was");
             continue;
         }

@@ -44,7 +44,7 @@ use libfuzzer_sys::fuzz_target;
 use outrigger::event::{Batch, Event, Span, Timestamp};
 use outrigger::pipeline::trace::{self, Format, Scalar, TextScanner, TraceContext};
 use outrigger::pipeline::{Enricher, Metrics, Settings, kubernetes, severity, timefmt};
-use outrigger::sink::json::Shape;
+use outrigger::sink::jsonl::Shape;
 
 const FORMATS: [Format; 7] = [
     Format::Hex,

@@ -22,7 +22,7 @@ use libfuzzer_sys::fuzz_target;
 use outrigger::event::Batch;
 use outrigger::msgpack::Scanner;
 use outrigger::pipeline::{Enricher, Metrics, Settings};
-use outrigger::sink::json::Shape;
+use outrigger::sink::jsonl::Shape;
 use outrigger::source::forward::decode::{self, Options, Skipped};
 
 /// Bounds a little tighter than a `forward` source's defaults (1 MiB records, 64 MiB

@@ -61,7 +61,7 @@ pub struct Settings {
     pub global: Global,
     pub enrich: crate::pipeline::Options,
     /// How JSON lines appear in records the sinks write.
-    pub shape: crate::sink::json::Shape,
+    pub shape: crate::sink::jsonl::Shape,
     pub sources: Vec<Source>,
     pub sinks: Vec<Sink>,
     /// Outrigger's own traces (`[telemetry.otlp]`); off unless `enabled`.
@@ -235,8 +235,8 @@ impl Enrich {
         }
     }
 
-    fn shape(&self) -> crate::sink::json::Shape {
-        crate::sink::json::Shape {
+    fn shape(&self) -> crate::sink::jsonl::Shape {
+        crate::sink::jsonl::Shape {
             nest_key: (self.merge == Merge::Nested).then(|| self.nest_key.clone().into_bytes()),
             keep_line: self.keep_line,
             line_key: self.line_key.clone().into_bytes(),

@@ -11,7 +11,7 @@ use std::io::Write as _;
 use tokio::sync::{mpsc, oneshot};
 
 use super::export::Ref;
-use super::json;
+use super::jsonl;
 
 /// Writes waiting for the thread; more make the requests that refuse events wait.
 const PENDING_WRITES: usize = 16;
@@ -25,7 +25,7 @@ pub struct DeadLetter {
     writes: mpsc::Sender<Write>,
     /// How events are written: the sink's own shape, so a dead letter reads like the events
     /// the user configured.
-    shape: json::Shape,
+    shape: jsonl::Shape,
 }
 
 impl DeadLetter {
@@ -34,7 +34,7 @@ impl DeadLetter {
     ///
     /// # Errors
     /// The file cannot be opened for appending, or the thread cannot be started.
-    pub fn open(path: &std::path::Path, shape: json::Shape) -> std::io::Result<DeadLetter> {
+    pub fn open(path: &std::path::Path, shape: jsonl::Shape) -> std::io::Result<DeadLetter> {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -53,15 +53,15 @@ impl DeadLetter {
     /// Writes `{"sink":…,"reason":…,"event":{…}}` per event, and waits until it is written.
     pub async fn write(&self, sink: &str, reason: &str, events: &[Ref<'_>]) {
         let mut out = Vec::new();
-        let mut times = json::TimeCache::default();
+        let mut times = jsonl::TimeCache::default();
         for r in events {
             let start = out.len();
             out.extend_from_slice(b"{\"sink\":");
-            json::string(&mut out, sink.as_bytes());
+            jsonl::string(&mut out, sink.as_bytes());
             out.extend_from_slice(b",\"reason\":");
-            json::string(&mut out, reason.as_bytes());
+            jsonl::string(&mut out, reason.as_bytes());
             out.extend_from_slice(b",\"event\":");
-            if json::event(&mut out, &mut times, r.batch, r.event, &self.shape).is_err() {
+            if jsonl::event(&mut out, &mut times, r.batch, r.event, &self.shape).is_err() {
                 out.truncate(start);
                 continue;
             }
@@ -91,7 +91,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dead.ndjson");
         std::fs::write(&path, "earlier\n").unwrap();
-        let d = DeadLetter::open(&path, json::Shape::default()).unwrap();
+        let d = DeadLetter::open(&path, jsonl::Shape::default()).unwrap();
         let mut b = Batch {
             tags: vec![Bytes::from_static(b"app")],
             ..Default::default()

@@ -79,9 +79,9 @@ use std::time::Duration;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 
+use super::client::Client;
 use super::export::Ref;
-use super::http::Client;
-use super::json::{self, Shape};
+use super::jsonl::{self, Shape};
 use super::order::Gate;
 use super::retry::{Verdict, retry_after};
 use crate::config::export::{Auth, Compression, Defaults, HttpClient};
@@ -284,7 +284,7 @@ impl Exporter {
             sequence_key: config.sequence_key.clone().into_bytes(),
             sequence_head: {
                 let mut head = b",".to_vec();
-                json::string(&mut head, config.sequence_key.as_bytes());
+                jsonl::string(&mut head, config.sequence_key.as_bytes());
                 head.push(b':');
                 head
             },
@@ -557,7 +557,7 @@ impl IndexTemplate {
     /// Appends the name for an event at `secs` (UTC).
     fn render(&self, out: &mut Vec<u8>, secs: i64) {
         let mut stamp = Vec::with_capacity(32);
-        json::TimeCache::default().write(&mut stamp, Timestamp { secs, nanos: 0 });
+        jsonl::TimeCache::default().write(&mut stamp, Timestamp { secs, nanos: 0 });
         // RFC 3339: YYYY-MM-DDTHH…
         for p in &self.parts {
             out.extend_from_slice(match p {
@@ -590,9 +590,9 @@ fn data_stream_fields(index: &IndexTemplate) -> Vec<u8> {
             ("data_stream.namespace", namespace),
         ] {
             out.push(b',');
-            json::string(&mut out, k.as_bytes());
+            jsonl::string(&mut out, k.as_bytes());
             out.push(b':');
-            json::string(&mut out, v.as_bytes());
+            jsonl::string(&mut out, v.as_bytes());
         }
     }
     out
@@ -603,7 +603,7 @@ fn data_stream_fields(index: &IndexTemplate) -> Vec<u8> {
 /// Encoding state of one request, reused from event to event.
 #[derive(Default)]
 struct Encoder {
-    times: json::TimeCache,
+    times: jsonl::TimeCache,
     /// The action line up to the index name's closing quote, for names from `start` on.
     action: Option<(i64, Vec<u8>)>,
     members: Vec<Member>,
@@ -709,7 +709,7 @@ impl Encoder {
         self.times.write(out, r.event.time);
         out.push(b'"');
         let at = out.len();
-        json::event(out, &mut self.times, r.batch, r.event, shape)?;
+        jsonl::event(out, &mut self.times, r.batch, r.event, shape)?;
         // `{"@timestamp":"…"` + `{"tag":…}` → `{"@timestamp":"…","tag":…}`
         out[at] = b',';
         Ok(())
@@ -736,7 +736,7 @@ impl Encoder {
         }
         self.seen.insert(key);
         out.push(b',');
-        json::string(out, key);
+        jsonl::string(out, key);
         out.push(b':');
         true
     }
@@ -753,13 +753,13 @@ impl Encoder {
     /// `,"key":"value"` for one of Outrigger's own keys.
     fn own(&mut self, out: &mut Vec<u8>, key: &'static [u8], value: &[u8]) {
         self.own_key(out, key);
-        json::string(out, value);
+        jsonl::string(out, value);
     }
 
     /// `,"key":"value"`, unless `key` is already in the document.
     fn pair(&mut self, out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
         if self.key(out, key) {
-            json::string(out, value);
+            jsonl::string(out, value);
         }
     }
 
@@ -947,12 +947,12 @@ impl Encoder {
                 None => {
                     // A non-string key: its JSON text becomes the key.
                     self.scratch.clear();
-                    json::value(&mut self.scratch, &mut c, 1)?;
+                    jsonl::value(&mut self.scratch, &mut c, 1)?;
                     let k = std::mem::take(&mut self.scratch);
                     let fresh = self.key(out, &k);
                     self.scratch = k;
                     if fresh {
-                        json::value(out, &mut c, 1)?;
+                        jsonl::value(out, &mut c, 1)?;
                     } else {
                         c.skip()?;
                     }
@@ -960,7 +960,7 @@ impl Encoder {
                 }
             };
             if self.key(out, key) {
-                json::value(out, &mut c, 1)?;
+                jsonl::value(out, &mut c, 1)?;
             } else {
                 c.skip()?;
             }
@@ -1218,7 +1218,7 @@ fn classify(
     items: usize,
     action: Action,
 ) -> Answer {
-    use super::http::snippet;
+    use super::client::snippet;
     match status {
         200..=299 => match errors_flag(body) {
             Some(false) => Answer::Stored,
@@ -1240,7 +1240,7 @@ fn classify(
             snippet(body)
         )),
         // The rules every HTTP exporter shares.
-        _ => match super::http::status_verdict(status, after, body) {
+        _ => match super::client::status_verdict(status, after, body) {
             Verdict::Retry { reason, after } => Answer::Retry { reason, after },
             Verdict::TooLarge { reason } => Answer::TooLarge(reason),
             other => Answer::Rejected(match other {
@@ -1274,7 +1274,7 @@ fn item_results(body: &[u8], expected: usize, action: Action) -> Result<ItemResu
     let v = simd_json::to_borrowed_value(&mut copy).map_err(|e| {
         format!(
             "unreadable bulk response ({e}): {}",
-            super::http::snippet(body)
+            super::client::snippet(body)
         )
     })?;
     let items = v

@@ -97,7 +97,7 @@ impl Deliver for Exporter {
 #[derive(Debug)]
 pub enum Exporter {
     /// JSON lines POSTed to any HTTP endpoint.
-    Http(super::ndjson::Ndjson),
+    Http(super::http::Exporter),
     /// Grafana Loki's push API.
     Loki(super::loki::Exporter),
     /// Elasticsearch or OpenSearch `_bulk`.

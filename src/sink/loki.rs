@@ -50,10 +50,10 @@ use std::ops::Range;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde::Deserialize;
 
+use super::client::snippet;
+use super::client::{Client, Response};
 use super::export::Ref;
-use super::http::snippet;
-use super::http::{Client, Response};
-use super::json;
+use super::jsonl;
 use super::order::Gate;
 use super::retry::Verdict;
 use crate::config::export::{Compression, Defaults, HttpClient};
@@ -215,7 +215,7 @@ pub struct Exporter {
     tenant: Option<HeaderValue>,
     line: Line,
     encoding: Encoding,
-    shape: json::Shape,
+    shape: jsonl::Shape,
 }
 
 /// A label or structured-metadata entry: its name and how its value is made.
@@ -236,7 +236,7 @@ impl Exporter {
     pub fn try_new(
         client: &HttpClient,
         config: &Config,
-        shape: &super::json::Shape,
+        shape: &super::jsonl::Shape,
     ) -> anyhow::Result<Exporter> {
         let labels = fields("labels", &config.labels)?;
         for f in &labels {
@@ -414,11 +414,11 @@ impl Exporter {
     }
 
     /// The entry's line, as bytes (not yet checked for UTF-8).
-    fn line(&self, out: &mut Vec<u8>, times: &mut json::TimeCache, r: Ref<'_>) {
+    fn line(&self, out: &mut Vec<u8>, times: &mut jsonl::TimeCache, r: Ref<'_>) {
         out.clear();
         match self.line {
             Line::Json => {
-                let _ = json::event(out, times, r.batch, r.event, &self.shape);
+                let _ = jsonl::event(out, times, r.batch, r.event, &self.shape);
             }
             Line::Original => {
                 let e = r.event;
@@ -452,7 +452,7 @@ impl Exporter {
 
     /// The protobuf request.
     fn request(&self, events: &[Ref<'_>], streams: &[Stream]) -> proto::PushRequest {
-        let mut times = json::TimeCache::default();
+        let mut times = jsonl::TimeCache::default();
         let (mut line, mut buf, mut found) = (Vec::new(), Vec::new(), Vec::new());
         let streams = streams
             .iter()
@@ -491,7 +491,7 @@ impl Exporter {
     /// The JSON request: `{"streams":[{"stream":{…},"values":[["<ns>","<line>",{…}]]}]}`.
     fn json(&self, events: &[Ref<'_>], streams: &[Stream]) -> Vec<u8> {
         let mut out = Vec::with_capacity(events.len() * 256);
-        let mut times = json::TimeCache::default();
+        let mut times = jsonl::TimeCache::default();
         let (mut line, mut buf, mut found) = (Vec::new(), Vec::new(), Vec::new());
         out.extend_from_slice(b"{\"streams\":[");
         for (n, s) in streams.iter().enumerate() {
@@ -503,9 +503,9 @@ impl Exporter {
                 if i > 0 {
                     out.push(b',');
                 }
-                json::string(&mut out, k.as_bytes());
+                jsonl::string(&mut out, k.as_bytes());
                 out.push(b':');
-                json::string(&mut out, v.as_bytes());
+                jsonl::string(&mut out, v.as_bytes());
             }
             out.extend_from_slice(b"},\"values\":[");
             for (j, &i) in s.events.iter().enumerate() {
@@ -519,7 +519,7 @@ impl Exporter {
                 out.extend_from_slice(ns.to_string().as_bytes());
                 out.extend_from_slice(b"\",");
                 self.line(&mut line, &mut times, r);
-                json::string(&mut out, &line);
+                jsonl::string(&mut out, &line);
                 self.metadata(r, &mut buf, &mut found);
                 if !found.is_empty() {
                     out.extend_from_slice(b",{");
@@ -527,9 +527,9 @@ impl Exporter {
                         if m > 0 {
                             out.push(b',');
                         }
-                        json::string(&mut out, self.metadata[*f].name.as_bytes());
+                        jsonl::string(&mut out, self.metadata[*f].name.as_bytes());
                         out.push(b':');
-                        json::string(&mut out, &buf[range.clone()]);
+                        jsonl::string(&mut out, &buf[range.clone()]);
                     }
                     out.push(b'}');
                 }
@@ -569,7 +569,7 @@ fn classify(resp: &Response, sent: usize) -> Verdict {
             },
             None => Verdict::Rejected { reason: reason() },
         },
-        _ => super::http::classify(resp),
+        _ => super::client::classify(resp),
     }
 }
 
@@ -628,14 +628,14 @@ fn rejected_count(body: &[u8]) -> Option<u64> {
 }
 
 /// The record of `r` as JSON (`{…}`), as the `stdout` sink writes it under `"record"`.
-fn record_json(out: &mut Vec<u8>, times: &mut json::TimeCache, r: Ref<'_>, shape: &json::Shape) {
-    // json::event writes `{"tag":…,…,"record":{…}}` (then `,"incomplete":true` when marked).
+fn record_json(out: &mut Vec<u8>, times: &mut jsonl::TimeCache, r: Ref<'_>, shape: &jsonl::Shape) {
+    // jsonl::event writes `{"tag":…,…,"record":{…}}` (then `,"incomplete":true` when marked).
     // Every value before the record is a string (escaped quotes) or a number, so the first
     // `,"record":{` is the record's key.
     const KEY: &[u8] = b",\"record\":{";
     const INCOMPLETE: &[u8] = b",\"incomplete\":true}";
     let start = out.len();
-    if json::event(out, times, r.batch, r.event, shape).is_err() {
+    if jsonl::event(out, times, r.batch, r.event, shape).is_err() {
         return;
     }
     let Some(at) = memchr::memmem::find(&out[start..], KEY) else {
@@ -1013,7 +1013,7 @@ mod tests {
             timeout_ms: 1000,
             http2: false,
         };
-        Exporter::try_new(&client, config, &json::Shape::default())
+        Exporter::try_new(&client, config, &jsonl::Shape::default())
     }
 
     fn render(t: &str, r: Ref<'_>) -> String {

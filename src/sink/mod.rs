@@ -1,16 +1,20 @@
 //! Sinks: the last stage, each draining its own queue.
 //!
 //! A sink runs until its queue reports that every sender is gone (the drain reached it), then
-//! flushes and returns. Three kinds exist: JSON lines to stdout or a file, and a blackhole that
-//! only counts (for benchmarks, and with a rate limit for backpressure tests).
+//! flushes and returns. The local ones write JSON lines ([`jsonl`]) to stdout or a file, or
+//! only count (the blackhole, for benchmarks and, with a rate limit, backpressure tests).
+//! The network exporters ([`http`], [`loki`], [`elasticsearch`], [`otlp`]) turn events into
+//! requests and answers into [`retry::Verdict`]s; the rest is theirs in common: the delivery
+//! loop ([`export`]) with per-stream order ([`order`]), 413 halves ([`split`]), backoff
+//! ([`retry`]) and dead letters ([`dead_letter`]), and the HTTP client ([`client`]).
 
+pub mod client;
 pub mod dead_letter;
 pub mod elasticsearch;
 pub mod export;
 pub mod http;
-pub mod json;
+pub mod jsonl;
 pub mod loki;
-pub mod ndjson;
 pub mod order;
 pub mod otlp;
 pub mod retry;
@@ -38,7 +42,7 @@ pub enum Sink {
     /// JSON lines to any writer (stdout, a file).
     Lines {
         writer: Box<dyn AsyncWrite + Send + Unpin>,
-        shape: json::Shape,
+        shape: jsonl::Shape,
     },
     /// Counts and discards; with a rate, takes `1/rate` seconds per event.
     Blackhole { rate_events_per_sec: Option<u64> },
@@ -55,7 +59,7 @@ impl Sink {
                 shape,
             } => {
                 let mut out = Vec::with_capacity(64 << 10);
-                let mut times = json::TimeCache::default();
+                let mut times = jsonl::TimeCache::default();
                 static WARN: RateLimit = RateLimit::new(5);
                 while let Some(first) = queue.recv().await {
                     // Take what else is waiting, so a burst becomes one large write. Entries
@@ -127,16 +131,16 @@ impl Sink {
 
 fn encode(
     out: &mut Vec<u8>,
-    times: &mut json::TimeCache,
+    times: &mut jsonl::TimeCache,
     entry: &Entry,
-    shape: &json::Shape,
+    shape: &jsonl::Shape,
     name: &str,
     metrics: &SinkMetrics,
 ) {
     static WARN: RateLimit = RateLimit::new(5);
     let batch = &entry.batch;
     for e in entry.events() {
-        match json::event(out, times, batch, e, shape) {
+        match jsonl::event(out, times, batch, e, shape) {
             Ok(()) => out.push(b'\n'),
             Err(err) => {
                 metrics.failed("encode_failed", 1);

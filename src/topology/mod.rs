@@ -28,7 +28,7 @@ use crate::config::{self, Settings, SinkKind, SourceKind};
 use crate::shutdown::{self, Trigger};
 use crate::sink::Sink;
 use crate::sink::export::Exporter;
-use crate::sink::{elasticsearch, json, loki, ndjson, otlp};
+use crate::sink::{elasticsearch, http, jsonl, loki, otlp};
 use crate::source::budget::Budget;
 use crate::source::forward::{self, Forward};
 use crate::telemetry::Metrics;
@@ -125,16 +125,16 @@ fn input_budget(settings: &Settings, limit: &config::memory::Limit) -> anyhow::R
 /// The exporter of a network sink, built from its settings; `None` for the local sinks.
 fn exporter<'a>(
     cfg: &'a config::Sink,
-    shape: &json::Shape,
+    shape: &jsonl::Shape,
 ) -> anyhow::Result<Option<(Exporter, &'a Delivery)>> {
     let context = || format!("sinks.{}", cfg.name);
     Ok(Some(match &cfg.kind {
         SinkKind::Stdout | SinkKind::File { .. } | SinkKind::Blackhole { .. } => return Ok(None),
         SinkKind::Http(b) => {
             let (client, delivery) = &**b;
-            let client = crate::sink::http::Client::try_new(client).with_context(context)?;
+            let client = crate::sink::client::Client::try_new(client).with_context(context)?;
             (
-                Exporter::Http(ndjson::Ndjson {
+                Exporter::Http(http::Exporter {
                     client,
                     shape: shape.clone(),
                 }),
@@ -168,7 +168,7 @@ fn export_sink(
     name: &str,
     exporter: Exporter,
     delivery: &Delivery,
-    shape: &json::Shape,
+    shape: &jsonl::Shape,
     telemetry: Option<&SelfTelemetry>,
 ) -> anyhow::Result<Sink> {
     let dead_letter = match &delivery.dead_letter_path {

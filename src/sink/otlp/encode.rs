@@ -13,7 +13,7 @@ use crate::event::{Event, Span, Timestamp};
 use crate::msgpack::{self, Cursor, Kind};
 use crate::pipeline::severity::Severity;
 use crate::sink::export::Ref;
-use crate::sink::json::{Shape, TimeCache};
+use crate::sink::jsonl::{Shape, TimeCache};
 
 // ExportLogsServiceRequest
 const REQUEST_RESOURCE_LOGS: u32 = 1;

@@ -85,10 +85,10 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use self::encode::{Encoder, unix_nanos};
+use super::client::snippet;
+use super::client::{Client, Response};
 use super::export::Ref;
-use super::http::snippet;
-use super::http::{Client, Response};
-use super::json::Shape;
+use super::jsonl::Shape;
 use super::order::Gate;
 use super::retry::{Verdict, retry_after};
 use crate::config::export::{Compression, Defaults, HttpClient};
@@ -369,7 +369,7 @@ impl Grpc {
             metadata.push((key, value));
         }
         if let Some(auth) = &cfg.auth {
-            let mut value: AsciiMetadataValue = super::http::authorization(auth)
+            let mut value: AsciiMetadataValue = super::client::authorization(auth)
                 .parse()
                 .context("auth header value")?;
             value.set_sensitive(true);

@@ -894,10 +894,10 @@ mod robustness {
                 let mut skipped = Skipped::default();
                 request(&frame, &mut batch, &opts, &mut skipped);
                 let mut out = Vec::new();
-                let mut times = crate::sink::json::TimeCache::default();
-                let shape = crate::sink::json::Shape::default();
+                let mut times = crate::sink::jsonl::TimeCache::default();
+                let shape = crate::sink::jsonl::Shape::default();
                 for e in &batch.events {
-                    let _ = crate::sink::json::event(&mut out, &mut times, &batch, e, &shape);
+                    let _ = crate::sink::jsonl::event(&mut out, &mut times, &batch, e, &shape);
                 }
             }
         }
