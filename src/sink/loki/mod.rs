@@ -44,21 +44,27 @@
 //! | 401, 403, 404, other 4xx, 501 | refused: dead letter, with the body's start | configuration errors |
 //! | no answer | retry | |
 
-use std::collections::{BTreeMap, HashMap};
+pub mod proto;
+mod response;
+mod settings;
+mod template;
+
+use std::collections::HashMap;
 use std::ops::Range;
 
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use serde::Deserialize;
 
-use super::client::snippet;
-use super::client::{Client, Response};
+use super::client::Client;
 use super::export::Ref;
 use super::jsonl;
 use super::order::Gate;
 use super::retry::Verdict;
-use crate::config::export::{Compression, Defaults, HttpClient};
+use crate::config::export::HttpClient;
 use crate::event::Span;
-use crate::pipeline::severity::Severity;
+use response::classify;
+use settings::check_tenant;
+pub use settings::{Config, DEFAULTS, Encoding, Line};
+use template::{Field, fields};
 
 /// Where Loki's distributor takes pushes, appended to the endpoint (unless it already ends
 /// with it).
@@ -75,135 +81,6 @@ const MAX_LABEL_NAMES: usize = 15;
 /// labels); `unknown_service` is what Loki itself calls a service it cannot name.
 const FALLBACK_LABEL: (&str, &str) = ("service_name", "unknown_service");
 
-/// Loki's tenant IDs: at most this long, from [`tenant_char`]s.
-const MAX_TENANT_BYTES: usize = 150;
-
-/// The `loki` sink's own keys (besides the shared delivery keys).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Label name → template. Replaces the default set as a whole.
-    #[serde(default = "Config::default_labels")]
-    pub labels: BTreeMap<String, String>,
-    /// Structured metadata name → template. Replaces the default set as a whole.
-    #[serde(default = "Config::default_structured_metadata")]
-    pub structured_metadata: BTreeMap<String, String>,
-    /// Sent as `X-Scope-OrgID`; empty sends none (Loki with `auth_enabled: false`).
-    #[serde(default)]
-    pub tenant_id: String,
-    /// What an entry's line is.
-    #[serde(default)]
-    pub line: Line,
-    #[serde(default)]
-    pub encoding: Encoding,
-}
-
-impl Config {
-    fn default_labels() -> BTreeMap<String, String> {
-        [
-            ("job", "outrigger"),
-            ("cluster", "{k8s.cluster.name}"),
-            ("namespace", "{k8s.namespace.name}"),
-            ("container", "{k8s.container.name|container.name}"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    }
-
-    fn default_structured_metadata() -> BTreeMap<String, String> {
-        [
-            ("trace_id", "{trace_id}"),
-            ("span_id", "{span_id}"),
-            ("pod", "{k8s.pod.name}"),
-            ("stream", "{log.iostream}"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    }
-}
-
-/// An entry's line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Line {
-    /// The log line as the application wrote it (the record's line key, `log` by default);
-    /// for a record without one, the record as JSON.
-    #[default]
-    Original,
-    /// The whole event as the `stdout` sink writes it (tag, time, severity, trace, resource,
-    /// record).
-    Json,
-}
-
-/// The request body's format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Encoding {
-    /// `PushRequest` protobuf, snappy block-compressed: what promtail and Alloy send.
-    #[default]
-    Protobuf,
-    /// The JSON form; gzip when `compression` says so.
-    Json,
-}
-
-/// Batching and compression defaults when the config leaves them out: 1 MiB or 1 s, as
-/// promtail and Alloy batch. The event bound is only a backstop; bytes decide. Compression
-/// applies to `encoding = "json"` only: protobuf bodies are always snappy.
-pub const DEFAULTS: Defaults = Defaults {
-    max_batch_events: 100_000,
-    max_batch_bytes: 1 << 20,
-    flush_interval_ms: 1000,
-    compression: Compression::Gzip,
-};
-
-/// Loki's push schema (`pkg/push/push.proto`, package `logproto`, gogoproto options left
-/// out), public so that tests decode what is sent with the same definitions.
-pub mod proto {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PushRequest {
-        #[prost(message, repeated, tag = "1")]
-        pub streams: Vec<StreamAdapter>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct StreamAdapter {
-        /// The label set as a selector: `{container="api", job="outrigger"}`.
-        #[prost(string, tag = "1")]
-        pub labels: String,
-        #[prost(message, repeated, tag = "2")]
-        pub entries: Vec<EntryAdapter>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct EntryAdapter {
-        #[prost(message, optional, tag = "1")]
-        pub timestamp: Option<Timestamp>,
-        #[prost(string, tag = "2")]
-        pub line: String,
-        #[prost(message, repeated, tag = "3")]
-        pub structured_metadata: Vec<LabelPairAdapter>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct LabelPairAdapter {
-        #[prost(string, tag = "1")]
-        pub name: String,
-        #[prost(string, tag = "2")]
-        pub value: String,
-    }
-
-    /// `google.protobuf.Timestamp`.
-    #[derive(Clone, Copy, PartialEq, prost::Message)]
-    pub struct Timestamp {
-        #[prost(int64, tag = "1")]
-        pub seconds: i64,
-        #[prost(int32, tag = "2")]
-        pub nanos: i32,
-    }
-}
-
 /// The exporter.
 #[derive(Debug)]
 pub struct Exporter {
@@ -216,13 +93,6 @@ pub struct Exporter {
     line: Line,
     encoding: Encoding,
     shape: jsonl::Shape,
-}
-
-/// A label or structured-metadata entry: its name and how its value is made.
-#[derive(Debug, Clone)]
-struct Field {
-    name: String,
-    template: Template,
 }
 
 // === impl Exporter ===
@@ -553,80 +423,6 @@ struct Stream {
     events: Vec<usize>,
 }
 
-/// The verdict for `sent` events from Loki's answer (the table in the module docs).
-fn classify(resp: &Response, sent: usize) -> Verdict {
-    let status = resp.status.as_u16();
-    let reason = || format!("HTTP {status}: {}", snippet(&resp.body));
-    match status {
-        260 => Verdict::Accepted {
-            rejected: sent as u64,
-            reason: "HTTP 260: Loki blocks ingestion for this tenant".into(),
-        },
-        400 => match rejected_count(&resp.body) {
-            Some(n) => Verdict::Accepted {
-                rejected: n.min(sent as u64),
-                reason: reason(),
-            },
-            None => Verdict::Rejected { reason: reason() },
-        },
-        _ => super::client::classify(resp),
-    }
-}
-
-/// How many entries a 400 says Loki refused, when the body is one of Loki's per-entry forms;
-/// `None` for anything else (a body Loki could not read at all: nothing was stored).
-///
-/// The forms (Loki 2.x–3.x):
-/// - the ingester's, for entries behind the stream's window or out of order: up to ten
-///   `entry with timestamp … ignored, reason: '…',` lines, then `user '…', total ignored: N
-///   out of M for stream: {…}`. N is exact for that stream; only one stream is reported.
-/// - the distributor's validation errors, grouped by message: `N errors like: <msg>; M errors
-///   like: <msg>`, or a lone message when there was exactly one error (`entry for stream
-///   '{…}' has timestamp too old: …`, `Max entry size '…' bytes exceeded …`). A stream-level
-///   error (`stream '{…}' has label value too long`) counts once although it drops every
-///   entry of that stream, so the count is a lower bound there; our own label checks keep
-///   those errors from happening.
-fn rejected_count(body: &[u8]) -> Option<u64> {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    let number_after = |s: &str| -> Option<u64> {
-        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-        s[..digits].parse().ok()
-    };
-    let ignored: Vec<u64> = text
-        .match_indices("total ignored: ")
-        .filter_map(|(i, m)| number_after(&text[i + m.len()..]))
-        .collect();
-    if !ignored.is_empty() {
-        return Some(ignored.iter().sum());
-    }
-    let grouped: Vec<u64> = text
-        .match_indices(" errors like: ")
-        .filter_map(|(i, _)| {
-            let before = &text[..i];
-            let start = before
-                .rfind(|c: char| !c.is_ascii_digit())
-                .map_or(0, |p| p + 1);
-            let at_group_start = start == 0 || before[..start].ends_with("; ");
-            at_group_start
-                .then(|| before[start..].parse().ok())
-                .flatten()
-        })
-        .collect();
-    if !grouped.is_empty() {
-        return Some(grouped.iter().sum());
-    }
-    const ONE_ERROR: [&str; 6] = [
-        "entry ",
-        "Max entry size",
-        "stream '",
-        "Error parsing labels",
-        "error at least one label pair",
-        "missing required labels",
-    ];
-    ONE_ERROR.iter().any(|p| text.starts_with(p)).then_some(1)
-}
-
 /// The record of `r` as JSON (`{…}`), as the `stdout` sink writes it under `"record"`.
 fn record_json(out: &mut Vec<u8>, times: &mut jsonl::TimeCache, r: Ref<'_>, shape: &jsonl::Shape) {
     // jsonl::event writes `{"tag":…,…,"record":{…}}` (then `,"incomplete":true` when marked).
@@ -679,282 +475,16 @@ fn escape_label_value(out: &mut String, value: &str) {
     }
 }
 
-/// Parses each template of `map`; names must be valid Loki label names.
-fn fields(what: &str, map: &BTreeMap<String, String>) -> anyhow::Result<Vec<Field>> {
-    map.iter()
-        .map(|(name, template)| {
-            check_name(name).map_err(|e| anyhow::anyhow!("{what}.{name}: {e}"))?;
-            let template = Template::parse(template)
-                .map_err(|e| anyhow::anyhow!("{what}.{name}: template `{template}`: {e}"))?;
-            Ok(Field {
-                name: name.clone(),
-                template,
-            })
-        })
-        .collect()
-}
-
-/// Loki's (Prometheus's) label names: `[a-zA-Z_][a-zA-Z0-9_]*`, `__` reserved.
-fn check_name(name: &str) -> Result<(), String> {
-    let mut bytes = name.bytes();
-    let valid = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !valid {
-        return Err(format!(
-            "`{name}` is not a valid Loki label name ([a-zA-Z_][a-zA-Z0-9_]*; write `k8s.pod.name` as `k8s_pod_name`)"
-        ));
-    }
-    if name.starts_with("__") {
-        return Err(format!(
-            "`{name}`: names starting with `__` are reserved by Loki"
-        ));
-    }
-    Ok(())
-}
-
-/// Loki's tenant ID rules (`dskit/tenant`): one tenant, at most 150 bytes of
-/// [`tenant_char`]s, not `.` or `..`.
-fn check_tenant(t: &str) -> Result<(), String> {
-    if t.contains('|') {
-        return Err("a push goes to exactly one tenant (`|` joins several)".into());
-    }
-    if t.len() > MAX_TENANT_BYTES {
-        return Err(format!("longer than {MAX_TENANT_BYTES} bytes"));
-    }
-    if t == "." || t == ".." {
-        return Err("`.` and `..` are not tenant IDs".into());
-    }
-    match t.chars().find(|c| !tenant_char(*c)) {
-        Some(c) => Err(format!(
-            "`{c}` is not allowed (letters, digits and !-_.*'() are)"
-        )),
-        None => Ok(()),
-    }
-}
-
-fn tenant_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!-_.*'()".contains(c)
-}
-
-/// An event attribute a template can name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Attr {
-    TraceId,
-    SpanId,
-    TraceFlags,
-    Severity,
-    SeverityText,
-    SeverityNumber,
-    ContainerId,
-    ContainerName,
-    LogIostream,
-    K8sPod,
-    K8sNamespace,
-    K8sContainer,
-    Tag,
-    /// A static resource attribute (`[enrich.resource]`).
-    Resource(Box<[u8]>),
-}
-
-impl Attr {
-    fn from_name(name: &str) -> Attr {
-        match name {
-            "trace_id" => Attr::TraceId,
-            "span_id" => Attr::SpanId,
-            "trace_flags" => Attr::TraceFlags,
-            "severity" => Attr::Severity,
-            "severity_text" => Attr::SeverityText,
-            "severity_number" => Attr::SeverityNumber,
-            "container.id" => Attr::ContainerId,
-            "container.name" => Attr::ContainerName,
-            "log.iostream" => Attr::LogIostream,
-            "k8s.pod.name" => Attr::K8sPod,
-            "k8s.namespace.name" => Attr::K8sNamespace,
-            "k8s.container.name" => Attr::K8sContainer,
-            "tag" => Attr::Tag,
-            other => Attr::Resource(other.as_bytes().into()),
-        }
-    }
-
-    /// Appends the attribute's value for `r` (nothing when it has none).
-    fn render(&self, out: &mut Vec<u8>, r: Ref<'_>) {
-        let (b, e) = (r.batch, r.event);
-        let m = &e.meta;
-        let tag = b.tag(e);
-        let k8s = b.k8s.get(e.tag as usize).copied().flatten();
-        let in_tag = |s: Span| {
-            tag.get(s.start as usize..(s.start + s.len) as usize)
-                .unwrap_or_default()
-        };
-        match self {
-            Attr::TraceId => {
-                if let Some(t) = m.trace_id {
-                    hex(out, &t);
-                }
-            }
-            Attr::SpanId => {
-                if let Some(s) = m.span_id {
-                    hex(out, &s);
-                }
-            }
-            Attr::TraceFlags => {
-                if let Some(f) = m.trace_flags {
-                    out.extend_from_slice(itoa::Buffer::new().format(f).as_bytes());
-                }
-            }
-            Attr::Severity => out.extend_from_slice(Severity(m.severity).text().as_bytes()),
-            Attr::SeverityText => match m.severity_text {
-                Some(s) => out.extend_from_slice(e.slice(s)),
-                None => out.extend_from_slice(Severity(m.severity).text().as_bytes()),
-            },
-            Attr::SeverityNumber => {
-                if m.severity > 0 {
-                    out.extend_from_slice(itoa::Buffer::new().format(m.severity).as_bytes());
-                }
-            }
-            Attr::ContainerId => match (m.container_id, k8s) {
-                (Some(s), _) => out.extend_from_slice(e.slice(s)),
-                (None, Some(k)) => out.extend_from_slice(in_tag(k.container_id)),
-                (None, None) => {}
-            },
-            Attr::ContainerName => {
-                if let Some(s) = m.container_name {
-                    out.extend_from_slice(e.slice(s));
-                }
-            }
-            Attr::LogIostream => {
-                if let Some(s) = m.stream {
-                    out.extend_from_slice(e.slice(s));
-                }
-            }
-            Attr::K8sPod => {
-                if let Some(k) = k8s {
-                    out.extend_from_slice(in_tag(k.pod));
-                }
-            }
-            Attr::K8sNamespace => {
-                if let Some(k) = k8s {
-                    out.extend_from_slice(in_tag(k.namespace));
-                }
-            }
-            Attr::K8sContainer => {
-                if let Some(k) = k8s {
-                    out.extend_from_slice(in_tag(k.container));
-                }
-            }
-            Attr::Tag => out.extend_from_slice(tag),
-            Attr::Resource(name) => {
-                if let Some((_, v)) = b.resource.iter().find(|(k, _)| k[..] == name[..]) {
-                    out.extend_from_slice(v);
-                }
-            }
-        }
-    }
-}
-
-fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
-    }
-}
-
-/// A label or metadata value: literal text and attributes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Template {
-    parts: Vec<Part>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Text(String),
-    /// The first of these that has a value.
-    Attr(Vec<Attr>),
-}
-
-// === impl Template ===
-
-impl Template {
-    /// Parses `text`: `{name}` or `{a|b}` for attributes, `{{` and `}}` for braces.
-    fn parse(text: &str) -> Result<Template, String> {
-        let mut parts = Vec::new();
-        let mut literal = String::new();
-        let mut rest = text;
-        while let Some(i) = rest.find(['{', '}']) {
-            literal.push_str(&rest[..i]);
-            let (brace, after) = (&rest[i..i + 1], &rest[i + 1..]);
-            if let Some(after) = after.strip_prefix(brace) {
-                literal.push_str(brace);
-                rest = after;
-                continue;
-            }
-            if brace == "}" {
-                return Err("unmatched `}` (write `}}` for a literal brace)".into());
-            }
-            let end = after
-                .find(['{', '}'])
-                .filter(|e| after.as_bytes()[*e] == b'}')
-                .ok_or("unclosed `{` (write `{{` for a literal brace)")?;
-            let alternatives = after[..end]
-                .split('|')
-                .map(|name| match name.trim() {
-                    "" => Err("empty attribute name".to_string()),
-                    name => Ok(Attr::from_name(name)),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if !literal.is_empty() {
-                parts.push(Part::Text(std::mem::take(&mut literal)));
-            }
-            parts.push(Part::Attr(alternatives));
-            rest = &after[end + 1..];
-        }
-        literal.push_str(rest);
-        if !literal.is_empty() {
-            parts.push(Part::Text(literal));
-        }
-        Ok(Template { parts })
-    }
-
-    /// Appends the value for `r`.
-    fn render(&self, out: &mut Vec<u8>, r: Ref<'_>) {
-        for p in &self.parts {
-            match p {
-                Part::Text(t) => out.extend_from_slice(t.as_bytes()),
-                Part::Attr(alternatives) => {
-                    let start = out.len();
-                    for a in alternatives {
-                        a.render(out, r);
-                        if out.len() > start {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// The name of an attribute used here that is different for nearly every request.
-    fn unbounded(&self) -> Option<&'static str> {
-        self.parts.iter().find_map(|p| match p {
-            Part::Attr(a) if a.contains(&Attr::TraceId) => Some("trace_id"),
-            Part::Attr(a) if a.contains(&Attr::SpanId) => Some("span_id"),
-            _ => None,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
 
     use bytes::Bytes;
     use prost::Message as _;
 
+    use super::template::{Template, check_name};
     use super::*;
+    use crate::config::export::Compression;
     use crate::event::{Batch, Event, Meta, Timestamp};
 
     const K8S_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -1326,108 +856,6 @@ mod tests {
                 ]},
             ]})
         );
-    }
-
-    fn response(status: u16, retry_after: Option<&str>, body: &str) -> Response {
-        let mut headers = hyper::HeaderMap::new();
-        if let Some(a) = retry_after {
-            headers.insert(hyper::header::RETRY_AFTER, a.parse().unwrap());
-        }
-        Response {
-            status: hyper::StatusCode::from_u16(status).unwrap(),
-            headers,
-            body: Bytes::from(body.to_string()),
-        }
-    }
-
-    #[test]
-    fn classification() {
-        let v = |status, after, body| classify(&response(status, after, body), 10);
-        assert_eq!(v(204, None, ""), Verdict::Delivered);
-        assert_eq!(v(200, None, ""), Verdict::Delivered);
-        assert_eq!(
-            v(429, Some("3"), "Ingestion rate limit exceeded"),
-            Verdict::Retry {
-                reason: "throttled",
-                after: Some(Duration::from_secs(3))
-            }
-        );
-        for s in [500, 502, 503, 504] {
-            assert!(matches!(
-                v(s, None, "x"),
-                Verdict::Retry {
-                    reason: "server_error",
-                    ..
-                }
-            ));
-        }
-        assert!(matches!(v(408, None, ""), Verdict::Retry { .. }));
-        for (s, body) in [
-            (401, "no org id"),
-            (403, "denied"),
-            (404, "404 page not found"),
-            (501, ""),
-        ] {
-            assert_eq!(
-                v(s, None, body),
-                Verdict::Rejected {
-                    reason: format!("HTTP {s}: {body}")
-                }
-            );
-        }
-        assert_eq!(
-            classify(&response(413, None, "request body too large"), 10),
-            Verdict::TooLarge {
-                reason: "HTTP 413: request body too large".into()
-            }
-        );
-        let partial = "entry with timestamp 2023-11-14 22:13:20 +0000 UTC ignored, reason: 'entry too far behind, entry timestamp is: 2023-11-14T22:13:20Z, oldest acceptable timestamp is: 2023-11-14T23:13:20Z',\nuser 'fake', total ignored: 3 out of 10 for stream: {job=\"x\"}\n";
-        assert_eq!(
-            v(400, None, partial),
-            Verdict::Accepted {
-                rejected: 3,
-                reason: format!("HTTP 400: {}", snippet(partial.as_bytes()))
-            }
-        );
-        assert!(matches!(
-            v(400, None, "Content-Encoding \"br\" not supported"),
-            Verdict::Rejected { .. }
-        ));
-        assert_eq!(
-            v(260, None, ""),
-            Verdict::Accepted {
-                rejected: 10,
-                reason: "HTTP 260: Loki blocks ingestion for this tenant".into()
-            }
-        );
-    }
-
-    #[test]
-    fn rejected_counts_from_loki_bodies() {
-        assert_eq!(
-            rejected_count(b"entry for stream '{job=\"x\"}' has timestamp too old: 2023-01-01, oldest acceptable timestamp is: 2023-11-07\n"),
-            Some(1)
-        );
-        assert_eq!(
-            rejected_count(b"Max entry size '262144' bytes exceeded for stream '{job=\"x\"}' while adding an entry with length '300000' bytes"),
-            Some(1)
-        );
-        assert_eq!(
-            rejected_count(b"4 errors like: entry for stream '{a=\"b\"}' has timestamp too new: x; 2 errors like: Max entry size '1' bytes exceeded; 12 x"),
-            Some(6)
-        );
-        assert_eq!(
-            rejected_count(b"user 'a', total ignored: 7 out of 9 for stream: {a=\"b\"}"),
-            Some(7)
-        );
-        assert_eq!(
-            rejected_count(b"stream '{a=\"b\"}' has label value too long: 'x'"),
-            Some(1)
-        );
-        assert_eq!(rejected_count(b""), None);
-        assert_eq!(rejected_count(b"loghttp: cannot parse"), None);
-        assert_eq!(rejected_count(b"<html>400 Bad Request</html>"), None);
-        assert_eq!(rejected_count(b"x5 errors like: y"), None);
     }
 
     #[test]
