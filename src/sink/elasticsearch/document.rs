@@ -1,7 +1,11 @@
 //! Documents: an event written as an ECS or raw JSON document, straight from its record
 //! and line bytes, with each key once.
 
-use super::*;
+use super::index::IndexTemplate;
+use super::settings::Action;
+use crate::msgpack::{self, Cursor};
+use crate::sink::export::Ref;
+use crate::sink::jsonl::{self, Shape};
 
 /// Encoding state of one request, reused from event to event.
 #[derive(Default)]

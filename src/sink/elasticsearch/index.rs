@@ -1,7 +1,12 @@
 //! Index names: templates with `%Y %m %d %H`, checked against Elasticsearch's rules when
 //! the config is read, and the data stream fields a fixed `logs-*-*` name implies.
 
-use super::*;
+use serde::Deserialize;
+
+use crate::event::Timestamp;
+use crate::sink::jsonl;
+
+pub(super) const DEFAULT_INDEX: &str = "logs-outrigger-default";
 
 /// An index name template, checked when the config is read.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -79,24 +79,20 @@ mod index;
 mod response;
 mod settings;
 
-use std::time::Duration;
-
 use hyper::header::{CONTENT_TYPE, HeaderValue};
-use serde::Deserialize;
 
 use super::client::Client;
 use super::export::Ref;
 use super::jsonl::{self, Shape};
 use super::order::Gate;
 use super::retry::{Verdict, retry_after};
-use crate::config::export::{Auth, Compression, Defaults, HttpClient};
+use crate::config::export::{Auth, HttpClient};
 use crate::event::Timestamp;
-use crate::msgpack::{self, Cursor};
-use document::*;
+use crate::msgpack;
+use document::Encoder;
 pub use index::IndexTemplate;
-use index::*;
-use response::*;
-use settings::*;
+use index::data_stream_fields;
+use response::{Answer, Outcome, Sent, classify};
 pub use settings::{Action, ApiVersion, Config, DEFAULTS, IdMode, Mapping};
 
 /// Only what the classification reads: the status, and the error of a failed item.
@@ -333,7 +329,11 @@ mod tests {
 
     use bytes::Bytes;
 
+    use std::time::Duration;
+
+    use super::document::{ecs_name, level_name, members};
     use super::*;
+    use crate::config::export::Compression;
     use crate::event::{Batch, Event};
 
     // --- fixtures ---

@@ -1,6 +1,9 @@
 //! What a bulk answer means: the whole request's status, then each item's.
 
-use super::*;
+use std::time::Duration;
+
+use super::settings::Action;
+use crate::sink::retry::Verdict;
 
 /// What became of the events of one request (or of several, after a split), by index.
 #[derive(Debug, Default)]

@@ -1,7 +1,10 @@
 //! The `elasticsearch` sink's own settings: index, action, IDs, mapping, API version,
 //! pipeline, sequence key, with their defaults.
 
-use super::*;
+use serde::Deserialize;
+
+use super::index::IndexTemplate;
+use crate::config::export::{Compression, Defaults};
 
 /// The `elasticsearch` sink's own keys (besides the shared delivery keys).
 #[derive(Debug, Clone, Deserialize)]
@@ -119,5 +122,3 @@ pub const DEFAULTS: Defaults = Defaults {
     flush_interval_ms: 1000,
     compression: Compression::None,
 };
-
-pub(super) const DEFAULT_INDEX: &str = "logs-outrigger-default";
