@@ -460,32 +460,40 @@ pub enum SinkKind {
     File { path: PathBuf },
     /// Counts and discards; `rate_events_per_sec` makes it slow on purpose.
     Blackhole { rate_events_per_sec: Option<u64> },
+    /// A network exporter.
+    Export(Box<ExportSink>),
+}
+
+/// A network exporter's settings: how it reaches its backend, how it paces its requests,
+/// and its own keys.
+#[derive(Debug, Clone)]
+pub struct ExportSink {
+    pub client: export::HttpClient,
+    pub delivery: export::Delivery,
+    pub kind: ExportKind,
+}
+
+/// Which exporter, with its own settings.
+#[derive(Debug, Clone)]
+pub enum ExportKind {
     /// JSON lines POSTed to an HTTP endpoint.
-    Http(Box<(export::HttpClient, export::Delivery)>),
-    Loki(
-        Box<(
-            export::HttpClient,
-            export::Delivery,
-            crate::sink::loki::Config,
-        )>,
-    ),
-    Elasticsearch(
-        Box<(
-            export::HttpClient,
-            export::Delivery,
-            crate::sink::elasticsearch::Config,
-        )>,
-    ),
-    Otlp(
-        Box<(
-            export::HttpClient,
-            export::Delivery,
-            crate::sink::otlp::Config,
-        )>,
-    ),
+    Http,
+    Loki(crate::sink::loki::Config),
+    Elasticsearch(crate::sink::elasticsearch::Config),
+    Otlp(crate::sink::otlp::Config),
 }
 
 pub use export::{Auth, Compression, HttpClient};
+
+/// An exporter sink from its settings and the exporter's defaults.
+fn exporter(export: export::Export, defaults: export::Defaults, kind: ExportKind) -> SinkKind {
+    let (client, delivery) = export.resolve(defaults);
+    SinkKind::Export(Box::new(ExportSink {
+        client,
+        delivery,
+        kind,
+    }))
+}
 
 /// Keys every sink has, whatever its type.
 #[derive(Debug, Deserialize, Default)]
@@ -810,31 +818,29 @@ impl Parser<'_> {
             "http" => {
                 let (export, rest) = self.export(&path, at, rest)?;
                 self.typed::<Empty>(&path, at, rest)?;
-                let (client, delivery) = export.resolve(export::Defaults {
+                let defaults = export::Defaults {
                     max_batch_events: 1000,
                     max_batch_bytes: 1 << 20,
                     flush_interval_ms: 1000,
                     compression: export::Compression::Gzip,
-                });
-                SinkKind::Http(Box::new((client, delivery)))
+                };
+                exporter(export, defaults, ExportKind::Http)
             }
             "loki" => {
                 let (export, rest) = self.export(&path, at, rest)?;
                 let own = self.typed(&path, at, rest)?;
-                let (client, delivery) = export.resolve(crate::sink::loki::DEFAULTS);
-                SinkKind::Loki(Box::new((client, delivery, own)))
+                exporter(export, crate::sink::loki::DEFAULTS, ExportKind::Loki(own))
             }
             "elasticsearch" => {
                 let (export, rest) = self.export(&path, at, rest)?;
                 let own = self.typed(&path, at, rest)?;
-                let (client, delivery) = export.resolve(crate::sink::elasticsearch::DEFAULTS);
-                SinkKind::Elasticsearch(Box::new((client, delivery, own)))
+                let kind = ExportKind::Elasticsearch(own);
+                exporter(export, crate::sink::elasticsearch::DEFAULTS, kind)
             }
             "otlp" => {
                 let (export, rest) = self.export(&path, at, rest)?;
                 let own = self.typed(&path, at, rest)?;
-                let (client, delivery) = export.resolve(crate::sink::otlp::DEFAULTS);
-                SinkKind::Otlp(Box::new((client, delivery, own)))
+                exporter(export, crate::sink::otlp::DEFAULTS, ExportKind::Otlp(own))
             }
             other => {
                 return Err(self.error(
@@ -925,7 +931,7 @@ mod tests {
             )
         };
         let ordering = |s: &Settings| match &s.sinks[0].kind {
-            SinkKind::Loki(l) => l.1.ordering,
+            SinkKind::Export(e) => e.delivery.ordering,
             _ => panic!("a loki sink"),
         };
         assert_eq!(

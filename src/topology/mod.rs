@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::buffer::{Pattern, Queue, QueueGauges, Route, Router};
 use crate::config::export::Delivery;
-use crate::config::{self, Settings, SinkKind, SourceKind};
+use crate::config::{self, ExportKind, ExportSink, Settings, SinkKind, SourceKind};
 use crate::shutdown::{self, Trigger};
 use crate::sink::Sink;
 use crate::sink::export::Exporter;
@@ -84,7 +84,9 @@ pub async fn check(settings: &Settings) -> anyhow::Result<()> {
     }
     input_budget(settings, &config::memory::Limit::Unknown)?;
     for sink in &settings.sinks {
-        exporter(sink, &settings.shape)?;
+        if let SinkKind::Export(e) = &sink.kind {
+            exporter(e, &sink.name, &settings.shape)?;
+        }
     }
     if settings.telemetry.otlp.enabled {
         crate::telemetry::otel::exporter(&settings.telemetry.otlp)?;
@@ -122,45 +124,24 @@ fn input_budget(settings: &Settings, limit: &config::memory::Limit) -> anyhow::R
     }
 }
 
-/// The exporter of a network sink, built from its settings; `None` for the local sinks.
-fn exporter<'a>(
-    cfg: &'a config::Sink,
-    shape: &jsonl::Shape,
-) -> anyhow::Result<Option<(Exporter, &'a Delivery)>> {
-    let context = || format!("sinks.{}", cfg.name);
-    Ok(Some(match &cfg.kind {
-        SinkKind::Stdout | SinkKind::File { .. } | SinkKind::Blackhole { .. } => return Ok(None),
-        SinkKind::Http(b) => {
-            let (client, delivery) = &**b;
-            let client = crate::sink::client::Client::try_new(client).with_context(context)?;
-            (
-                Exporter::Http(http::Exporter {
-                    client,
-                    shape: shape.clone(),
-                }),
-                delivery,
-            )
+/// The exporter of a network sink, built from its settings.
+fn exporter(e: &ExportSink, name: &str, shape: &jsonl::Shape) -> anyhow::Result<Exporter> {
+    let context = || format!("sinks.{name}");
+    Ok(match &e.kind {
+        ExportKind::Http => Exporter::Http(http::Exporter {
+            client: crate::sink::client::Client::try_new(&e.client).with_context(context)?,
+            shape: shape.clone(),
+        }),
+        ExportKind::Loki(own) => {
+            Exporter::Loki(loki::Exporter::try_new(&e.client, own, shape).with_context(context)?)
         }
-        SinkKind::Loki(b) => {
-            let (client, delivery, own) = &**b;
-            (
-                Exporter::Loki(loki::Exporter::try_new(client, own, shape).with_context(context)?),
-                delivery,
-            )
+        ExportKind::Elasticsearch(own) => Exporter::Elasticsearch(
+            elasticsearch::Exporter::try_new(&e.client, own, shape).with_context(context)?,
+        ),
+        ExportKind::Otlp(own) => {
+            Exporter::Otlp(otlp::Exporter::try_new(&e.client, own, shape).with_context(context)?)
         }
-        SinkKind::Elasticsearch(b) => {
-            let (client, delivery, own) = &**b;
-            let e = elasticsearch::Exporter::try_new(client, own, shape).with_context(context)?;
-            (Exporter::Elasticsearch(e), delivery)
-        }
-        SinkKind::Otlp(b) => {
-            let (client, delivery, own) = &**b;
-            (
-                Exporter::Otlp(otlp::Exporter::try_new(client, own, shape).with_context(context)?),
-                delivery,
-            )
-        }
-    }))
+    })
 }
 
 /// A network exporter sink with its dead-letter file opened.
@@ -254,17 +235,13 @@ pub async fn start_with(
             } => Sink::Blackhole {
                 rate_events_per_sec: *rate_events_per_sec,
             },
-            _ => {
-                let (exporter, delivery) =
-                    exporter(cfg, &settings.shape)?.expect("every other sink kind is an exporter");
-                export_sink(
-                    &cfg.name,
-                    exporter,
-                    delivery,
-                    &settings.shape,
-                    telemetry.as_ref(),
-                )?
-            }
+            SinkKind::Export(e) => export_sink(
+                &cfg.name,
+                exporter(e, &cfg.name, &settings.shape)?,
+                &e.delivery,
+                &settings.shape,
+                telemetry.as_ref(),
+            )?,
         };
         let m = metrics.sink(&cfg.name);
         let max_bytes = cfg.max_queue_bytes.unwrap_or(default_queue_bytes);

@@ -865,10 +865,11 @@ mod tests {
         let settings = crate::config::parse(path, &text, |_| None).unwrap();
         let mut n = 0;
         for s in &settings.sinks {
-            if let crate::config::SinkKind::Loki(b) = &s.kind {
-                let (client, delivery, own) = &**b;
-                Exporter::try_new(client, own, &settings.shape).unwrap();
-                assert_eq!(delivery.max_batch_bytes, 1 << 20);
+            if let crate::config::SinkKind::Export(e) = &s.kind
+                && let crate::config::ExportKind::Loki(own) = &e.kind
+            {
+                Exporter::try_new(&e.client, own, &settings.shape).unwrap();
+                assert_eq!(e.delivery.max_batch_bytes, 1 << 20);
                 n += 1;
             }
         }
