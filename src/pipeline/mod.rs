@@ -1,12 +1,12 @@
 //! Parse and enrich: turning raw container output into searchable, trace-correlated events.
 //!
-//! Runs inside each connection's task, on the batch it just decoded, before routing: CPU only,
-//! no awaits. Per event it reads the record's Docker fields ([`record`]), joins split long
-//! lines ([`partial`]) and stack traces ([`multiline`]), parses a JSON line ([`json`]) or, for
-//! a record that carries the application's fields itself, walks the record ([`record::found`]),
-//! then scans a text line; and writes what it found into [`Meta`] as spans of the record: trace
-//! context ([`trace`]), severity ([`severity`]), time ([`timefmt`]), container and Kubernetes
-//! names. Keys mean the same in a line and in a record ([`fields`]).
+//! Each source drives it through a [`Stage`] (one per connection or file) on the batch it just
+//! read, before routing: CPU only, no awaits. Per event it reads the record's Docker fields
+//! ([`record`]), joins split long lines ([`partial`]) and stack traces ([`multiline`]), parses
+//! a JSON line ([`json`]) or, for a record that carries the application's fields itself, walks
+//! the record ([`record::found`]), then scans a text line; and writes what it found into
+//! [`Meta`] as spans of the record: trace context ([`trace`]), severity ([`severity`]), time
+//! ([`timefmt`]), container and Kubernetes names. Keys mean the same in a line and in a record ([`fields`]).
 //! The line itself is never rewritten; encoders splice its fields.
 //!
 //! Enrichment never breaks an event: a line that does not parse, breaks a limit or carries a
@@ -19,6 +19,7 @@ pub mod multiline;
 pub mod partial;
 pub mod record;
 pub mod severity;
+pub mod stage;
 pub mod timefmt;
 pub mod trace;
 
@@ -32,6 +33,7 @@ use prometheus_client::metrics::counter::Counter;
 use crate::event::{Batch, Event, Meta, Span};
 use fields::{KeyTable, Role};
 use partial::Reassembler;
+pub use stage::{Release, Stage};
 
 /// Objects that loggers put context fields in (MDC, Log4j2's `contextMap`, logrus/zap field
 /// groups, an `otel` map of OpenTelemetry's ids): trace keys are also looked for one level
@@ -168,7 +170,8 @@ struct Tally {
     multiline: u64,
 }
 
-/// One connection's enrichment state: pending split lines and stack traces.
+/// One stream's enrichment state: pending split lines and stack traces. Sources reach it
+/// through [`Stage`], which also owns when held lines are released.
 #[derive(Debug)]
 pub struct Enricher {
     settings: Arc<Settings>,
@@ -181,7 +184,7 @@ pub struct Enricher {
 impl Enricher {
     pub fn new(settings: Arc<Settings>, metrics: Metrics) -> Enricher {
         Enricher {
-            partial: Reassembler::new(settings.partial, settings.line_key.clone()),
+            partial: Reassembler::new(settings.partial),
             multiline: settings.multiline.clone().map(multiline::Joiner::new),
             settings,
             metrics,
@@ -190,7 +193,7 @@ impl Enricher {
     }
 
     /// When held lines must be flushed even if no more input arrives.
-    pub fn deadline(&self) -> Option<Instant> {
+    fn deadline(&self) -> Option<Instant> {
         let m = self.multiline.as_ref().and_then(|m| m.deadline());
         match (self.partial.deadline(), m) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -209,10 +212,21 @@ impl Enricher {
         batch.resource = self.settings.resource.clone();
         for e in events {
             let fields = record::fields(&e.record, &self.settings.line_key);
-            if fields.partial.is_some() {
+            if let Some(p) = &fields.partial {
+                // Docker's `partial_*` fields, as the pipeline's one notion of a split line.
+                let split = partial::Split {
+                    id: e.record.slice(p.id.clone()),
+                    ordinal: p.ordinal,
+                    last: p.last,
+                };
+                let piece = fields
+                    .line
+                    .clone()
+                    .map(|r| &e.record[r])
+                    .unwrap_or_default();
                 let tag = batch.tags[e.tag as usize].clone();
                 self.partial
-                    .push(&tag, e.time, &e.record, &fields, &mut self.done);
+                    .push(&tag, e.time, &e.record, piece, split, &mut self.done);
                 self.take_done(batch, &mut tally);
                 continue;
             }
@@ -225,7 +239,7 @@ impl Enricher {
     }
 
     /// Emits lines whose time is up, into `batch`.
-    pub fn expire(&mut self, batch: &mut Batch) {
+    fn expire(&mut self, batch: &mut Batch) {
         let mut tally = Tally::default();
         let now = Instant::now();
         self.partial.expire(now, &mut self.done);
@@ -239,13 +253,13 @@ impl Enricher {
     }
 
     /// Bytes held in split lines being joined.
-    pub fn held_bytes(&self) -> usize {
+    fn held_bytes(&self) -> usize {
         self.partial.held_bytes()
     }
 
     /// Emits the split lines being joined as they are, marked incomplete (there is no memory
     /// to hold them), into `batch`.
-    pub fn shed(&mut self, batch: &mut Batch) {
+    fn shed(&mut self, batch: &mut Batch) {
         let mut tally = Tally::default();
         self.partial.shed(&mut self.done);
         self.take_done(batch, &mut tally);
@@ -255,7 +269,7 @@ impl Enricher {
     }
 
     /// Emits everything held (the connection is ending), into `batch`.
-    pub fn flush(&mut self, batch: &mut Batch) {
+    fn flush(&mut self, batch: &mut Batch) {
         let mut tally = Tally::default();
         self.partial.flush(&mut self.done);
         self.take_done(batch, &mut tally);
@@ -273,8 +287,10 @@ impl Enricher {
             let outcome = d.cut.map_or(0, |c| 1 + c as usize);
             tally.partial[outcome] += 1;
             let tag = batch.tag_index(&d.tag, || d.tag.clone());
-            batch.size += d.record.len();
-            let mut e = Event::new(d.time, tag, d.record);
+            // The first fragment's record, with the joined line and without `partial_*`.
+            let rec = record::rewrite(&d.first, &self.settings.line_key, &d.line);
+            batch.size += rec.len();
+            let mut e = Event::new(d.time, tag, Bytes::from(rec));
             let fields = record::fields(&e.record, &self.settings.line_key);
             enrich(&self.settings, &mut e, &fields, tally);
             e.meta.joined = true;

@@ -1,9 +1,12 @@
-//! Docker's split long lines, joined again.
+//! Split long lines, joined again, whatever the source marks them with.
 //!
-//! Docker's log copier cuts lines longer than 16 KiB into fragments marked `partial_message`,
-//! sharing a `partial_id`, numbered by `partial_ordinal` from 1, the last one `partial_last`.
-//! Fragments of one container arrive in order on its connection, but stdout and stderr
-//! fragments may interleave, so several lines can be pending at once.
+//! Runtimes cut long lines into pieces. Docker's log copier cuts lines longer than 16 KiB
+//! into fragments marked `partial_message`, sharing a `partial_id`, numbered by
+//! `partial_ordinal` from 1, the last one `partial_last`; the CRI log format (Kubernetes node
+//! files) flags each piece `P` and the last one `F`, with no id or number. A source maps its
+//! marks onto one [`Split`], and the joining here knows nothing of either. Pieces of one line
+//! arrive in order, but pieces of other lines (stdout and stderr, other containers) may
+//! interleave, so several lines can be pending at once.
 //!
 //! Every pending line is bounded: by bytes (`max_bytes`; beyond it, what was collected goes on
 //! marked incomplete and collection starts again), by age (`timeout`; a container that exits
@@ -14,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::record::{self, Fields};
 use crate::event::Timestamp;
 
 /// Bounds on reassembly.
@@ -26,13 +28,28 @@ pub struct Limits {
     pub max_pending: usize,
 }
 
+/// Where one piece belongs.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// Pieces of one line share it: Docker's `partial_id`; for CRI, the file and stream.
+    pub id: Bytes,
+    /// The piece's position from 1, checked for gaps; 0 when the source does not number its
+    /// pieces (CRI).
+    pub ordinal: u32,
+    /// The line's last piece.
+    pub last: bool,
+}
+
 /// A line ready to go on.
 #[derive(Debug)]
 pub struct Done {
     pub tag: Bytes,
     pub time: Timestamp,
-    /// A new record: the first fragment's fields with the joined line.
-    pub record: Bytes,
+    /// The first piece's event as it arrived, for what it carries besides its piece of the
+    /// line (a record's other fields): the source that made it builds the joined event.
+    pub first: Bytes,
+    /// The pieces, joined.
+    pub line: Vec<u8>,
     /// `None` when complete; else why it was emitted early.
     pub cut: Option<Cut>,
 }
@@ -64,26 +81,24 @@ struct Pending {
     id: Bytes,
     tag: Bytes,
     time: Timestamp,
-    /// The first fragment's record, for its other fields.
+    /// The first piece's event, for its other fields.
     first: Bytes,
     line: Vec<u8>,
     next_ordinal: u32,
     since: Instant,
 }
 
-/// Pending lines of one connection.
+/// Pending lines of one stream of input (a connection, a file).
 #[derive(Debug)]
 pub struct Reassembler {
     limits: Limits,
-    line_key: Bytes,
     pending: Vec<Pending>,
 }
 
 impl Reassembler {
-    pub fn new(limits: Limits, line_key: Bytes) -> Reassembler {
+    pub fn new(limits: Limits) -> Reassembler {
         Reassembler {
             limits,
-            line_key,
             pending: Vec::new(),
         }
     }
@@ -104,49 +119,42 @@ impl Reassembler {
             .min()
     }
 
-    /// Takes one fragment (`fields.partial` is set); completed or cut lines go to `out`.
+    /// Takes `piece`, one piece of a line, which arrived in `event` (kept if it is the first
+    /// piece); completed or cut lines go to `out`.
     pub fn push(
         &mut self,
         tag: &Bytes,
         time: Timestamp,
-        record: &Bytes,
-        fields: &Fields,
+        event: &Bytes,
+        piece: &[u8],
+        split: Split,
         out: &mut Vec<Done>,
     ) {
-        let Some(partial) = &fields.partial else {
-            return;
-        };
-        let id = &record[partial.id.clone()];
-        let piece = fields.line.clone().map(|r| &record[r]).unwrap_or_default();
-        let at = self.pending.iter().position(|p| p.id.as_ref() == id);
+        let at = self.pending.iter().position(|p| p.id == split.id);
         let at = match at {
-            Some(i) if self.pending[i].next_ordinal == partial.ordinal || partial.ordinal == 0 => i,
+            Some(i) if self.pending[i].next_ordinal == split.ordinal || split.ordinal == 0 => i,
             Some(i) => {
                 let p = self.pending.swap_remove(i);
-                out.push(self.finish(p, Some(Cut::Gap)));
-                self.start(tag, time, record, partial.id.clone(), out)
+                out.push(finish(p, Some(Cut::Gap)));
+                self.start(tag, time, event, split.id, out)
             }
-            None => self.start(tag, time, record, partial.id.clone(), out),
+            None => self.start(tag, time, event, split.id, out),
         };
-        if self.pending[at].line.len() + piece.len() > self.limits.max_bytes
-            && !self.pending[at].line.is_empty()
-        {
-            let p = &mut self.pending[at];
-            let collected = std::mem::take(&mut p.line);
-            let done = Done {
+        let p = &mut self.pending[at];
+        if p.line.len() + piece.len() > self.limits.max_bytes && !p.line.is_empty() {
+            out.push(Done {
                 tag: p.tag.clone(),
                 time: p.time,
-                record: Bytes::from(record::rewrite(&p.first, &self.line_key, &collected)),
+                first: p.first.clone(),
+                line: std::mem::take(&mut p.line),
                 cut: Some(Cut::Overflow),
-            };
-            out.push(done);
+            });
         }
-        let p = &mut self.pending[at];
         p.line.extend_from_slice(piece);
-        p.next_ordinal = partial.ordinal.max(p.next_ordinal) + 1;
-        if partial.last {
+        p.next_ordinal = split.ordinal.max(p.next_ordinal) + 1;
+        if split.last {
             let p = self.pending.swap_remove(at);
-            out.push(self.finish(p, None));
+            out.push(finish(p, None));
         }
     }
 
@@ -154,8 +162,8 @@ impl Reassembler {
         &mut self,
         tag: &Bytes,
         time: Timestamp,
-        record: &Bytes,
-        id: std::ops::Range<usize>,
+        event: &Bytes,
+        id: Bytes,
         out: &mut Vec<Done>,
     ) -> usize {
         if self.pending.len() >= self.limits.max_pending {
@@ -163,27 +171,18 @@ impl Reassembler {
                 .min_by_key(|i| self.pending[*i].since)
                 .expect("not empty");
             let p = self.pending.swap_remove(oldest);
-            out.push(self.finish(p, Some(Cut::Overflow)));
+            out.push(finish(p, Some(Cut::Overflow)));
         }
         self.pending.push(Pending {
-            id: record.slice(id),
+            id,
             tag: tag.clone(),
             time,
-            first: record.clone(),
+            first: event.clone(),
             line: Vec::new(),
             next_ordinal: 1,
             since: Instant::now(),
         });
         self.pending.len() - 1
-    }
-
-    fn finish(&self, p: Pending, cut: Option<Cut>) -> Done {
-        Done {
-            tag: p.tag,
-            time: p.time,
-            record: Bytes::from(record::rewrite(&p.first, &self.line_key, &p.line)),
-            cut,
-        }
     }
 
     /// Emits lines older than the timeout.
@@ -193,7 +192,7 @@ impl Reassembler {
         while i < self.pending.len() {
             if now >= self.pending[i].since + timeout {
                 let p = self.pending.swap_remove(i);
-                out.push(self.finish(p, Some(Cut::Timeout)));
+                out.push(finish(p, Some(Cut::Timeout)));
             } else {
                 i += 1;
             }
@@ -203,39 +202,31 @@ impl Reassembler {
     /// Emits everything pending as overflowed: the memory to hold it is not there.
     pub fn shed(&mut self, out: &mut Vec<Done>) {
         for p in std::mem::take(&mut self.pending) {
-            out.push(self.finish(p, Some(Cut::Overflow)));
+            out.push(finish(p, Some(Cut::Overflow)));
         }
     }
 
     /// Emits everything pending (end of connection, drain).
     pub fn flush(&mut self, out: &mut Vec<Done>) {
         for p in std::mem::take(&mut self.pending) {
-            out.push(self.finish(p, Some(Cut::Flush)));
+            out.push(finish(p, Some(Cut::Flush)));
         }
+    }
+}
+
+fn finish(p: Pending, cut: Option<Cut>) -> Done {
+    Done {
+        tag: p.tag,
+        time: p.time,
+        first: p.first,
+        line: p.line,
+        cut,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fragment(id: &str, ordinal: u32, last: bool, log: &str) -> (Bytes, Fields) {
-        let mut r = Vec::new();
-        rmp::encode::write_map_len(&mut r, 6).unwrap();
-        for (k, v) in [
-            ("container_id", "c1"),
-            ("log", log),
-            ("partial_message", "true"),
-            ("partial_id", id),
-            ("partial_ordinal", &ordinal.to_string()),
-            ("partial_last", if last { "true" } else { "false" }),
-        ] {
-            rmp::encode::write_str(&mut r, k).unwrap();
-            rmp::encode::write_str(&mut r, v).unwrap();
-        }
-        let f = record::fields(&r, b"log");
-        (Bytes::from(r), f)
-    }
 
     fn limits() -> Limits {
         Limits {
@@ -246,9 +237,7 @@ mod tests {
     }
 
     fn line(d: &Done) -> Vec<u8> {
-        let f = record::fields(&d.record, b"log");
-        assert!(f.partial.is_none(), "partial keys are removed");
-        d.record[f.line.unwrap()].to_vec()
+        d.line.clone()
     }
 
     fn push(
@@ -259,22 +248,30 @@ mod tests {
         log: &str,
         out: &mut Vec<Done>,
     ) {
-        let (rec, f) = fragment(id, ordinal, last, log);
+        // The event a piece arrived in: the joined line keeps the first one's.
+        let event = Bytes::from(format!("{id}#{ordinal}"));
+        let split = Split {
+            id: Bytes::copy_from_slice(id.as_bytes()),
+            ordinal,
+            last,
+        };
+        let time = Timestamp {
+            secs: ordinal as i64,
+            nanos: 0,
+        };
         r.push(
             &Bytes::from_static(b"t"),
-            Timestamp {
-                secs: ordinal as i64,
-                nanos: 0,
-            },
-            &rec,
-            &f,
+            time,
+            &event,
+            log.as_bytes(),
+            split,
             out,
         );
     }
 
     #[test]
     fn joins_fragments_in_order_with_interleaving() {
-        let mut r = Reassembler::new(limits(), Bytes::from_static(b"log"));
+        let mut r = Reassembler::new(limits());
         let mut out = Vec::new();
         push(&mut r, "a", 1, false, "he", &mut out);
         push(&mut r, "b", 1, false, "wo", &mut out);
@@ -285,13 +282,14 @@ mod tests {
         assert_eq!(line(&out[0]), b"world");
         assert_eq!(line(&out[1]), b"hello");
         assert!(out.iter().all(|d| d.cut.is_none()));
-        assert_eq!(out[1].time.secs, 1, "the first fragment's time");
+        assert_eq!(out[1].time.secs, 1, "the first piece's time");
+        assert_eq!(&out[1].first[..], b"a#1", "and the first piece's event");
         assert_eq!(r.held_bytes(), 0);
     }
 
     #[test]
     fn overflow_emits_what_was_collected_and_loses_nothing() {
-        let mut r = Reassembler::new(limits(), Bytes::from_static(b"log"));
+        let mut r = Reassembler::new(limits());
         let mut out = Vec::new();
         let chunk = "x".repeat(60);
         push(&mut r, "a", 1, false, &chunk, &mut out);
@@ -305,7 +303,7 @@ mod tests {
 
     #[test]
     fn timeout_gap_and_flush_mark_incomplete_lines() {
-        let mut r = Reassembler::new(limits(), Bytes::from_static(b"log"));
+        let mut r = Reassembler::new(limits());
         let mut out = Vec::new();
         push(&mut r, "a", 1, false, "one", &mut out);
         assert!(r.deadline().is_some());
@@ -321,8 +319,23 @@ mod tests {
     }
 
     #[test]
+    fn unnumbered_pieces_join_until_the_last() {
+        // CRI's `P`/`F`: no ordinal, the stream is the id; stdout and stderr interleave.
+        let mut r = Reassembler::new(limits());
+        let mut out = Vec::new();
+        push(&mut r, "stdout", 0, false, "a", &mut out);
+        push(&mut r, "stderr", 0, false, "x", &mut out);
+        push(&mut r, "stdout", 0, false, "b", &mut out);
+        push(&mut r, "stderr", 0, true, "y", &mut out);
+        push(&mut r, "stdout", 0, true, "c", &mut out);
+        let lines: Vec<_> = out.iter().map(line).collect();
+        assert_eq!(lines, [b"xy".to_vec(), b"abc".to_vec()]);
+        assert!(out.iter().all(|d| d.cut.is_none()));
+    }
+
+    #[test]
     fn too_many_pending_lines_flush_the_oldest() {
-        let mut r = Reassembler::new(limits(), Bytes::from_static(b"log"));
+        let mut r = Reassembler::new(limits());
         let mut out = Vec::new();
         for id in ["a", "b", "c", "d", "e"] {
             push(&mut r, id, 1, false, id, &mut out);

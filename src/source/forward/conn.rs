@@ -38,9 +38,9 @@ use tokio::time::Instant;
 use super::decode::{self, Skipped};
 use super::handshake::{self, Challenge, Security};
 use crate::buffer::Router;
-use crate::event::{Ack, AckStatus, Batch, Timestamp};
+use crate::event::{Ack, AckStatus, Batch};
 use crate::msgpack::{self, Scanner};
-use crate::pipeline::{self, Enricher};
+use crate::pipeline::{self, Release, Stage};
 use crate::shutdown::Shutdown;
 use crate::source::budget::{Budget, Held, charge};
 use crate::telemetry::SourceMetrics;
@@ -64,7 +64,7 @@ pub struct Context {
     /// Memory shared with every connection of every source (see [`crate::source::budget`]).
     pub budget: Budget,
     pub metrics: SourceMetrics,
-    /// Parsing and enrichment, when on; each connection keeps its own [`Enricher`] state.
+    /// Parsing and enrichment, when on; each connection runs its own [`Stage`].
     pub enrich: Option<(Arc<pipeline::Settings>, pipeline::Metrics)>,
     pub source_address_key: Option<Bytes>,
     pub source_hostname_key: Option<Bytes>,
@@ -125,9 +125,8 @@ pub struct Conn<S> {
     partial_since: Option<Instant>,
     /// End offsets of the whole requests found in `buf`.
     ends: Vec<usize>,
-    fields: Arc<[(Bytes, Bytes)]>,
-    /// Split lines and stack traces held across reads.
-    enricher: Option<Enricher>,
+    /// Enrichment, and the split lines and stack traces it holds across reads.
+    stage: Stage,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -150,10 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 .unwrap_or_else(|| ip.to_string());
             fields.push((key.clone(), Bytes::from(name)));
         }
-        let enricher = ctx
-            .enrich
-            .as_ref()
-            .map(|(s, m)| Enricher::new(s.clone(), m.clone()));
+        let stage = Stage::new(ctx.enrich.as_ref(), fields.into());
         Conn {
             stream,
             peer,
@@ -166,8 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             read_size: MIN_READ,
             partial_since: None,
             ends: Vec::new(),
-            fields: fields.into(),
-            enricher,
+            stage,
         }
     }
 
@@ -177,7 +172,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let ctx = self.ctx.clone();
         let result = self.serve(&mut shutdown).await;
         // Lines still being joined were accepted (and maybe acked): they go on, marked.
-        self.release(Enricher::flush).await;
+        self.release(Release::Flush).await;
         match result {
             Ok(()) | Err(Close::Eof) | Err(Close::Shutdown) => {}
             Err(Close::Error { reason, detail }) => {
@@ -200,24 +195,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Err(Close::Shutdown);
             }
             if self.fill(shutdown).await? == Filled::Expired {
-                self.release(Enricher::expire).await;
+                self.release(Release::Due).await;
             }
         }
     }
 
-    /// Routes what `take` releases from the enricher (timed-out or flushed lines). These
-    /// requests were acked when their fragments arrived, so there is nothing to ack now.
-    async fn release(&mut self, take: fn(&mut Enricher, &mut Batch)) {
-        let Some(enricher) = &mut self.enricher else {
-            return;
-        };
-        let mut batch = Batch {
-            fields: self.fields.clone(),
-            received: Timestamp::now(),
-            ..Default::default()
-        };
-        take(enricher, &mut batch);
-        if !batch.is_empty() {
+    /// Routes the held lines the stage lets go of for `why`. Their requests were acked when
+    /// their fragments arrived, so there is nothing to ack now.
+    async fn release(&mut self, why: Release) {
+        if let Some(batch) = self.stage.release(why) {
             self.ctx.metrics.events.inc_by(batch.events.len() as u64);
             self.ctx.router.send(batch).await;
         }
@@ -269,13 +255,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 None => std::future::pending().await,
             }
         };
-        let held = self.enricher.as_ref().and_then(Enricher::deadline);
-        let held_due = async {
-            match held {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        let held_due = self.stage.due();
         let (n, room) = tokio::select! {
             r = self.read() => r?,
             _ = expired => return Err(Close::error(timeout_reason, format!("{} bytes pending", self.buf.len()))),
@@ -340,8 +320,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// What this connection must hold of the budget with a read buffer of `buffer` bytes and
     /// `transit` bytes of batches not yet queued.
     fn target(&self, buffer: usize, transit: usize) -> usize {
-        let lines = self.enricher.as_ref().map_or(0, Enricher::held_bytes);
-        charge(buffer + transit + lines)
+        charge(buffer + transit + self.stage.held_bytes())
     }
 
     /// The read buffer's share of the connection's memory (none while a batch owns it).
@@ -397,7 +376,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             // budget has no room for go on as they are (marked incomplete) rather than wait:
             // they were acknowledged, and waiting here could wait on ourselves.
             if !self.held.try_grow_to(self.target(self.buffer(), 0)) {
-                self.release(Enricher::shed).await;
+                self.release(Release::Shed).await;
             }
             self.held.shrink_to(self.target(self.buffer(), 0));
         }
@@ -432,14 +411,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// connection holds the budget's reserve (see [`crate::source::budget`]).
     async fn dispatch(&mut self, requests: Bytes, size: usize) -> Result<(), Close> {
         let ctx = self.ctx.clone();
-        let fields = self.fields.clone();
-        let new_batch = |size| Batch {
-            fields: fields.clone(),
-            size,
-            received: Timestamp::now(),
-            ..Default::default()
-        };
-        let mut batch = new_batch(size);
+        let mut batch = self.stage.batch(size);
         let mut skipped = Skipped::default();
         let mut acks = Vec::new();
         let mut not_forward = None;
@@ -471,7 +443,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         self.held.shrink_to(self.target(self.buffer(), size));
                         // The rest shares the requests' allocation: it is charged for it
                         // too (twice, while both are queued: the safe side).
-                        (batch, skipped) = (new_batch(size), Skipped::default());
+                        (batch, skipped) = (self.stage.batch(size), Skipped::default());
                         self.held.take_reserve().await;
                         retried = Some(i);
                         continue;
@@ -527,9 +499,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 tracing::warn!(source = %ctx.name, peer = %self.peer, skipped = %reasons.join(","), suppressed, "skipped invalid input, not acknowledged");
             }
         }
-        if let Some(enricher) = &mut self.enricher {
-            enricher.process(&mut batch);
-        }
+        self.stage.process(&mut batch);
         if !batch.is_empty() {
             ctx.metrics.events.inc_by(batch.events.len() as u64);
             let wait = (!acks.is_empty()).then(|| {
