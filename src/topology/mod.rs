@@ -24,13 +24,13 @@ use tokio::task::JoinSet;
 
 use crate::buffer::{Pattern, Queue, QueueGauges, Route, Router};
 use crate::config::export::Delivery;
-use crate::config::{self, ExportKind, ExportSink, Settings, SinkKind, SourceKind};
+use crate::config::{self, ExportKind, ExportSink, Settings, SinkKind};
 use crate::shutdown::{self, Trigger};
 use crate::sink::Sink;
 use crate::sink::export::Exporter;
 use crate::sink::{elasticsearch, http, jsonl, loki, otlp};
+use crate::source::Source;
 use crate::source::budget::Budget;
-use crate::source::forward::{self, Forward};
 use crate::telemetry::Metrics;
 use crate::telemetry::admin;
 use crate::telemetry::health::Health;
@@ -77,10 +77,7 @@ pub struct DrainTimeout {
 /// Unreadable or invalid certificate or key files, invalid endpoints or exporter settings.
 pub async fn check(settings: &Settings) -> anyhow::Result<()> {
     for source in &settings.sources {
-        let SourceKind::Forward(f) = &source.kind;
-        if let Some(tls) = &f.tls {
-            forward::tls_acceptor(tls).with_context(|| format!("sources.{}.tls", source.name))?;
-        }
+        Source::check(&source.kind).with_context(|| format!("sources.{}", source.name))?;
     }
     input_budget(settings, &config::memory::Limit::Unknown)?;
     for sink in &settings.sinks {
@@ -106,10 +103,7 @@ fn input_budget(settings: &Settings, limit: &config::memory::Limit) -> anyhow::R
     let reserve = settings
         .sources
         .iter()
-        .map(|s| {
-            let SourceKind::Forward(f) = &s.kind;
-            forward::reserve(f) as u64
-        })
+        .map(|s| Source::reserve(&s.kind) as u64)
         .max()
         .unwrap_or(0);
     let min = reserve + crate::source::budget::ALLOWANCE as u64;
@@ -274,13 +268,12 @@ pub async fn start_with(
     let enrich = crate::pipeline::Settings::new(&settings.enrich).map(Arc::new);
     let mut bound = Vec::new();
     for cfg in &settings.sources {
-        let SourceKind::Forward(f) = &cfg.kind;
         let m = metrics.source(&cfg.name);
         let router = Router::new(routes.clone(), m.unrouted.clone());
         let e = enrich
             .as_ref()
             .map(|s| (s.clone(), metrics.enrich(&cfg.name)));
-        let source = Forward::bind(&cfg.name, f, router, budget.clone(), m, e)
+        let source = Source::bind(&cfg.name, &cfg.kind, router, budget.clone(), m, e)
             .await
             .with_context(|| format!("sources.{}", cfg.name))?;
         bound.push((cfg.name.clone(), source));
@@ -307,7 +300,7 @@ pub async fn start_with(
     let mut sources = JoinSet::new();
     for (name, source) in bound {
         let addrs = source.addresses();
-        tracing::info!(source = %name, addresses = ?addrs, "forward source listening");
+        tracing::info!(source = %name, kind = source.kind(), addresses = ?addrs, "source listening");
         if let Some(a) = source.tcp_addr() {
             tcp.insert(name.clone(), a);
         }

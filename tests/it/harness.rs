@@ -328,7 +328,7 @@ pub mod binary {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("start-up log lines");
             let v: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
-            if v["message"] == "forward source listening" {
+            if v["message"] == "source listening" && v["kind"] == "forward" {
                 let a = v["addresses"].as_str().unwrap();
                 forward = Some(
                     a.split("tcp://")
