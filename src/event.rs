@@ -4,8 +4,9 @@
 //! are views (`Bytes` slices) into the buffer the bytes arrived in, so moving a batch copies
 //! nothing, and fanning it out to several sinks shares it behind an `Arc`.
 //!
-//! Records stay in their wire form (a MessagePack map). Stages that need a field read it from
-//! those bytes; nothing builds a value tree per event.
+//! Records stay in their wire form (a MessagePack map), and a line read from a file stays the
+//! line it was ([`Form`]). Stages that need a field read it from those bytes; nothing builds a
+//! value tree per event.
 
 use std::sync::{Arc, Mutex};
 
@@ -31,25 +32,74 @@ impl Timestamp {
     }
 }
 
+/// What an event's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Form {
+    /// One complete MessagePack map: a forward client's record, with Docker's fields or the
+    /// application's own.
+    #[default]
+    Record,
+    /// A line of text as the source read it (a line of a node's container log file), with
+    /// no fields of its own: the source's spans in [`Meta`] say where its message and its
+    /// stream are, and its tag names where it came from. Encoders see an empty record
+    /// ([`Event::map`]) and the line under the line key.
+    Line,
+}
+
 /// One log event.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub time: Timestamp,
     /// Index into [`Batch::tags`].
     pub tag: u32,
-    /// The record: one complete MessagePack map.
+    /// The event's bytes, as [`form`](Event::form) says: a MessagePack map, or a line.
     pub record: Bytes,
-    /// What enrichment learned; all default until the pipeline has seen the event.
+    pub form: Form,
+    /// What enrichment learned; all default until the pipeline has seen the event, except
+    /// for a line, whose source sets `line`, `stream` and `continued`.
     pub meta: Meta,
 }
 
 impl Event {
+    /// A record event: `record` is one MessagePack map.
     pub fn new(time: Timestamp, tag: u32, record: Bytes) -> Event {
         Event {
             time,
             tag,
             record,
+            form: Form::Record,
             meta: Meta::default(),
+        }
+    }
+
+    /// A line event: `bytes` is what the source read, `line` the message inside it and
+    /// `stream` its `stdout` or `stderr`, as spans of `bytes`.
+    pub fn line(
+        time: Timestamp,
+        tag: u32,
+        bytes: Bytes,
+        line: Span,
+        stream: Option<Span>,
+    ) -> Event {
+        Event {
+            time,
+            tag,
+            record: bytes,
+            form: Form::Line,
+            meta: Meta {
+                line: Some(line),
+                stream,
+                ..Meta::default()
+            },
+        }
+    }
+
+    /// The MessagePack map of the event's own fields, for encoders that walk it: the record,
+    /// or for a line (which has none) an empty map.
+    pub fn map(&self) -> &[u8] {
+        match self.form {
+            Form::Record => &self.record,
+            Form::Line => &[0x80],
         }
     }
 
@@ -112,6 +162,9 @@ pub struct Meta {
     pub incomplete: bool,
     /// This event joins several records (split long line or multi-line stack trace).
     pub joined: bool,
+    /// A line that goes on in the next line of its stream (CRI's `P` flag), set by the
+    /// source; the pipeline joins the pieces.
+    pub continued: bool,
 }
 
 /// Events decoded together, with what they share.

@@ -3,9 +3,26 @@
 //! A node agent that tails `/var/log/containers/<pod>_<namespace>_<container>-<id>.log` tags
 //! events with the path, dots for slashes (`kube.var.log.containers.web-7d9_shop_app-<id>.log`).
 //! Pod names, namespaces and container names are DNS labels without `_`, so the file name
-//! splits on `_`, and the container ID follows the last `-`.
+//! splits on `_`, and the container ID follows the last `-`. Outrigger's own file source tags
+//! its lines the same way ([`file_tag`]), so `match` patterns, Loki labels and index templates
+//! treat a line read from a file like one a Fluent Bit agent forwarded.
+
+use bytes::Bytes;
 
 use crate::event::{Batch, K8sTag, Span};
+
+/// The tag of lines read from the file at `path`: `kube`, then the path with dots for
+/// slashes (`/var/log/containers/web_shop_app-<id>.log` becomes
+/// `kube.var.log.containers.web_shop_app-<id>.log`), as Fluent Bit's `Tag kube.*` makes it.
+pub fn file_tag(path: &[u8]) -> Bytes {
+    let mut tag = Vec::with_capacity(5 + path.len());
+    tag.extend_from_slice(b"kube");
+    if path.first() != Some(&b'/') {
+        tag.push(b'.');
+    }
+    tag.extend(path.iter().map(|&b| if b == b'/' { b'.' } else { b }));
+    Bytes::from(tag)
+}
 
 /// Fills `batch.k8s` for every tag, once per tag, when any tag names a Kubernetes log file.
 pub fn annotate(batch: &mut Batch) {
@@ -69,6 +86,24 @@ mod tests {
         );
         let path = format!("/var/log/containers/web_default_nginx-{id}.log");
         assert!(parse(path.as_bytes()).is_some());
+    }
+
+    #[test]
+    fn a_file_tag_carries_the_names_of_its_file() {
+        let id = "b".repeat(64);
+        let path = format!("/var/log/containers/web-7d9f_shop_app-{id}.log");
+        let tag = file_tag(path.as_bytes());
+        assert_eq!(
+            &tag[..],
+            format!("kube.var.log.containers.web-7d9f_shop_app-{id}.log").as_bytes()
+        );
+        let k = parse(&tag).unwrap();
+        let s = |sp: Span| &tag[sp.start as usize..(sp.start + sp.len) as usize];
+        assert_eq!(
+            (s(k.pod), s(k.namespace), s(k.container)),
+            (&b"web-7d9f"[..], &b"shop"[..], &b"app"[..])
+        );
+        assert_eq!(&file_tag(b"x/y.log")[..], b"kube.x.y.log");
     }
 
     #[test]

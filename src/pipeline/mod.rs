@@ -30,7 +30,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::event::{Batch, Event, Meta, Span};
+use crate::event::{Batch, Event, Form, Meta, Span};
 use fields::{KeyTable, Role};
 use partial::Reassembler;
 pub use stage::{Release, Stage};
@@ -211,22 +211,15 @@ impl Enricher {
         let events = std::mem::replace(&mut batch.events, Vec::with_capacity(n));
         batch.resource = self.settings.resource.clone();
         for e in events {
-            let fields = record::fields(&e.record, &self.settings.line_key);
-            if let Some(p) = &fields.partial {
-                // Docker's `partial_*` fields, as the pipeline's one notion of a split line.
-                let split = partial::Split {
-                    id: e.record.slice(p.id.clone()),
-                    ordinal: p.ordinal,
-                    last: p.last,
-                };
+            let fields = fields_of(&e, &self.settings.line_key);
+            if let Some(split) = self.split(&e, &fields) {
                 let piece = fields
                     .line
                     .clone()
                     .map(|r| &e.record[r])
                     .unwrap_or_default();
                 let tag = batch.tags[e.tag as usize].clone();
-                self.partial
-                    .push(&tag, e.time, &e.record, piece, split, &mut self.done);
+                self.partial.push(&tag, &e, piece, split, &mut self.done);
                 self.take_done(batch, &mut tally);
                 continue;
             }
@@ -281,17 +274,40 @@ impl Enricher {
         self.count(&tally);
     }
 
+    /// Where `e` belongs when it is a piece of a split line, in the pipeline's one notion
+    /// of them ([`partial::Split`]): Docker's `partial_*` fields of a record, or a line's
+    /// `continued` flag (CRI's `P`; the `F` after it ends the line its stream is joining).
+    fn split(&self, e: &Event, fields: &record::Fields) -> Option<partial::Split> {
+        match e.form {
+            Form::Record => fields.partial.as_ref().map(|p| partial::Split {
+                id: e.record.slice(p.id.clone()),
+                ordinal: p.ordinal,
+                last: p.last,
+            }),
+            Form::Line => {
+                // One stage reads one file: its stream tells its lines apart.
+                let id = fields
+                    .source
+                    .clone()
+                    .map_or_else(Bytes::new, |r| e.record.slice(r));
+                (e.meta.continued || self.partial.is_pending(&id)).then(|| partial::Split {
+                    id,
+                    ordinal: 0,
+                    last: !e.meta.continued,
+                })
+            }
+        }
+    }
+
     /// Enriches joined lines and adds them to `batch`.
     fn take_done(&mut self, batch: &mut Batch, tally: &mut Tally) {
         for d in std::mem::take(&mut self.done) {
             let outcome = d.cut.map_or(0, |c| 1 + c as usize);
             tally.partial[outcome] += 1;
-            let tag = batch.tag_index(&d.tag, || d.tag.clone());
-            // The first fragment's record, with the joined line and without `partial_*`.
-            let rec = record::rewrite(&d.first, &self.settings.line_key, &d.line);
-            batch.size += rec.len();
-            let mut e = Event::new(d.time, tag, Bytes::from(rec));
-            let fields = record::fields(&e.record, &self.settings.line_key);
+            let mut e = rejoin(&d.first, &self.settings.line_key, &d.line);
+            e.tag = batch.tag_index(&d.tag, || d.tag.clone());
+            batch.size += e.record.len();
+            let fields = fields_of(&e, &self.settings.line_key);
             enrich(&self.settings, &mut e, &fields, tally);
             e.meta.joined = true;
             e.meta.incomplete = d.cut.is_some();
@@ -318,7 +334,7 @@ impl Enricher {
             if e.meta.joined {
                 tally.multiline += 1;
                 batch.size += e.record.len();
-                let fields = record::fields(&e.record, &self.settings.line_key);
+                let fields = fields_of(&e, &self.settings.line_key);
                 enrich(&self.settings, &mut e, &fields, tally);
                 e.meta.joined = true;
             }
@@ -347,6 +363,45 @@ impl Enricher {
             self.metrics.multiline.inc_by(t.multiline);
         }
     }
+}
+
+/// The fields enrichment reads first: a record's Docker fields, or what a line's source found.
+fn fields_of(e: &Event, line_key: &[u8]) -> record::Fields {
+    let range = |s: Span| s.start as usize..(s.start + s.len) as usize;
+    match e.form {
+        Form::Record => record::fields(&e.record, line_key),
+        Form::Line => record::Fields {
+            line: e.meta.line.map(range),
+            source: e.meta.stream.map(range),
+            ..Default::default()
+        },
+    }
+}
+
+/// The event of a joined line: `first` (the first piece or line of it) with `line` as its
+/// line. A record is written again with `line` under the line key and without `partial_*`;
+/// a line gets `line` in place of its own and keeps the rest of what was read (the CRI
+/// prefix with its stream).
+fn rejoin(first: &Event, line_key: &[u8], line: &[u8]) -> Event {
+    let mut e = match (first.form, first.meta.line) {
+        (Form::Line, Some(at)) => {
+            let (start, end) = (at.start as usize, (at.start + at.len) as usize);
+            let mut bytes = Vec::with_capacity(first.record.len() - at.len as usize + line.len());
+            bytes.extend_from_slice(&first.record[..start]);
+            bytes.extend_from_slice(line);
+            bytes.extend_from_slice(&first.record[end..]);
+            // A stream after the line would have moved; sources put theirs before it.
+            let stream = first.meta.stream.filter(|s| s.start + s.len <= at.start);
+            let at = Span::new(start..start + line.len());
+            Event::line(first.time, first.tag, Bytes::from(bytes), at, stream)
+        }
+        _ => {
+            let record = record::rewrite(&first.record, line_key, line);
+            Event::new(first.time, first.tag, Bytes::from(record))
+        }
+    };
+    e.meta.joined = true;
+    e
 }
 
 /// Fills `e.meta` from the record's fields and its line.
@@ -381,7 +436,11 @@ fn enrich(s: &Settings, e: &mut Event, fields: &record::Fields, tally: &mut Tall
         }
     }
     if !meta.json {
-        let mut found = record::found(&e.record, &s.line_key, &s.keys, &s.families);
+        let mut found = match e.form {
+            Form::Record => record::found(&e.record, &s.line_key, &s.keys, &s.families),
+            // A line has no fields of its own.
+            Form::Line => fields::Found::default(),
+        };
         if line.is_some() {
             // A line is the event's text; a message field beside it stays a field.
             found.message = None;

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::record;
 use crate::event::Event;
 
 /// Bounds on joining.
@@ -136,14 +135,10 @@ impl Joiner {
         if b.lines == 1 {
             return (b.tag, b.first);
         }
-        let record = Bytes::from(record::rewrite(
-            &b.first.record,
-            &self.settings.line_key,
-            &b.text,
-        ));
-        let mut e = Event::new(b.first.time, b.first.tag, record);
-        e.meta.joined = true;
-        (b.tag, e)
+        (
+            b.tag,
+            super::rejoin(&b.first, &self.settings.line_key, &b.text),
+        )
     }
 }
 
@@ -206,6 +201,7 @@ fn continues(kind: Kind, line: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::event::{Span, Timestamp};
+    use crate::pipeline::record;
 
     fn settings() -> Settings {
         Settings {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::event::Timestamp;
+use crate::event::Event;
 
 /// Bounds on reassembly.
 #[derive(Debug, Clone, Copy)]
@@ -44,10 +44,10 @@ pub struct Split {
 #[derive(Debug)]
 pub struct Done {
     pub tag: Bytes,
-    pub time: Timestamp,
-    /// The first piece's event as it arrived, for what it carries besides its piece of the
-    /// line (a record's other fields): the source that made it builds the joined event.
-    pub first: Bytes,
+    /// The first piece's event as it arrived, for its time and what it carries besides its
+    /// piece of the line (a record's other fields). Its `tag` index is of the batch it came
+    /// in; `tag` is the tag.
+    pub first: Event,
     /// The pieces, joined.
     pub line: Vec<u8>,
     /// `None` when complete; else why it was emitted early.
@@ -80,9 +80,8 @@ impl Cut {
 struct Pending {
     id: Bytes,
     tag: Bytes,
-    time: Timestamp,
-    /// The first piece's event, for its other fields.
-    first: Bytes,
+    /// The first piece's event, for its time and other fields.
+    first: Event,
     line: Vec<u8>,
     next_ordinal: u32,
     since: Instant,
@@ -107,7 +106,7 @@ impl Reassembler {
     pub fn held_bytes(&self) -> usize {
         self.pending
             .iter()
-            .map(|p| p.line.len() + p.first.len())
+            .map(|p| p.line.len() + p.first.record.len())
             .sum()
     }
 
@@ -119,13 +118,18 @@ impl Reassembler {
             .min()
     }
 
+    /// Whether a line with this id is being joined: a source whose last piece looks like
+    /// any whole line (CRI's `F`) asks before it hands one over.
+    pub fn is_pending(&self, id: &[u8]) -> bool {
+        self.pending.iter().any(|p| p.id == id)
+    }
+
     /// Takes `piece`, one piece of a line, which arrived in `event` (kept if it is the first
     /// piece); completed or cut lines go to `out`.
     pub fn push(
         &mut self,
         tag: &Bytes,
-        time: Timestamp,
-        event: &Bytes,
+        event: &Event,
         piece: &[u8],
         split: Split,
         out: &mut Vec<Done>,
@@ -136,15 +140,14 @@ impl Reassembler {
             Some(i) => {
                 let p = self.pending.swap_remove(i);
                 out.push(finish(p, Some(Cut::Gap)));
-                self.start(tag, time, event, split.id, out)
+                self.start(tag, event, split.id, out)
             }
-            None => self.start(tag, time, event, split.id, out),
+            None => self.start(tag, event, split.id, out),
         };
         let p = &mut self.pending[at];
         if p.line.len() + piece.len() > self.limits.max_bytes && !p.line.is_empty() {
             out.push(Done {
                 tag: p.tag.clone(),
-                time: p.time,
                 first: p.first.clone(),
                 line: std::mem::take(&mut p.line),
                 cut: Some(Cut::Overflow),
@@ -158,14 +161,7 @@ impl Reassembler {
         }
     }
 
-    fn start(
-        &mut self,
-        tag: &Bytes,
-        time: Timestamp,
-        event: &Bytes,
-        id: Bytes,
-        out: &mut Vec<Done>,
-    ) -> usize {
+    fn start(&mut self, tag: &Bytes, event: &Event, id: Bytes, out: &mut Vec<Done>) -> usize {
         if self.pending.len() >= self.limits.max_pending {
             let oldest = (0..self.pending.len())
                 .min_by_key(|i| self.pending[*i].since)
@@ -176,7 +172,6 @@ impl Reassembler {
         self.pending.push(Pending {
             id,
             tag: tag.clone(),
-            time,
             first: event.clone(),
             line: Vec::new(),
             next_ordinal: 1,
@@ -217,7 +212,6 @@ impl Reassembler {
 fn finish(p: Pending, cut: Option<Cut>) -> Done {
     Done {
         tag: p.tag,
-        time: p.time,
         first: p.first,
         line: p.line,
         cut,
@@ -227,6 +221,7 @@ fn finish(p: Pending, cut: Option<Cut>) -> Done {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Timestamp;
 
     fn limits() -> Limits {
         Limits {
@@ -249,19 +244,18 @@ mod tests {
         out: &mut Vec<Done>,
     ) {
         // The event a piece arrived in: the joined line keeps the first one's.
-        let event = Bytes::from(format!("{id}#{ordinal}"));
+        let time = Timestamp {
+            secs: ordinal as i64,
+            nanos: 0,
+        };
+        let event = Event::new(time, 0, Bytes::from(format!("{id}#{ordinal}")));
         let split = Split {
             id: Bytes::copy_from_slice(id.as_bytes()),
             ordinal,
             last,
         };
-        let time = Timestamp {
-            secs: ordinal as i64,
-            nanos: 0,
-        };
         r.push(
             &Bytes::from_static(b"t"),
-            time,
             &event,
             log.as_bytes(),
             split,
@@ -282,8 +276,12 @@ mod tests {
         assert_eq!(line(&out[0]), b"world");
         assert_eq!(line(&out[1]), b"hello");
         assert!(out.iter().all(|d| d.cut.is_none()));
-        assert_eq!(out[1].time.secs, 1, "the first piece's time");
-        assert_eq!(&out[1].first[..], b"a#1", "and the first piece's event");
+        assert_eq!(out[1].first.time.secs, 1, "the first piece's time");
+        assert_eq!(
+            &out[1].first.record[..],
+            b"a#1",
+            "and the first piece's event"
+        );
         assert_eq!(r.held_bytes(), 0);
     }
 

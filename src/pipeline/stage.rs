@@ -226,6 +226,87 @@ mod tests {
         assert!(shed.events[0].meta.incomplete);
     }
 
+    /// A line of a CRI log file as a file source hands it over: the whole line, its message
+    /// and stream as spans, `P` as `continued`.
+    fn cri(line: &str) -> Event {
+        let mut parts = line.splitn(4, ' ');
+        let (time, stream, flag) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let at = time.len() + 1;
+        let msg = at + stream.len() + flag.len() + 2;
+        let mut e = Event::line(
+            Timestamp {
+                secs: 1_780_000_000,
+                nanos: 0,
+            },
+            0,
+            Bytes::copy_from_slice(line.as_bytes()),
+            crate::event::Span::new(msg..line.len()),
+            Some(crate::event::Span::new(at..at + stream.len())),
+        );
+        e.meta.continued = flag == "P";
+        e
+    }
+
+    #[tokio::test]
+    async fn lines_join_per_stream_and_are_enriched_without_a_record() {
+        let s = settings();
+        let mut stage = Stage::new(Some(&s), Arc::new([]));
+        let id = "c".repeat(64);
+        let tag = crate::pipeline::kubernetes::file_tag(
+            format!("/var/log/containers/web-1_shop_app-{id}.log").as_bytes(),
+        );
+        let t = "2026-12-04T10:00:00.000000001Z";
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let mut b = stage.batch(0);
+        let i = b.tag_index(&tag, || tag.clone());
+        assert_eq!(i, 0);
+        for l in [
+            format!("{t} stdout P {{\"level\":\"error\",\"msg\":\"hel"),
+            format!("{t} stderr F plain text"),
+            format!("{t} stdout P lo\",\"trace_id\":"),
+            format!("{t} stdout F \"{trace}\"}}"),
+            format!("{t} stdout F next"),
+        ] {
+            b.events.push(cri(&l));
+        }
+        stage.process(&mut b);
+        assert_eq!(
+            lines(&b),
+            [
+                "plain text",
+                &format!("{{\"level\":\"error\",\"msg\":\"hello\",\"trace_id\":\"{trace}\"}}"),
+                "next"
+            ]
+        );
+        let stream = |e: &Event| e.slice(e.meta.stream.unwrap()).to_vec();
+        assert_eq!(stream(&b.events[0]), b"stderr");
+        let joined = &b.events[1];
+        assert_eq!(
+            joined.form,
+            crate::event::Form::Line,
+            "still a line, no record built"
+        );
+        assert!(joined.meta.joined && !joined.meta.incomplete);
+        assert_eq!(stream(joined), b"stdout");
+        assert!(joined.meta.json, "the joined line parsed as JSON");
+        assert_eq!(joined.meta.severity, 17, "error");
+        assert_eq!(hex::encode(joined.meta.trace_id.unwrap()), trace);
+        assert!(
+            !b.events[2].meta.joined,
+            "an F line with nothing pending is a whole line"
+        );
+        let k = b.k8s[0].expect("the file's names, from its tag");
+        assert_eq!(
+            &tag[k.namespace.start as usize..][..k.namespace.len as usize],
+            b"shop"
+        );
+        assert_eq!(stage.held_bytes(), 0);
+    }
+
     #[tokio::test]
     async fn without_enrichment_batches_pass_and_nothing_is_due() {
         let mut stage = Stage::new(None, Arc::new([]));

@@ -13,7 +13,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use crate::event::{Batch, Event, Span, Timestamp};
+use crate::event::{Batch, Event, Form, Span, Timestamp};
 use crate::msgpack::{self, Cursor, Kind};
 
 /// Nesting beyond this is written as `null`. The source's `max_depth` normally stops such
@@ -105,8 +105,14 @@ fn write_event(
         k => m.json && !shape.keep_line && k == shape.line_key.as_slice(),
     };
     let line = m.line.filter(|_| m.json).map(|s| e.slice(s));
-    let mut c = Cursor::new(&e.record);
-    record(out, &mut c, &skip, &batch.fields, line, shape)?;
+    // A line event has no record to carry its line: it goes under the line key, where a
+    // record would have had it.
+    let own = match (e.form, m.line) {
+        (Form::Line, Some(s)) if !m.json || shape.keep_line => Some(e.slice(s)),
+        _ => None,
+    };
+    let mut c = Cursor::new(e.map());
+    record(out, &mut c, &skip, own, &batch.fields, line, shape)?;
     if m.incomplete {
         out.extend_from_slice(b",\"incomplete\":true");
     }
@@ -165,11 +171,13 @@ fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
-/// The record map, without skipped keys, plus `extra` fields and a parsed JSON `line`.
+/// The record map, without skipped keys, plus a line event's `own` line, `extra` fields and a
+/// parsed JSON `line`.
 fn record(
     out: &mut Vec<u8>,
     c: &mut Cursor<'_>,
     skip: &dyn Fn(&[u8]) -> bool,
+    own: Option<&[u8]>,
     extra: &[(bytes::Bytes, bytes::Bytes)],
     line: Option<&[u8]>,
     shape: &Shape,
@@ -182,6 +190,12 @@ fn record(
             out.push(b',');
         }
     };
+    if let Some(own) = own {
+        sep(out);
+        string(out, &shape.line_key);
+        out.push(b':');
+        string(out, own);
+    }
     for _ in 0..h.children / 2 {
         match c.bytes()? {
             Some(k) if skip(k) => {
@@ -474,6 +488,58 @@ mod tests {
         )
         .unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    /// A line event as a file source makes it: a CRI line, with spans of its message and
+    /// stream, under a Kubernetes file tag.
+    fn line_event(text: &str, json: bool) -> Batch {
+        let prefix = "2026-12-04T10:00:00Z stdout F ";
+        let bytes = bytes::Bytes::from(format!("{prefix}{text}"));
+        let mut b = Batch::default();
+        let id = "d".repeat(64);
+        let tag = format!("kube.var.log.containers.web-1_shop_app-{id}.log");
+        let tag = b.tag_index(tag.as_bytes(), || bytes::Bytes::from(tag.clone()));
+        let (line, stream) = (Span::new(prefix.len()..bytes.len()), Span::new(21..27));
+        let mut e = Event::line(Timestamp::default(), tag, bytes, line, Some(stream));
+        e.meta.json = json;
+        b.events.push(e);
+        crate::pipeline::kubernetes::annotate(&mut b);
+        b
+    }
+
+    #[test]
+    fn a_line_event_has_its_line_under_the_line_key_and_no_record_walk() {
+        for (text, json, keep_line, want) in [
+            (
+                "plain \"text\"",
+                false,
+                false,
+                r#"{"log":"plain \"text\""}"#,
+            ),
+            (r#"{"a":1}"#, true, false, r#"{"a":1}"#),
+            (r#"{"a":1}"#, true, true, r#"{"log":"{\"a\":1}","a":1}"#),
+        ] {
+            let b = line_event(text, json);
+            let shape = Shape {
+                keep_line,
+                ..Shape::default()
+            };
+            let mut out = Vec::new();
+            event(
+                &mut out,
+                &mut TimeCache::default(),
+                &b,
+                &b.events[0],
+                &shape,
+            )
+            .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let want: serde_json::Value = serde_json::from_str(want).unwrap();
+            assert_eq!(v["record"], want, "{text}");
+            assert_eq!(v["resource"]["log.iostream"], "stdout");
+            assert_eq!(v["resource"]["k8s.namespace.name"], "shop");
+            assert_eq!(v["resource"]["k8s.pod.name"], "web-1");
+        }
     }
 
     #[test]

@@ -344,7 +344,7 @@ impl Encoder {
             b"source" => m.stream.is_some(),
             k => m.line.is_some() && k == shape.line_key.as_slice(),
         };
-        let mut c = Cursor::new(&e.record);
+        let mut c = Cursor::new(e.map());
         let (h, _) = c.read()?;
         if h.kind != msgpack::Kind::Map {
             return Err(msgpack::Error::Truncated);

@@ -334,7 +334,7 @@ mod tests {
     use super::document::{ecs_name, level_name, members};
     use super::*;
     use crate::config::export::Compression;
-    use crate::event::{Batch, Event};
+    use crate::event::{Batch, Event, Span};
 
     // --- fixtures ---
 
@@ -574,6 +574,39 @@ mod tests {
             d,
             format!(
                 r#"{{"@timestamp":"2023-11-14T22:13:20.000000000Z","message":"plain","log.flags":["truncated"],"container.id":"{id}","kubernetes.pod.name":"web-7d9f","kubernetes.namespace":"shop","kubernetes.container.name":"app","orchestrator.type":"kubernetes","fluent.tag":"{tag}","kubernetes.node.name":"node-1","region":"eu","stream":"stderr","com.example.team":"payments","peer":"10.0.0.1"}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn a_line_event_is_a_document_of_its_line_and_file() {
+        // A CRI line a file source read, enriched: a JSON line, no record.
+        let id = "f".repeat(64);
+        let tag = format!("kube.var.log.containers.web-7d9f_shop_app-{id}.log");
+        let text = r#"2026-12-04T10:00:00Z stdout F {"level":"warn","msg":"slow","ms":12}"#;
+        let at = text.find('{').unwrap();
+        let mut cfg = crate::config::Enrich::default();
+        cfg.resource.insert("k8s.node.name".into(), "node-1".into());
+        let settings = Arc::new(crate::pipeline::Settings::new(&cfg.options()).unwrap());
+        let mut stage = crate::pipeline::Stage::new(
+            Some(&(settings, crate::pipeline::Metrics::default())),
+            Arc::new([]),
+        );
+        let mut b = stage.batch(0);
+        let t = b.tag_index(tag.as_bytes(), || Bytes::from(tag.clone()));
+        let time = Timestamp {
+            secs: 1_700_000_000,
+            nanos: 0,
+        };
+        let (line, stream) = (Span::new(at..text.len()), Span::new(21..27));
+        b.events
+            .push(Event::line(time, t, Bytes::from(text), line, Some(stream)));
+        stage.process(&mut b);
+        let d = docs(&body(&exporter("index = \"app\"", Shape::default()), &b)).remove(0);
+        assert_eq!(
+            d,
+            format!(
+                r#"{{"@timestamp":"2023-11-14T22:13:20.000000000Z","message":"slow","log.level":"warn","log.iostream":"stdout","container.id":"{id}","kubernetes.pod.name":"web-7d9f","kubernetes.namespace":"shop","kubernetes.container.name":"app","orchestrator.type":"kubernetes","fluent.tag":"{tag}","level":"warn","ms":12,"kubernetes.node.name":"node-1"}}"#
             )
         );
     }

@@ -294,7 +294,7 @@ impl Exporter {
                 let e = r.event;
                 let span = e.meta.line.or_else(|| {
                     // Enrichment off: find the line ourselves.
-                    crate::pipeline::record::fields(&e.record, &self.shape.line_key)
+                    crate::pipeline::record::fields(e.map(), &self.shape.line_key)
                         .line
                         .map(Span::new)
                 });
@@ -778,6 +778,46 @@ mod tests {
             .compress_vec(&req.encode_to_vec())
             .unwrap();
         assert_eq!(decode(&body), req);
+    }
+
+    #[test]
+    fn a_line_event_gets_the_labels_and_line_of_a_forwarded_one() {
+        // The same line, forwarded by an agent as a record and read from its file as a
+        // line, under the same Kubernetes tag: same stream labels, same line.
+        let mut b = Batch::default();
+        let tag = format!("kube.var.log.containers.web-7d9f_shop_app-{K8S_ID}.log");
+        let t = b.tag_index(tag.as_bytes(), || Bytes::from(tag.clone()));
+        let (rec, s) = record(&[("stream", "stderr"), ("log", "disk full")]);
+        let mut e = Event::new(Timestamp { secs: 1, nanos: 0 }, t, rec);
+        (e.meta.stream, e.meta.line) = (Some(s[0]), Some(s[1]));
+        b.events.push(e);
+        let text = "2026-12-04T10:00:00Z stderr F disk full";
+        let (line, stream) = (Span::new(30..text.len()), Span::new(21..27));
+        let e = Event::line(
+            Timestamp { secs: 2, nanos: 0 },
+            t,
+            Bytes::from(text),
+            line,
+            Some(stream),
+        );
+        b.events.push(e);
+        crate::pipeline::kubernetes::annotate(&mut b);
+        let e = exporter(
+            "labels = { namespace = \"{k8s.namespace.name}\", pod = \"{k8s.pod.name}\", stream = \"{log.iostream}\" }",
+        );
+        let r = refs(&b);
+        let req = e.request(&r, &e.streams(&r));
+        assert_eq!(req.streams.len(), 1, "one stream for both");
+        assert_eq!(
+            req.streams[0].labels,
+            r#"{namespace="shop", pod="web-7d9f", stream="stderr"}"#
+        );
+        let lines: Vec<&str> = req.streams[0]
+            .entries
+            .iter()
+            .map(|e| e.line.as_str())
+            .collect();
+        assert_eq!(lines, ["disk full", "disk full"]);
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl Encoder {
                     } else if record_body {
                         let mark = w.mark();
                         let body = w.begin_sized(RECORD_BODY, 2);
-                        if msgpack_value(w, &mut Cursor::new(&e.record), 1).is_ok() {
+                        if msgpack_value(w, &mut Cursor::new(e.map()), 1).is_ok() {
                             w.end(body);
                         } else {
                             w.truncate(mark);
@@ -401,7 +401,7 @@ struct Found<'a> {
 /// Walks the record map for [`Found`]'s fields.
 fn find_line_and_stream<'a>(e: &'a Event, line_key: &[u8]) -> Found<'a> {
     let mut found = Found::default();
-    let mut c = Cursor::new(&e.record);
+    let mut c = Cursor::new(e.map());
     let Ok((h, _)) = c.read() else { return found };
     if h.kind != Kind::Map {
         return found;
@@ -441,7 +441,7 @@ fn record_attrs(
     message: Option<usize>,
 ) {
     let m = &e.meta;
-    let mut c = Cursor::new(&e.record);
+    let mut c = Cursor::new(e.map());
     let Ok((h, _)) = c.read() else { return };
     if h.kind != Kind::Map {
         return;

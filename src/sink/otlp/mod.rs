@@ -998,6 +998,32 @@ mod tests {
     }
 
     #[test]
+    fn a_line_event_is_a_body_and_its_stream_with_no_record_attributes() {
+        // A CRI line a file source read: no MessagePack anywhere in it.
+        let mut b = Batch::default();
+        let id = "e".repeat(64);
+        let tag = format!("kube.var.log.containers.web-1_shop_app-{id}.log");
+        let t = b.tag_index(tag.as_bytes(), || Bytes::from(tag.clone()));
+        let text = "2026-12-04T10:00:00Z stderr F disk full";
+        let (line, stream) = (span_of(text.as_bytes(), "disk full"), Span::new(21..27));
+        let e = Event::line(T, t, Bytes::from(text), line, Some(stream));
+        b.events.push(e);
+        crate::pipeline::kubernetes::annotate(&mut b);
+        for body in [Body::String, Body::Map, Body::Message] {
+            let req = encode(&encoder(body), &b);
+            let rl = &req.resource_logs[0];
+            let res = &rl.resource.as_ref().unwrap().attributes;
+            assert_eq!(attr(res, "k8s.namespace.name"), Some(&s("shop")));
+            assert_eq!(attr(res, "container.id"), Some(&s(&id)));
+            let r = &rl.scope_logs[0].log_records[0];
+            assert_eq!(r.body.as_ref().unwrap().value, Some(s("disk full")));
+            let keys: Vec<_> = r.attributes.iter().map(|a| a.key.as_str()).collect();
+            assert_eq!(keys, ["log.iostream", "fluent.tag"], "{body:?}");
+            assert_eq!(attr(&r.attributes, "log.iostream"), Some(&s("stderr")));
+        }
+    }
+
+    #[test]
     fn typed_msgpack_fields_and_unique_keys() {
         // {"i": -3, "u": u64::MAX, "b": bin[1,2], "nan": NaN, "m": {"x": [nil]}, 7: "seven",
         //  "fluent.tag": "mine", "t": EventTime}
