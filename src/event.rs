@@ -165,6 +165,41 @@ pub struct Meta {
     /// A line that goes on in the next line of its stream (CRI's `P` flag), set by the
     /// source; the pipeline joins the pieces.
     pub continued: bool,
+    /// Where this event's JSON line members are in [`Batch::members`] (empty unless `json`).
+    pub members: Members,
+}
+
+/// A range of [`Batch::members`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Members {
+    pub start: u32,
+    pub len: u32,
+}
+
+/// The JSON type of a member's value, from its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonKind {
+    String,
+    Number,
+    Bool,
+    Null,
+    Object,
+    Array,
+}
+
+/// One top-level member of a JSON line, as enrichment found it: spans of the event's bytes,
+/// so every encoder reads the line's fields from this instead of parsing the line again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    /// The key's text between its quotes, as written.
+    pub key: Span,
+    /// The value as written: a string with its quotes, a number, an object with its braces.
+    pub value: Span,
+    pub kind: JsonKind,
+    /// The key holds a `\` escape: its text is not its name until unescaped.
+    pub escaped_key: bool,
+    /// A string value holds a `\` escape.
+    pub escaped_value: bool,
 }
 
 /// Events decoded together, with what they share.
@@ -186,6 +221,11 @@ pub struct Batch {
     /// Kubernetes names found in each tag (parallel to `tags`; empty until enriched, and when
     /// no tag names a Kubernetes log file).
     pub k8s: Vec<Option<K8sTag>>,
+    /// The top-level members of the events' JSON lines, found once by enrichment; each event
+    /// names its range ([`Meta::members`]). Charged with the batch ([`Batch::footprint`]);
+    /// whatever stores events can rebuild it from their lines
+    /// ([`crate::pipeline::json::index`]).
+    pub members: Vec<Member>,
     /// Attributes every event of the batch carries (static node or cluster names).
     pub resource: Arc<[(Bytes, Bytes)]>,
     /// When the source read the batch's data (zero when unknown): OTLP's observed time.
@@ -239,6 +279,15 @@ impl Batch {
             + vec(self.events.capacity(), std::mem::size_of::<Event>())
             + vec(self.tags.capacity(), std::mem::size_of::<Bytes>())
             + vec(self.k8s.capacity(), std::mem::size_of::<Option<K8sTag>>())
+            + vec(self.members.capacity(), std::mem::size_of::<Member>())
+    }
+
+    /// The members of `event`'s JSON line (empty when it has none).
+    pub fn members(&self, event: &Event) -> &[Member] {
+        let Members { start, len } = event.meta.members;
+        self.members
+            .get(start as usize..(start + len) as usize)
+            .unwrap_or_default()
     }
 
     pub fn tag(&self, event: &Event) -> &[u8] {

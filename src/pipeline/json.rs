@@ -7,11 +7,17 @@
 //! in a [`KeyTable`] (a bucket per key length, then a byte compare), descends only into
 //! objects a configured dotted path names (`trace.id`, `dd.trace_id`, `log.level`), and hands
 //! what it finds to a [`Collector`] (see [`super::fields`]).
+//!
+//! Once a batch is enriched, [`index`] records where each parsed line's top-level members are
+//! (key, value, JSON type) in the batch's side table, so the encoders read the line's fields
+//! from there on every attempt instead of parsing it again, and all read it the same way.
 
 use std::cell::RefCell;
 use std::ops::Range;
 
 use simd_json::{Node, StaticNode};
+
+use crate::event::{Batch, JsonKind, Member, Members, Span};
 
 use super::fields::{Candidates, Collector, Families, Found, KeyTable, Locate, Value};
 
@@ -284,6 +290,149 @@ fn value<'a>(node: &Node<'a>) -> Value<'a> {
     }
 }
 
+/// Fills `batch.members` with the top-level members of every event's JSON line (`meta.json`)
+/// and points each event at its own. A line the scanner cannot walk (only one that is not
+/// the JSON object enrichment found) goes on as text.
+pub fn index(batch: &mut Batch) {
+    thread_local! {
+        static FOUND: RefCell<(Vec<Member>, Vec<Member>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    }
+    if !batch.events.iter().any(|e| e.meta.json) {
+        batch.members = Vec::new();
+        return;
+    }
+    FOUND.with_borrow_mut(|(all, one)| {
+        all.clear();
+        for e in &mut batch.events {
+            e.meta.members = Members::default();
+            let Some(line) = e.meta.line.filter(|_| e.meta.json) else {
+                continue;
+            };
+            let text = e.slice(line);
+            let lead = text.len() - text.trim_ascii_start().len();
+            let base = line.start as usize + lead;
+            if members(text.trim_ascii(), base, one) {
+                e.meta.members = Members {
+                    start: all.len() as u32,
+                    len: one.len() as u32,
+                };
+                all.extend_from_slice(one);
+            } else {
+                e.meta.json = false;
+            }
+        }
+        // Exactly its size: the queues charge the capacity.
+        batch.members = all.as_slice().to_vec();
+    });
+}
+
+/// The members of the JSON object `obj` (valid JSON, braces included) into `out`, as spans
+/// offset by `base`; false when `obj` is not an object this scanner can walk.
+pub fn members(obj: &[u8], base: usize, out: &mut Vec<Member>) -> bool {
+    out.clear();
+    let ws = |b: &[u8], mut i: usize| {
+        while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let span = |r: Range<usize>| Span::new(base + r.start..base + r.end);
+    if obj.first() != Some(&b'{') {
+        return false;
+    }
+    let mut i = ws(obj, 1);
+    if obj.get(i) == Some(&b'}') {
+        return i + 1 == obj.len();
+    }
+    loop {
+        if obj.get(i) != Some(&b'"') {
+            return false;
+        }
+        let Some(key_end) = string_end(obj, i) else {
+            return false;
+        };
+        let key = i + 1..key_end - 1;
+        i = ws(obj, key_end);
+        if obj.get(i) != Some(&b':') {
+            return false;
+        }
+        let start = ws(obj, i + 1);
+        let Some(end) = value_end(obj, start) else {
+            return false;
+        };
+        let kind = match obj[start] {
+            b'"' => JsonKind::String,
+            b'{' => JsonKind::Object,
+            b'[' => JsonKind::Array,
+            b't' | b'f' => JsonKind::Bool,
+            b'n' => JsonKind::Null,
+            _ => JsonKind::Number,
+        };
+        out.push(Member {
+            escaped_key: obj[key.clone()].contains(&b'\\'),
+            escaped_value: kind == JsonKind::String && obj[start..end].contains(&b'\\'),
+            key: span(key),
+            value: span(start..end),
+            kind,
+        });
+        i = ws(obj, end);
+        match obj.get(i) {
+            Some(b',') => i = ws(obj, i + 1),
+            Some(b'}') => return i + 1 == obj.len(),
+            _ => return false,
+        }
+    }
+}
+
+/// The index just past the string that opens at `b[i]` (a `"`).
+pub fn string_end(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    loop {
+        j += memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
+        if b[j] == b'\\' {
+            j += 2;
+        } else {
+            return Some(j + 1);
+        }
+    }
+}
+
+/// The index just past the value that starts at `b[i]`.
+pub fn value_end(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => string_end(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => {
+                        j = string_end(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            None
+        }
+        _ => {
+            let len = b[i..]
+                .iter()
+                .position(|c| matches!(c, b',' | b'}' | b']') || c.is_ascii_whitespace())
+                .unwrap_or(b.len() - i);
+            (len > 0).then_some(i + len)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,5 +473,89 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
+    }
+
+    #[test]
+    fn member_scanner() {
+        let mut m = Vec::new();
+        let obj = br#"{ "a" : "x\"}" , "b\\":{"c":[1,"]"]}, "d":-1.5e3 ,"e":null, "f":true}"#;
+        assert!(members(obj, 100, &mut m));
+        let at = |s: Span| &obj[s.start as usize - 100..(s.start + s.len) as usize - 100];
+        let got: Vec<_> = m
+            .iter()
+            .map(|mb| {
+                (
+                    at(mb.key),
+                    at(mb.value),
+                    mb.kind,
+                    mb.escaped_key,
+                    mb.escaped_value,
+                )
+            })
+            .collect();
+        use JsonKind::*;
+        assert_eq!(
+            got,
+            vec![
+                (&b"a"[..], &br#""x\"}""#[..], String, false, true),
+                (br#"b\\"#, br#"{"c":[1,"]"]}"#, Object, true, false),
+                (b"d", b"-1.5e3", Number, false, false),
+                (b"e", b"null", Null, false, false),
+                (b"f", b"true", Bool, false, false),
+            ]
+        );
+        assert!(members(b"{}", 0, &mut m) && m.is_empty());
+        assert!(members(b"{ }", 0, &mut m) && m.is_empty());
+        for bad in [
+            &b"[1]"[..],
+            b"{\"a\":1",
+            b"{\"a\" 1}",
+            b"{\"a\":\"x}",
+            b"{\"a\":{\"b\":1}",
+            b"{\"a\":1}x",
+            b"{\"a\":}",
+        ] {
+            assert!(
+                !members(bad, 0, &mut m),
+                "{}",
+                std::string::String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn index_points_each_json_event_at_its_members() {
+        use crate::event::Event;
+        let mut b = Batch::default();
+        for (line, json) in [
+            (r#" {"a":1,"b":"x"}"#, true),
+            ("text", false),
+            (r#"{"c":[]}"#, true),
+            (r#"{"d":"#, true),
+        ] {
+            let bytes = bytes::Bytes::from(format!("prefix {line}"));
+            let span = Span::new(7..bytes.len());
+            let mut e = Event::line(Default::default(), 0, bytes, span, None);
+            e.meta.json = json;
+            b.events.push(e);
+        }
+        index(&mut b);
+        let keys = |i: usize| -> Vec<Vec<u8>> {
+            let e = &b.events[i];
+            b.members(e)
+                .iter()
+                .map(|m| e.slice(m.key).to_vec())
+                .collect()
+        };
+        assert_eq!(keys(0), [b"a".to_vec(), b"b".to_vec()]);
+        assert!(keys(1).is_empty());
+        assert_eq!(keys(2), [b"c".to_vec()]);
+        let e = &b.events[0];
+        assert_eq!(e.slice(b.members(e)[1].value), br#""x""#);
+        assert!(
+            !b.events[3].meta.json,
+            "what the scanner cannot walk is text"
+        );
+        assert_eq!(b.members.capacity(), 3);
     }
 }

@@ -227,7 +227,7 @@ impl Enricher {
             enrich(&self.settings, &mut e, &fields, &mut tally);
             self.push(batch, e, &mut tally);
         }
-        kubernetes::annotate(batch);
+        finish(batch);
         self.count(&tally);
     }
 
@@ -241,7 +241,7 @@ impl Enricher {
             self.add_joined(batch, ready, &mut tally);
         }
         batch.resource = self.settings.resource.clone();
-        kubernetes::annotate(batch);
+        finish(batch);
         self.count(&tally);
     }
 
@@ -257,7 +257,7 @@ impl Enricher {
         self.partial.shed(&mut self.done);
         self.take_done(batch, &mut tally);
         batch.resource = self.settings.resource.clone();
-        kubernetes::annotate(batch);
+        finish(batch);
         self.count(&tally);
     }
 
@@ -270,7 +270,7 @@ impl Enricher {
             self.add_joined(batch, ready, &mut tally);
         }
         batch.resource = self.settings.resource.clone();
-        kubernetes::annotate(batch);
+        finish(batch);
         self.count(&tally);
     }
 
@@ -363,6 +363,13 @@ impl Enricher {
             self.metrics.multiline.inc_by(t.multiline);
         }
     }
+}
+
+/// What every enriched batch gets once its events are final (joined lines included): the
+/// side table of its JSON lines' members and the Kubernetes names of its tags.
+fn finish(batch: &mut Batch) {
+    json::index(batch);
+    kubernetes::annotate(batch);
 }
 
 /// The fields enrichment reads first: a record's Docker fields, or what a line's source found.

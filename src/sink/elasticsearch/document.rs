@@ -196,13 +196,20 @@ impl Encoder {
             Some(l) if !m.json => Line::Text(l),
             Some(l) if shape.nest_key.is_some() => Line::Nested(l.trim_ascii()),
             Some(l) => {
+                // Enrichment found the members ([`Batch::members`]); here they are ranges of
+                // the object.
                 let obj = l.trim_ascii();
-                if members(obj, &mut self.members) {
-                    Line::Top(obj)
-                } else {
-                    // Cannot happen for a line the pipeline parsed; if it does, keep the text.
-                    Line::Text(l)
-                }
+                let base = obj.as_ptr() as usize - e.record.as_ptr() as usize;
+                let range = |s: crate::event::Span| {
+                    s.start as usize - base..(s.start + s.len) as usize - base
+                };
+                self.members.clear();
+                self.members
+                    .extend(batch.members(e).iter().map(|mb| Member {
+                        key: range(mb.key),
+                        value: range(mb.value),
+                    }));
+                Line::Top(obj)
             }
         };
 
@@ -440,101 +447,6 @@ pub(super) fn unescape(key: &[u8], out: &mut Vec<u8>) -> bool {
             None => false,
         },
         Err(_) => false,
-    }
-}
-
-/// The members of the JSON object `obj` (valid JSON, braces included) into `out`; false when
-/// `obj` is not an object this scanner can walk.
-pub(super) fn members(obj: &[u8], out: &mut Vec<Member>) -> bool {
-    out.clear();
-    let ws = |b: &[u8], mut i: usize| {
-        while b.get(i).is_some_and(u8::is_ascii_whitespace) {
-            i += 1;
-        }
-        i
-    };
-    if obj.first() != Some(&b'{') {
-        return false;
-    }
-    let mut i = ws(obj, 1);
-    if obj.get(i) == Some(&b'}') {
-        return i + 1 == obj.len();
-    }
-    loop {
-        if obj.get(i) != Some(&b'"') {
-            return false;
-        }
-        let Some(key_end) = string_end(obj, i) else {
-            return false;
-        };
-        let key = i + 1..key_end - 1;
-        i = ws(obj, key_end);
-        if obj.get(i) != Some(&b':') {
-            return false;
-        }
-        let start = ws(obj, i + 1);
-        let Some(end) = value_end(obj, start) else {
-            return false;
-        };
-        out.push(Member {
-            key,
-            value: start..end,
-        });
-        i = ws(obj, end);
-        match obj.get(i) {
-            Some(b',') => i = ws(obj, i + 1),
-            Some(b'}') => return i + 1 == obj.len(),
-            _ => return false,
-        }
-    }
-}
-
-/// The index just past the string that opens at `b[i]` (a `"`).
-pub(super) fn string_end(b: &[u8], i: usize) -> Option<usize> {
-    let mut j = i + 1;
-    loop {
-        j += memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
-        if b[j] == b'\\' {
-            j += 2;
-        } else {
-            return Some(j + 1);
-        }
-    }
-}
-
-/// The index just past the value that starts at `b[i]`.
-pub(super) fn value_end(b: &[u8], i: usize) -> Option<usize> {
-    match *b.get(i)? {
-        b'"' => string_end(b, i),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut j = i;
-            while j < b.len() {
-                match b[j] {
-                    b'"' => {
-                        j = string_end(b, j)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(j + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                j += 1;
-            }
-            None
-        }
-        _ => {
-            let len = b[i..]
-                .iter()
-                .position(|c| matches!(c, b',' | b'}' | b']') || c.is_ascii_whitespace())
-                .unwrap_or(b.len() - i);
-            (len > 0).then_some(i + len)
-        }
     }
 }
 

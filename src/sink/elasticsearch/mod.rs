@@ -331,7 +331,7 @@ mod tests {
 
     use std::time::Duration;
 
-    use super::document::{ecs_name, level_name, members};
+    use super::document::{ecs_name, level_name};
     use super::*;
     use crate::config::export::Compression;
     use crate::event::{Batch, Event, Span};
@@ -652,39 +652,6 @@ mod tests {
             "{d}"
         );
         assert!(!d.contains("data_stream"));
-    }
-
-    #[test]
-    fn member_scanner() {
-        let mut m = Vec::new();
-        let obj = br#"{ "a" : "x\"}" , "b\\":{"c":[1,"]"]}, "d":-1.5e3 ,"e":null}"#;
-        assert!(members(obj, &mut m));
-        let got: Vec<(&[u8], &[u8])> = m
-            .iter()
-            .map(|mb| (&obj[mb.key.clone()], &obj[mb.value.clone()]))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (&b"a"[..], &br#""x\"}""#[..]),
-                (br#"b\\"#, br#"{"c":[1,"]"]}"#),
-                (b"d", b"-1.5e3"),
-                (b"e", b"null"),
-            ]
-        );
-        assert!(members(b"{}", &mut m) && m.is_empty());
-        assert!(members(b"{ }", &mut m) && m.is_empty());
-        for bad in [
-            &b"[1]"[..],
-            b"{\"a\":1",
-            b"{\"a\" 1}",
-            b"{\"a\":\"x}",
-            b"{\"a\":{\"b\":1}",
-            b"{\"a\":1}x",
-            b"{\"a\":}",
-        ] {
-            assert!(!members(bad, &mut m), "{}", String::from_utf8_lossy(bad));
-        }
     }
 
     // --- action lines, index names, ids ---
