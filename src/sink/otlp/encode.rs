@@ -9,7 +9,7 @@ use simd_json::{Node, StaticNode};
 
 use super::wire::{Writer, delimited_len};
 use super::{Body, MAX_DEPTH};
-use crate::event::{Event, Span, Timestamp};
+use crate::event::{Event, JsonKind, Member, Span, Timestamp};
 use crate::msgpack::{self, Cursor, Kind};
 use crate::pipeline::severity::Severity;
 use crate::sink::export::Ref;
@@ -159,74 +159,75 @@ impl Encoder {
             .filter(|_| line.is_none() && m.message_in_record && !record_body);
         let Scratch { json, keys } = scratch;
         keys.clear();
-        json.with_object(line.filter(|_| m.json), |fields| {
-            // With `body = "message"`, the top-level member holding the message enrichment
-            // found, and its text.
-            let message = match (fields, self.body, line, m.line, m.message) {
-                (Some(tape), Body::Message, Some(line), Some(at), Some(msg)) => {
-                    message_member(tape, line, msg.start.wrapping_sub(at.start) as usize)
-                }
-                _ => None,
-            };
-            match (fields, self.body, message) {
-                (Some(tape), Body::Map, _) => {
+        // A JSON line's members, as enrichment found them: no parsing here.
+        let fields = line.filter(|_| m.json).map(|_| batch.members(e));
+        // With `body = "message"`, the top-level member holding the message enrichment
+        // found, and its text.
+        let message = match (fields, self.body, m.message) {
+            (Some(fields), Body::Message, Some(msg)) => message_member(e, fields, msg, json),
+            _ => None,
+        };
+        match (fields, self.body, &message) {
+            (Some(fields), Body::Map, _) => {
+                let body = w.begin_sized(RECORD_BODY, 2);
+                json_object(w, e, fields, json, 0);
+                w.end(body);
+            }
+            (_, _, Some((_, text))) => {
+                let body = w.begin_exact(RECORD_BODY, delimited_len(text.len()));
+                w.bytes_always(ANY_STRING, text);
+                w.end(body);
+            }
+            _ => {
+                if let Some(line) = line {
                     let body = w.begin_sized(RECORD_BODY, 2);
-                    json_value(w, tape, &mut 0, 0);
+                    w.str_always(ANY_STRING, line);
                     w.end(body);
-                }
-                (_, _, Some((_, text))) => {
-                    let body = w.begin_exact(RECORD_BODY, delimited_len(text.len()));
-                    w.bytes_always(ANY_STRING, text.as_bytes());
+                } else if let Some(s) = record_message {
+                    let body = w.begin_sized(RECORD_BODY, 2);
+                    w.str_always(ANY_STRING, e.slice(s));
                     w.end(body);
-                }
-                _ => {
-                    if let Some(line) = line {
-                        let body = w.begin_sized(RECORD_BODY, 2);
-                        w.str_always(ANY_STRING, line);
+                } else if record_body {
+                    let mark = w.mark();
+                    let body = w.begin_sized(RECORD_BODY, 2);
+                    if msgpack_value(w, &mut Cursor::new(e.map()), 1).is_ok() {
                         w.end(body);
-                    } else if let Some(s) = record_message {
-                        let body = w.begin_sized(RECORD_BODY, 2);
-                        w.str_always(ANY_STRING, e.slice(s));
-                        w.end(body);
-                    } else if record_body {
-                        let mark = w.mark();
-                        let body = w.begin_sized(RECORD_BODY, 2);
-                        if msgpack_value(w, &mut Cursor::new(e.map()), 1).is_ok() {
-                            w.end(body);
-                        } else {
-                            w.truncate(mark);
-                        }
+                    } else {
+                        w.truncate(mark);
                     }
                 }
             }
-            if let Some(s) = stream {
-                string_attr(w, keys, b"log.iostream", s);
+        }
+        if let Some(s) = stream {
+            string_attr(w, keys, b"log.iostream", s);
+        }
+        string_attr(w, keys, b"fluent.tag", batch.tag(e));
+        if let Some(fields) = fields {
+            if self.shape.keep_line
+                && (self.body == Body::Map || message.is_some())
+                && let Some(line) = line
+            {
+                string_attr(w, keys, b"log.record.original", line);
             }
-            string_attr(w, keys, b"fluent.tag", batch.tag(e));
-            if let Some(tape) = fields {
-                if self.shape.keep_line
-                    && (self.body == Body::Map || message.is_some())
-                    && let Some(line) = line
-                {
-                    string_attr(w, keys, b"log.record.original", line);
-                }
-                match (self.body, &self.shape.nest_key) {
-                    (Body::Map, _) => {}
-                    (_, Some(nest)) => {
-                        let nest = String::from_utf8_lossy(nest);
-                        if keys.admit(nest.as_bytes()) {
-                            let kv = w.begin(RECORD_ATTRIBUTES);
-                            w.str(KV_KEY, nest.as_bytes());
-                            let value = w.begin(KV_VALUE);
-                            json_value(w, tape, &mut 0, 0);
-                            w.end(value);
-                            w.end(kv);
-                        }
+            match (self.body, &self.shape.nest_key) {
+                (Body::Map, _) => {}
+                (_, Some(nest)) => {
+                    let nest = String::from_utf8_lossy(nest);
+                    if keys.admit(nest.as_bytes()) {
+                        let kv = w.begin(RECORD_ATTRIBUTES);
+                        w.str(KV_KEY, nest.as_bytes());
+                        let value = w.begin(KV_VALUE);
+                        json_object(w, e, fields, json, 0);
+                        w.end(value);
+                        w.end(kv);
                     }
-                    (_, None) => json_attrs(w, keys, tape, message.map(|(key, _)| key)),
+                }
+                (_, None) => {
+                    let skip = message.as_ref().map(|(i, _)| fields[*i].key);
+                    json_attrs(w, keys, e, fields, skip, json);
                 }
             }
-        });
+        }
         if !record_body {
             let message = record_message.map(|s| s.start as usize);
             record_attrs(w, keys, e, &self.shape.line_key, message);
@@ -612,76 +613,129 @@ fn float(w: &mut Writer, f: f64) {
     }
 }
 
-/// The top-level member of the JSON object `line` (parsed on `tape`) whose value is the string
-/// literal starting at byte `at` of the line: its key and text. `None` when the literal is not
-/// a top-level member's value (a nested message) or its key has escapes.
-fn message_member<'t>(tape: &[Node<'t>], line: &[u8], at: usize) -> Option<(&'t str, &'t str)> {
-    // Before the literal: `"key"`, optional spaces, `:`, optional spaces.
-    let before = line.get(..at)?;
-    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
-    let colon = before.iter().rposition(|b| !is_space(b))?;
-    if before[colon] != b':' {
+/// The top-level member among `fields` whose value is the string literal `at` (the message
+/// enrichment found): its index and its text. `None` when the literal is not a top-level
+/// member's value (a nested message), its key has escapes, or an earlier member has the same
+/// key (a repeated key's first value is the one that counts).
+fn message_member<'a>(
+    e: &'a Event,
+    fields: &[Member],
+    at: Span,
+    json: &mut JsonScratch,
+) -> Option<(usize, Cow<'a, [u8]>)> {
+    let i = fields
+        .iter()
+        .position(|f| f.value.start == at.start && f.kind == JsonKind::String)?;
+    let f = &fields[i];
+    let key = e.slice(f.key);
+    if f.escaped_key || fields[..i].iter().any(|g| e.slice(g.key) == key) {
         return None;
     }
-    let close = before[..colon].iter().rposition(|b| !is_space(b))?;
-    if before[close] != b'"' {
-        return None;
-    }
-    let open = before[..close].iter().rposition(|&b| b == b'"')?;
-    let key = &before[open + 1..close];
-    if key.contains(&b'\\') {
-        return None;
-    }
-    let Some(Node::Object { len, .. }) = tape.first() else {
-        return None;
-    };
-    // The tape's first member under that key must be a string: the same member, unless a
-    // nested object repeats both the key and the message (then the top level wins, which
-    // is still that key's value).
-    let mut i = 1;
-    for _ in 0..*len {
-        let Some(Node::String(k)) = tape.get(i) else {
-            return None;
-        };
-        i += 1;
-        if k.as_bytes() == key {
-            return match tape.get(i) {
-                Some(Node::String(v)) => Some((*k, *v)),
-                _ => None,
-            };
-        }
-        i += nodes(tape, i);
-    }
-    None
+    Some((i, string_text(e, f, json)?))
 }
 
-/// The top-level fields of the object on `tape` as attributes, but for the member `skip`
-/// (the message that became the body).
-fn json_attrs(w: &mut Writer, keys: &mut Keys, tape: &[Node<'_>], skip: Option<&str>) {
-    let Some(Node::Object { len, .. }) = tape.first() else {
-        return;
+/// The text of string member `f`: its bytes between the quotes, or unescaped when it has
+/// escapes (rare, and only then parsed).
+fn string_text<'a>(e: &'a Event, f: &Member, json: &mut JsonScratch) -> Option<Cow<'a, [u8]>> {
+    let literal = e.slice(f.value);
+    if !f.escaped_value {
+        return Some(Cow::Borrowed(&literal[1..literal.len() - 1]));
+    }
+    json.with_value(literal, |tape| match tape.first() {
+        Some(Node::String(s)) => Some(Cow::Owned(s.as_bytes().to_vec())),
+        _ => None,
+    })
+}
+
+/// The name of member `f`: its key as written, or unescaped when it has escapes.
+fn key_text<'a>(e: &'a Event, f: &Member, json: &mut JsonScratch) -> Option<Cow<'a, [u8]>> {
+    if !f.escaped_key {
+        return Some(Cow::Borrowed(e.slice(f.key)));
+    }
+    let literal = Span {
+        start: f.key.start - 1,
+        len: f.key.len + 2,
     };
-    let mut i = 1;
-    for _ in 0..*len {
-        let Some(Node::String(k)) = tape.get(i) else {
-            return;
+    string_text(
+        e,
+        &Member {
+            value: literal,
+            ..*f
+        },
+        json,
+    )
+    .or(Some(Cow::Borrowed(e.slice(f.key))))
+}
+
+/// The top-level fields of a JSON line as attributes, but for those under the key `skip` (the
+/// message that became the body).
+fn json_attrs(
+    w: &mut Writer,
+    keys: &mut Keys,
+    e: &Event,
+    fields: &[Member],
+    skip: Option<Span>,
+    json: &mut JsonScratch,
+) {
+    let skip = skip.map(|s| e.slice(s));
+    for f in fields {
+        let Some(k) = key_text(e, f, json) else {
+            continue;
         };
-        i += 1;
-        if skip == Some(*k) || !keys.admit(k.as_bytes()) {
-            i += nodes(tape, i);
+        if skip == Some(&k[..]) || !keys.admit(&k) {
             continue;
         }
-        if let Some(Node::String(v)) = tape.get(i) {
-            string_kv(w, RECORD_ATTRIBUTES, k.as_bytes(), v.as_bytes());
-            i += 1;
+        if f.kind == JsonKind::String
+            && !f.escaped_value
+            && let Some(v) = string_text(e, f, json)
+        {
+            string_kv(w, RECORD_ATTRIBUTES, &k, &v);
             continue;
         }
         let kv = w.begin(RECORD_ATTRIBUTES);
-        w.str(KV_KEY, k.as_bytes());
+        w.str(KV_KEY, &k);
         let value = w.begin(KV_VALUE);
-        json_value(w, tape, &mut i, 1);
+        member_value(w, e, f, json, 1);
         w.end(value);
         w.end(kv);
+    }
+}
+
+/// A JSON line's members as a `KeyValueList` (every member, repeated keys too).
+fn json_object(w: &mut Writer, e: &Event, fields: &[Member], json: &mut JsonScratch, depth: usize) {
+    let list = w.begin(ANY_KVLIST);
+    for f in fields {
+        let k = key_text(e, f, json).unwrap_or_default();
+        let kv = w.begin(LIST_VALUES);
+        w.str(KV_KEY, &k);
+        let value = w.begin(KV_VALUE);
+        member_value(w, e, f, json, depth + 1);
+        w.end(value);
+        w.end(kv);
+    }
+    w.end(list);
+}
+
+/// Member `f`'s value as an `AnyValue`'s fields. Scalars are read from their text; only an
+/// object, an array, an escaped string or a non-integer number is parsed, and only its own
+/// text.
+fn member_value(w: &mut Writer, e: &Event, f: &Member, json: &mut JsonScratch, depth: usize) {
+    let text = e.slice(f.value);
+    match f.kind {
+        JsonKind::Null => {}
+        JsonKind::Bool => w.bool_always(ANY_BOOL, text == b"true"),
+        JsonKind::String if !f.escaped_value => {
+            w.bytes_always(ANY_STRING, &text[1..text.len() - 1]);
+        }
+        JsonKind::Number
+            if !text.starts_with(b"-0")
+                && let Some(n) = std::str::from_utf8(text)
+                    .ok()
+                    .and_then(|t| t.parse::<i64>().ok()) =>
+        {
+            w.int_always(ANY_INT, n);
+        }
+        _ => json.with_value(text, |tape| json_value(w, tape, &mut 0, depth)),
     }
 }
 
@@ -757,25 +811,20 @@ impl Default for JsonScratch {
 }
 
 impl JsonScratch {
-    /// Calls `f` with the tape of `line` when it is a JSON object, else with `None` (no
-    /// line, or one that does not parse: enrichment parsed it already, so only a bug gets
-    /// there).
-    fn with_object<R>(
-        &mut self,
-        line: Option<&[u8]>,
-        f: impl FnOnce(Option<&[Node<'_>]>) -> R,
-    ) -> R {
-        let Some(line) = line else { return f(None) };
+    /// Calls `f` with the tape of the JSON value `text` (one member's value: valid, as the
+    /// line it is part of parsed); an empty tape if it does not parse, which only a bug gets
+    /// to.
+    fn with_value<R>(&mut self, text: &[u8], f: impl FnOnce(&[Node<'_>]) -> R) -> R {
         self.input.clear();
-        self.input.extend_from_slice(line);
+        self.input.extend_from_slice(text);
         let mut tape = self
             .tape
             .take()
             .unwrap_or_else(simd_json::Tape::null)
             .reset();
         let out = match simd_json::fill_tape(&mut self.input, &mut self.buffers, &mut tape) {
-            Ok(()) if matches!(tape.0.first(), Some(Node::Object { .. })) => f(Some(&tape.0)),
-            _ => f(None),
+            Ok(()) => f(&tape.0),
+            Err(_) => f(&[]),
         };
         self.tape = Some(tape.reset());
         out

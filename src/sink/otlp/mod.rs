@@ -736,6 +736,8 @@ mod tests {
             ..Meta::default()
         };
         batch.events.push(e);
+        // The members of its line, as enrichment leaves them.
+        crate::pipeline::json::index(batch);
     }
 
     #[test]
@@ -847,6 +849,7 @@ mod tests {
             ..Meta::default()
         };
         batch.events.push(e);
+        crate::pipeline::json::index(batch);
     }
 
     #[test]
@@ -889,6 +892,47 @@ mod tests {
         assert_eq!(attr(&r[1].attributes, "log.record.original"), None);
         assert_eq!(body(2), Some(s(r#"{"a":1}"#)));
         assert_eq!(attr(&r[2].attributes, "a"), Some(&Value::IntValue(1)));
+    }
+
+    #[test]
+    fn json_members_keep_their_types_escapes_and_large_numbers() {
+        // Read from the members enrichment found: each scalar from its text, escapes and
+        // what an i64 cannot hold through a parse of the value alone.
+        let mut b = Batch::default();
+        let line = r#"{"k\u00e9y":"a\nb","i":-5,"u":18446744073709551615,"big":12345678901234567890123,"f":2.5,"e":1e3,"t":true,"z":null,"s":"plain","a":[1,"x",{"n":false}],"dup":1,"dup":2}"#;
+        docker_line(&mut b, line, None);
+        let req = encode(&encoder(Body::String), &b);
+        let r = &req.resource_logs[0].scope_logs[0].log_records[0];
+        let a = |k: &str| attr(&r.attributes, k).cloned();
+        assert_eq!(a("k\u{e9}y"), Some(s("a\nb")));
+        assert_eq!(a("i"), Some(Value::IntValue(-5)));
+        assert_eq!(
+            a("u"),
+            Some(s("18446744073709551615")),
+            "beyond int64: text"
+        );
+        assert_eq!(a("big"), Some(Value::DoubleValue(1.2345678901234568e22)));
+        assert_eq!(a("f"), Some(Value::DoubleValue(2.5)));
+        assert_eq!(a("e"), Some(Value::DoubleValue(1000.0)));
+        assert_eq!(a("t"), Some(Value::BoolValue(true)));
+        assert!(
+            r.attributes
+                .iter()
+                .any(|kv| kv.key == "z" && kv.value.as_ref().unwrap().value.is_none())
+        );
+        assert_eq!(a("s"), Some(s("plain")));
+        let Some(Value::ArrayValue(ArrayValue { values })) = a("a") else {
+            panic!("an array");
+        };
+        assert_eq!(values.len(), 3);
+        assert_eq!(values[1].value, Some(s("x")));
+        assert!(matches!(values[2].value, Some(Value::KvlistValue(_))));
+        assert_eq!(
+            a("dup"),
+            Some(Value::IntValue(1)),
+            "the first of a repeated key"
+        );
+        assert_eq!(r.attributes.iter().filter(|kv| kv.key == "dup").count(), 1);
     }
 
     #[test]
