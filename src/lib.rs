@@ -5,15 +5,19 @@
 //! The modules follow the data, left to right:
 //!
 //! ```text
-//! source::forward ──Batch──▶ buffer::Router ──Entry──▶ buffer::Queue ──▶ sink
-//!   (sockets, decode, acks)    (fan-out by tag)          (bounded)        (stdout, file, blackhole)
+//! source ──Batch──▶ pipeline::Stage ──▶ buffer::Router ──Entry──▶ buffer::Queue ──▶ sink
+//!  (forward: sockets,  (one per stream:    (fan-out by tag)          (bounded)        (stdout, file, blackhole,
+//!   decode, acks)       enrich, join)                                                  http, loki, elasticsearch, otlp)
 //! ```
 //!
-//! - [`event`]: the event and batch types everything else passes around; depends on nothing.
+//! - [`event`]: the event and batch types everything else passes around (a forward record or
+//!   a line read from a file; a batch's side table of JSON members); depends on nothing.
 //! - [`msgpack`]: reading MessagePack in place, resumably.
-//! - [`source`]: listeners and connections; the forward protocol; the input budget.
+//! - [`source`]: listeners and connections; the forward protocol; the input budget; the one
+//!   [`source::Source`] enum the topology binds and runs.
 //! - [`pipeline`]: enrichment (JSON lines and structured records, trace context, severity,
-//!   split and multi-line reassembly), run by the source before it queues.
+//!   split and multi-line reassembly), which each source drives through one
+//!   [`pipeline::Stage`] per stream before it queues.
 //! - [`buffer`]: bounded queues and tag routing; the only place that decides to wait.
 //! - [`sink`]: where events leave: stdout, file, blackhole, and the network exporters with
 //!   their shared delivery loop (`sink::export`), which keeps each stream's order

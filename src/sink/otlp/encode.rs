@@ -793,7 +793,8 @@ fn json_value(w: &mut Writer, tape: &[Node<'_>], i: &mut usize, depth: usize) {
     }
 }
 
-/// simd-json's buffers and tape, reused across the lines of one request.
+/// simd-json's buffers and tape for the member values that need a parse, reused across the
+/// lines of one request.
 struct JsonScratch {
     input: Vec<u8>,
     buffers: simd_json::Buffers,
