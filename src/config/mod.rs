@@ -9,7 +9,6 @@
 //! The built-in default ([`DEFAULT`]) is also `config/default.toml`, so what runs with no
 //! arguments is an example a user can copy.
 
-pub mod export;
 mod interpolate;
 pub mod memory;
 mod spanned;
@@ -24,6 +23,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 
+use crate::sink::settings;
 pub use interpolate::interpolate;
 use spanned::Table;
 
@@ -468,8 +468,8 @@ pub enum SinkKind {
 /// and its own keys.
 #[derive(Debug, Clone)]
 pub struct ExportSink {
-    pub client: export::HttpClient,
-    pub delivery: export::Delivery,
+    pub client: settings::HttpClient,
+    pub delivery: settings::Delivery,
     pub kind: ExportKind,
 }
 
@@ -483,10 +483,8 @@ pub enum ExportKind {
     Otlp(crate::sink::otlp::Config),
 }
 
-pub use export::{Auth, Compression, HttpClient};
-
 /// An exporter sink from its settings and the exporter's defaults.
-fn exporter(export: export::Export, defaults: export::Defaults, kind: ExportKind) -> SinkKind {
+fn exporter(export: settings::Export, defaults: settings::Defaults, kind: ExportKind) -> SinkKind {
     let (client, delivery) = export.resolve(defaults);
     SinkKind::Export(Box::new(ExportSink {
         client,
@@ -771,19 +769,19 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// Splits the HTTP and delivery keys ([`export::HTTP_KEYS`], [`export::DELIVERY_KEYS`])
+    /// Splits the HTTP and delivery keys ([`settings::HTTP_KEYS`], [`settings::DELIVERY_KEYS`])
     /// off an exporter's table.
     fn export(
         &self,
         path: &str,
         at: usize,
         mut rest: Table,
-    ) -> Result<(export::Export, Table), Error> {
+    ) -> Result<(settings::Export, Table), Error> {
         let mut take = |keys: &[&str]| -> Table {
             keys.iter().filter_map(|k| rest.remove_entry(*k)).collect()
         };
-        let (http, pacing) = (take(&export::HTTP_KEYS), take(&export::DELIVERY_KEYS));
-        let export = export::Export {
+        let (http, pacing) = (take(&settings::HTTP_KEYS), take(&settings::DELIVERY_KEYS));
+        let export = settings::Export {
             http: self.typed(path, at, http)?,
             pacing: self.typed(path, at, pacing)?,
         };
@@ -818,11 +816,11 @@ impl Parser<'_> {
             "http" => {
                 let (export, rest) = self.export(&path, at, rest)?;
                 self.typed::<Empty>(&path, at, rest)?;
-                let defaults = export::Defaults {
+                let defaults = settings::Defaults {
                     max_batch_events: 1000,
                     max_batch_bytes: 1 << 20,
                     flush_interval_ms: 1000,
-                    compression: export::Compression::Gzip,
+                    compression: settings::Compression::Gzip,
                 };
                 exporter(export, defaults, ExportKind::Http)
             }
@@ -936,10 +934,10 @@ mod tests {
         };
         assert_eq!(
             ordering(&parse_str(&loki("")).unwrap()),
-            export::Ordering::Stream
+            settings::Ordering::Stream
         );
         let none = parse_str(&loki("ordering = \"none\"")).unwrap();
-        assert_eq!(ordering(&none), export::Ordering::None);
+        assert_eq!(ordering(&none), settings::Ordering::None);
         let e = parse_str(&loki("ordering = \"sorted\"")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("sinks.out.ordering"), "{e}");
         assert!(e.message.contains("expected `stream` or `none`"), "{e}");

@@ -33,9 +33,9 @@ use tokio::time::Instant;
 use super::dead_letter::DeadLetter;
 use super::order::{Finish, Gate, Item, Request, Scheduler};
 use super::retry::{Backoff, Verdict};
+use super::settings::Delivery;
 use super::split;
 use crate::buffer::QueueReceiver;
-use crate::config::export::Delivery;
 use crate::event::{Batch, Event, Timestamp};
 use crate::telemetry::SinkMetrics;
 use crate::telemetry::logging::RateLimit;
@@ -400,8 +400,8 @@ mod tests {
 
     use super::*;
     use crate::buffer::{Queue, QueueGauges};
-    use crate::config::export::Ordering;
     use crate::event::Event;
+    use crate::sink::settings::Ordering;
 
     /// One attempt as the stand-in saw it: when it sent (after its gate), and the ids.
     #[derive(Debug, Clone)]

@@ -18,6 +18,7 @@ pub mod loki;
 pub mod order;
 pub mod otlp;
 pub mod retry;
+pub mod settings;
 pub mod split;
 
 use std::time::Duration;
@@ -31,7 +32,7 @@ use crate::telemetry::logging::RateLimit;
 /// A network exporter with what its delivery loop needs.
 pub struct Export {
     pub exporter: export::Exporter,
-    pub delivery: crate::config::export::Delivery,
+    pub delivery: settings::Delivery,
     pub dead_letter: Option<dead_letter::DeadLetter>,
     /// Where each batch's span goes; `None` when `[telemetry.otlp]` is off.
     pub tracer: Option<crate::telemetry::otel::SinkTracer>,

@@ -23,11 +23,11 @@ use anyhow::Context as _;
 use tokio::task::JoinSet;
 
 use crate::buffer::{Pattern, Queue, QueueGauges, Route, Router};
-use crate::config::export::Delivery;
 use crate::config::{self, ExportKind, ExportSink, Settings, SinkKind};
 use crate::shutdown::{self, Trigger};
 use crate::sink::Sink;
 use crate::sink::export::Exporter;
+use crate::sink::settings::Delivery;
 use crate::sink::{elasticsearch, http, jsonl, loki, otlp};
 use crate::source::Source;
 use crate::source::budget::Budget;

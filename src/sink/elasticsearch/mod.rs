@@ -86,9 +86,9 @@ use super::export::Ref;
 use super::jsonl::{self, Shape};
 use super::order::Gate;
 use super::retry::{Verdict, retry_after};
-use crate::config::export::{Auth, HttpClient};
 use crate::event::Timestamp;
 use crate::msgpack;
+use crate::sink::settings::{Auth, HttpClient};
 use document::Encoder;
 pub use index::IndexTemplate;
 use index::data_stream_fields;
@@ -333,8 +333,8 @@ mod tests {
 
     use super::document::{ecs_name, level_name};
     use super::*;
-    use crate::config::export::Compression;
     use crate::event::{Batch, Event, Span};
+    use crate::sink::settings::Compression;
 
     // --- fixtures ---
 

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::index::IndexTemplate;
-use crate::config::export::{Compression, Defaults};
+use crate::sink::settings::{Compression, Defaults};
 
 /// The `elasticsearch` sink's own keys (besides the shared delivery keys).
 #[derive(Debug, Clone, Deserialize)]

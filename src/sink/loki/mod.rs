@@ -59,8 +59,8 @@ use super::export::Ref;
 use super::jsonl;
 use super::order::Gate;
 use super::retry::Verdict;
-use crate::config::export::HttpClient;
 use crate::event::Span;
+use crate::sink::settings::HttpClient;
 use response::classify;
 use settings::check_tenant;
 pub use settings::{Config, DEFAULTS, Encoding, Line};
@@ -484,8 +484,8 @@ mod tests {
 
     use super::template::{Template, check_name};
     use super::*;
-    use crate::config::export::Compression;
     use crate::event::{Batch, Event, Meta, Timestamp};
+    use crate::sink::settings::Compression;
 
     const K8S_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::config::export::{Compression, Defaults};
+use crate::sink::settings::{Compression, Defaults};
 
 /// Loki's tenant IDs: at most this long, from [`tenant_char`]s.
 const MAX_TENANT_BYTES: usize = 150;

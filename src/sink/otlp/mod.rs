@@ -91,8 +91,8 @@ use super::export::Ref;
 use super::jsonl::Shape;
 use super::order::Gate;
 use super::retry::{Verdict, retry_after};
-use crate::config::export::{Compression, Defaults, HttpClient};
 use crate::event::Timestamp;
+use crate::sink::settings::{Compression, Defaults, HttpClient};
 use crate::telemetry::logging::RateLimit;
 
 /// Nesting beyond this becomes an empty value. The source's and the JSON parser's depth
@@ -1379,7 +1379,7 @@ mod tests {
         HttpClient {
             endpoint: endpoint.into(),
             headers: [("X-Scope-OrgID".to_string(), "t1".to_string())].into(),
-            auth: Some(crate::config::export::Auth::Bearer {
+            auth: Some(crate::sink::settings::Auth::Bearer {
                 token: "tok".into(),
             }),
             tls: None,
@@ -1401,7 +1401,7 @@ mod tests {
         assert_eq!(g.metadata[1].1, "Bearer tok");
         assert!(Exporter::try_new(&client("ftp://x"), &c, &Shape::default()).is_err());
         let mut bad = client("https://127.0.0.1:4317");
-        bad.tls = Some(crate::config::export::ClientTls {
+        bad.tls = Some(crate::sink::settings::ClientTls {
             ca_file: Some("/nonexistent/ca.pem".into()),
             ..Default::default()
         });

@@ -1,5 +1,9 @@
-//! Configuration shared by the exporters that deliver over the network: the client, batching,
-//! retries and the dead-letter file.
+//! Settings shared by the exporters: how one reaches its backend over HTTP ([`Http`], resolved
+//! into [`HttpClient`]) and how any of them paces its requests ([`Pacing`], resolved into
+//! [`Delivery`]): batching, concurrency, order, retries and the dead-letter file.
+//!
+//! They live with the sinks, not in `config`, so that the sinks depend on nothing upstream:
+//! `config` reads these structs from a sink's table, and the sinks only see the resolved forms.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
