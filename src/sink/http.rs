@@ -7,7 +7,7 @@
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 
 use super::client::{Client, classify};
-use super::export::Ref;
+use super::export::{Attempt, Deliver, Ref};
 use super::jsonl;
 use super::order::Gate;
 use super::retry::Verdict;
@@ -37,5 +37,11 @@ impl Exporter {
             Ok(resp) => classify(&resp),
             Err(e) => e.verdict(),
         }
+    }
+}
+
+impl Deliver for Exporter {
+    fn attempt<'a>(&'a self, events: &'a [Ref<'a>], gate: &'a Gate) -> Attempt<'a> {
+        Box::pin(Exporter::attempt(self, events, gate))
     }
 }

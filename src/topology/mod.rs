@@ -118,30 +118,42 @@ fn input_budget(settings: &Settings, limit: &config::memory::Limit) -> anyhow::R
     }
 }
 
-/// The exporter of a network sink, built from its settings.
-fn exporter(e: &ExportSink, name: &str, shape: &jsonl::Shape) -> anyhow::Result<Exporter> {
+/// The exporter of a network sink, built from its settings, and its sink type.
+fn exporter(
+    e: &ExportSink,
+    name: &str,
+    shape: &jsonl::Shape,
+) -> anyhow::Result<(Exporter, &'static str)> {
     let context = || format!("sinks.{name}");
     Ok(match &e.kind {
-        ExportKind::Http => Exporter::Http(http::Exporter {
-            client: crate::sink::client::Client::try_new(&e.client).with_context(context)?,
-            shape: shape.clone(),
-        }),
-        ExportKind::Loki(own) => {
-            Exporter::Loki(loki::Exporter::try_new(&e.client, own, shape).with_context(context)?)
-        }
-        ExportKind::Elasticsearch(own) => Exporter::Elasticsearch(
-            elasticsearch::Exporter::try_new(&e.client, own, shape).with_context(context)?,
+        ExportKind::Http => (
+            Box::new(http::Exporter {
+                client: crate::sink::client::Client::try_new(&e.client).with_context(context)?,
+                shape: shape.clone(),
+            }),
+            "http",
         ),
-        ExportKind::Otlp(own) => {
-            Exporter::Otlp(otlp::Exporter::try_new(&e.client, own, shape).with_context(context)?)
-        }
+        ExportKind::Loki(own) => (
+            Box::new(loki::Exporter::try_new(&e.client, own, shape).with_context(context)?),
+            "loki",
+        ),
+        ExportKind::Elasticsearch(own) => (
+            Box::new(
+                elasticsearch::Exporter::try_new(&e.client, own, shape).with_context(context)?,
+            ),
+            "elasticsearch",
+        ),
+        ExportKind::Otlp(own) => (
+            Box::new(otlp::Exporter::try_new(&e.client, own, shape).with_context(context)?),
+            "otlp",
+        ),
     })
 }
 
 /// A network exporter sink with its dead-letter file opened.
 fn export_sink(
     name: &str,
-    exporter: Exporter,
+    (exporter, kind): (Exporter, &'static str),
     delivery: &Delivery,
     shape: &jsonl::Shape,
     telemetry: Option<&SelfTelemetry>,
@@ -154,7 +166,7 @@ fn export_sink(
         ),
         None => None,
     };
-    let tracer = telemetry.map(|t| t.sink(name, exporter.kind()));
+    let tracer = telemetry.map(|t| t.sink(name, kind));
     Ok(Sink::Export(Box::new(crate::sink::Export {
         exporter,
         delivery: delivery.clone(),

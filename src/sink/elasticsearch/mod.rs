@@ -82,7 +82,7 @@ mod settings;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 
 use super::client::Client;
-use super::export::Ref;
+use super::export::{Attempt, Deliver, Ref};
 use super::jsonl::{self, Shape};
 use super::order::Gate;
 use super::retry::{Verdict, retry_after};
@@ -300,6 +300,12 @@ impl Exporter {
         }
         body.push(b'\n');
         Ok(())
+    }
+}
+
+impl Deliver for Exporter {
+    fn attempt<'a>(&'a self, events: &'a [Ref<'a>], gate: &'a Gate) -> Attempt<'a> {
+        Box::pin(Exporter::attempt(self, events, gate))
     }
 }
 

@@ -55,7 +55,7 @@ use std::ops::Range;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 
 use super::client::Client;
-use super::export::Ref;
+use super::export::{Attempt, Deliver, Ref};
 use super::jsonl;
 use super::order::Gate;
 use super::retry::Verdict;
@@ -409,6 +409,16 @@ impl Exporter {
         }
         out.extend_from_slice(b"]}");
         out
+    }
+}
+
+impl Deliver for Exporter {
+    fn attempt<'a>(&'a self, events: &'a [Ref<'a>], gate: &'a Gate) -> Attempt<'a> {
+        Box::pin(Exporter::attempt(self, events, gate))
+    }
+
+    fn stream(&self, r: Ref<'_>) -> u64 {
+        Exporter::stream(self, r)
     }
 }
 

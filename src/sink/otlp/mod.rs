@@ -87,7 +87,7 @@ use tonic::transport::{Channel, Endpoint};
 use self::encode::{Encoder, unix_nanos};
 use super::client::snippet;
 use super::client::{Client, Response};
-use super::export::Ref;
+use super::export::{Attempt, Deliver, Ref};
 use super::jsonl::Shape;
 use super::order::Gate;
 use super::retry::{Verdict, retry_after};
@@ -300,6 +300,12 @@ impl Exporter {
             tracing::warn!(warning = %p.error_message, suppressed, "OTLP backend accepted every record with a warning");
         }
         partial_success(&p)
+    }
+}
+
+impl Deliver for Exporter {
+    fn attempt<'a>(&'a self, events: &'a [Ref<'a>], gate: &'a Gate) -> Attempt<'a> {
+        Box::pin(Exporter::attempt(self, events, gate))
     }
 }
 
