@@ -64,8 +64,8 @@ impl<'a> Ref<'a> {
 }
 
 /// What the delivery loop needs of an exporter: one attempt at a request, and each event's
-/// stream. Every sink kind's exporter implements it and is built as an [`Exporter`]; the
-/// loop's tests drive it with a stand-in.
+/// stream. Every sink kind's exporter implements it (and is built, boxed, from the kind's
+/// settings: [`super::Build`]); the loop's tests drive it with a stand-in.
 pub trait Deliver: Send + Sync + 'static {
     /// Sends `events` once and says what became of them. An exporter encodes first and opens
     /// `gate` just before it sends, so a request queued behind another of its streams gets
@@ -80,14 +80,10 @@ pub trait Deliver: Send + Sync + 'static {
     }
 }
 
-/// One attempt in flight. Boxed so that every kind's exporter is the same type and a new kind
-/// needs no variant here: one allocation per request (not per event), next to encoding a
-/// whole request it does not show in a profile.
+/// One attempt in flight. Boxed so that an exporter of any kind is a `Box<dyn Deliver>` and a
+/// new kind needs no variant here: one allocation per request (not per event), which next to
+/// encoding a whole request does not show in a profile.
 pub type Attempt<'a> = Pin<Box<dyn Future<Output = Verdict> + Send + 'a>>;
-
-/// A network exporter of any kind, as the sink kind's settings build it (see
-/// [`super::Kind`]).
-pub type Exporter = Box<dyn Deliver>;
 
 impl<D: Deliver + ?Sized> Deliver for Box<D> {
     fn attempt<'a>(&'a self, events: &'a [Ref<'a>], gate: &'a Gate) -> Attempt<'a> {

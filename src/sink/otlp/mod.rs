@@ -89,6 +89,7 @@ use super::client::snippet;
 use super::client::{Client, Response};
 use super::export::{Attempt, Deliver, Ref};
 use super::jsonl::Shape;
+use super::kind::HttpBuild;
 use super::order::Gate;
 use super::retry::{Verdict, retry_after};
 use crate::event::Timestamp;
@@ -306,6 +307,12 @@ impl Exporter {
 impl Deliver for Exporter {
     fn attempt<'a>(&'a self, events: &'a [Ref<'a>], gate: &'a Gate) -> Attempt<'a> {
         Box::pin(Exporter::attempt(self, events, gate))
+    }
+}
+
+impl HttpBuild for Config {
+    fn exporter(&self, client: &HttpClient, shape: &Shape) -> anyhow::Result<Box<dyn Deliver>> {
+        Ok(Box::new(Exporter::try_new(client, self, shape)?))
     }
 }
 
