@@ -10,7 +10,7 @@ use crate::sink::settings::{Compression, Defaults};
 /// Loki's tenant IDs: at most this long, from [`tenant_char`]s.
 const MAX_TENANT_BYTES: usize = 150;
 
-/// The `loki` sink's own keys (besides the shared delivery keys).
+/// The `loki` sink's own keys (besides the shared HTTP and delivery keys).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use crate::sink::settings::{Compression, Defaults};
 
-/// The `otlp` sink's own keys (besides the shared delivery keys).
+/// The `otlp` sink's own keys (besides the shared HTTP and delivery keys).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
