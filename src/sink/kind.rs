@@ -7,8 +7,8 @@
 //! What that returns, a [`Build`], is kept in the settings and builds the exporter when the
 //! sink starts (or when `outrigger validate` checks it).
 //!
-//! So a kind knows nothing of `config`, and `config` knows a kind only by its entry here: a
-//! new kind is its own folder and one line in [`super::KINDS`].
+//! So a kind knows nothing of `config`, and `config` knows a kind only by its entry in
+//! [`super::KINDS`].
 //!
 //! [`HTTP_KEYS`]: super::settings::HTTP_KEYS
 //! [`DELIVERY_KEYS`]: super::settings::DELIVERY_KEYS

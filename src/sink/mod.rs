@@ -13,7 +13,8 @@
 //! keys it takes, and how it reads its own keys into settings that build its exporter
 //! ([`Build`]). `config` and the topology know the exporters only through that list. A new
 //! kind adds its folder (its settings, with `Deserialize` and [`HttpBuild`] or [`Build`], and
-//! an exporter implementing [`export::Deliver`]) and one line in [`KINDS`].
+//! an exporter implementing [`export::Deliver`]), its `mod` line here and its line in
+//! [`KINDS`].
 
 pub mod client;
 pub mod dead_letter;
@@ -38,10 +39,11 @@ use crate::telemetry::SinkMetrics;
 use crate::telemetry::logging::RateLimit;
 pub use kind::{Build, HttpBuild, Kind, Own, OwnKeys};
 
-/// Every sink kind that delivers through [`export`], by its `type`. `config` reads a sink's
-/// table and the topology builds its exporter from this list alone, so a new kind is a folder
-/// of its own and a line here. `stdout`, `file` and `blackhole` are not here: they have no
-/// delivery loop, and `config` and the topology know them by name.
+/// Every sink kind that delivers through [`export`], by its `type`, in the order an unknown
+/// `type` lists them. `config` reads a sink's table and the topology builds its exporter from
+/// this list alone, so nothing outside a kind's folder names it but its line here. `stdout`,
+/// `file` and `blackhole` are not here: they have no delivery loop, and `config` and the
+/// topology know them by name.
 pub static KINDS: &[Kind] = &[
     Kind::http::<http::Config>("http", http::DEFAULTS),
     Kind::http::<loki::Config>("loki", loki::DEFAULTS),
