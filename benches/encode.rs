@@ -32,11 +32,11 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use prost::Message as _;
 
-use outrigger::config::{Compression, HttpClient};
 use outrigger::event::Batch;
 use outrigger::pipeline::{Enricher, Metrics, Settings};
 use outrigger::sink::export::Ref;
 use outrigger::sink::jsonl::{self, Shape, TimeCache};
+use outrigger::sink::settings::{Compression, HttpClient};
 use outrigger::sink::{client, elasticsearch, loki, otlp};
 use outrigger::source::forward::decode::{self, Options, Skipped};
 

@@ -21,9 +21,10 @@
 //! - [`buffer`]: bounded queues and tag routing; the only place that decides to wait.
 //! - [`sink`]: where events leave: stdout, file, blackhole, and the network exporters with
 //!   their shared delivery loop (`sink::export`), which keeps each stream's order
-//!   (`sink::order`).
-//! - [`config`]: the TOML file into validated settings; default queue bounds from the
-//!   container's memory limit.
+//!   (`sink::order`); the exporters' kinds (`sink::KINDS`) and shared settings
+//!   (`sink::settings`).
+//! - [`config`]: the TOML file into validated settings, sinks read through `sink::KINDS`;
+//!   default queue bounds from the container's memory limit.
 //! - [`telemetry`]: our own logs, metrics, liveness and readiness, the admin endpoints and
 //!   (optional) OTLP traces.
 //! - [`topology`]: builds it all, runs it, drains it; [`shutdown`] carries its stop signal.

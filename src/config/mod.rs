@@ -6,10 +6,16 @@
 //! checked as a whole (names, addresses, patterns). Nothing here opens sockets or spawns tasks:
 //! that is the topology's job, so `outrigger validate` can run the same code safely.
 //!
+//! Sinks are read in three parts: the keys every sink has (`match`, the queue bounds), then by
+//! `type`. `stdout`, `file` and `blackhole` are read here. Every other type is a kind in
+//! [`sink::KINDS`]: the shared keys it takes are read into [`sink::settings`]'s structs with the
+//! kind's defaults, and the rest of the table goes to the kind's own reader, which gets the keys
+//! one at a time from here so its errors are located like every other ([`sink::OwnKeys`]).
+//! `config` depends on `sink` for this; no sink depends on `config`.
+//!
 //! The built-in default ([`DEFAULT`]) is also `config/default.toml`, so what runs with no
 //! arguments is an example a user can copy.
 
-pub mod export;
 mod interpolate;
 pub mod memory;
 mod spanned;
@@ -19,11 +25,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 
+use crate::sink::{self, settings};
 pub use interpolate::interpolate;
 use spanned::Table;
 
@@ -460,40 +468,24 @@ pub enum SinkKind {
     File { path: PathBuf },
     /// Counts and discards; `rate_events_per_sec` makes it slow on purpose.
     Blackhole { rate_events_per_sec: Option<u64> },
-    /// A network exporter.
+    /// A network exporter, of a kind in [`sink::KINDS`].
     Export(Box<ExportSink>),
 }
 
-/// A network exporter's settings: how it reaches its backend, how it paces its requests,
-/// and its own keys.
+/// A network exporter's settings: how it paces its requests, and what builds it.
 #[derive(Debug, Clone)]
 pub struct ExportSink {
-    pub client: export::HttpClient,
-    pub delivery: export::Delivery,
-    pub kind: ExportKind,
+    /// Its `type`, as registered.
+    pub kind: &'static str,
+    pub delivery: settings::Delivery,
+    /// The kind's own settings (with the HTTP client's, for a kind over HTTP): they build
+    /// the exporter.
+    pub own: Arc<dyn sink::Build>,
 }
 
-/// Which exporter, with its own settings.
-#[derive(Debug, Clone)]
-pub enum ExportKind {
-    /// JSON lines POSTed to an HTTP endpoint.
-    Http,
-    Loki(crate::sink::loki::Config),
-    Elasticsearch(crate::sink::elasticsearch::Config),
-    Otlp(crate::sink::otlp::Config),
-}
-
-pub use export::{Auth, Compression, HttpClient};
-
-/// An exporter sink from its settings and the exporter's defaults.
-fn exporter(export: export::Export, defaults: export::Defaults, kind: ExportKind) -> SinkKind {
-    let (client, delivery) = export.resolve(defaults);
-    SinkKind::Export(Box::new(ExportSink {
-        client,
-        delivery,
-        kind,
-    }))
-}
+/// The sink types that are not in [`sink::KINDS`]: they write locally, with no delivery
+/// loop. Listed first when a `type` is unknown.
+const LOCAL_SINKS: [&str; 3] = ["stdout", "file", "blackhole"];
 
 /// Keys every sink has, whatever its type.
 #[derive(Debug, Deserialize, Default)]
@@ -548,6 +540,21 @@ struct Document {
     sinks: BTreeMap<String, Spanned<Table>>,
 }
 
+/// The keys of `table` named in `keys`, taken out of it.
+fn take(table: &mut Table, keys: &[&str]) -> Table {
+    keys.iter().filter_map(|k| table.remove_entry(*k)).collect()
+}
+
+/// `` `a`, `b` or `c` ``.
+fn one_of<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 /// Reads and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Settings, Error> {
     let name = path.display().to_string();
@@ -572,12 +579,19 @@ pub fn parse(
         key: None,
         message: e.message,
     })?;
-    Parser { file, text: &text }.settings()
+    Parser {
+        file,
+        text: &text,
+        kinds: sink::KINDS,
+    }
+    .settings()
 }
 
 struct Parser<'a> {
     file: &'a str,
     text: &'a str,
+    /// The sink kinds a `type` may name: [`sink::KINDS`], or the tests' own.
+    kinds: &'a [sink::Kind],
 }
 
 impl Parser<'_> {
@@ -598,10 +612,27 @@ impl Parser<'_> {
         span: usize,
         table: Table,
     ) -> Result<T, Error> {
-        spanned::typed(table).map_err(|e| match e.key {
+        spanned::typed(table).map_err(|e| self.located(path, span, e))
+    }
+
+    /// [`Parser::typed`] for a sink kind's own reader (see [`sink::OwnKeys`]).
+    fn own<R>(
+        &self,
+        path: &str,
+        span: usize,
+        table: Table,
+        read: impl FnOnce(sink::OwnKeys<'_>) -> Result<R, toml::de::Error>,
+    ) -> Result<R, Error> {
+        spanned::read(table, read).map_err(|e| self.located(path, span, e))
+    }
+
+    /// A typed read's error at its key, or at the table (`span`, `path`) when no key was in
+    /// hand.
+    fn located(&self, path: &str, span: usize, e: spanned::KeyError) -> Error {
+        match e.key {
             Some((key, at)) => self.error(Some(at.start), Some(format!("{path}.{key}")), e.message),
             None => self.error(Some(span), Some(path.into()), e.message),
-        })
+        }
     }
 
     fn settings(&self) -> Result<Settings, Error> {
@@ -771,23 +802,42 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// Splits the HTTP and delivery keys ([`export::HTTP_KEYS`], [`export::DELIVERY_KEYS`])
-    /// off an exporter's table.
+    /// A sink of a registered `kind`: splits the shared keys it takes
+    /// ([`settings::HTTP_KEYS`], [`settings::DELIVERY_KEYS`]) off its table, reads them with
+    /// the kind's defaults, and gives the rest to the kind's own reader.
     fn export(
         &self,
         path: &str,
         at: usize,
+        kind: &sink::Kind,
         mut rest: Table,
-    ) -> Result<(export::Export, Table), Error> {
-        let mut take = |keys: &[&str]| -> Table {
-            keys.iter().filter_map(|k| rest.remove_entry(*k)).collect()
+    ) -> Result<SinkKind, Error> {
+        // Without the delivery keys the table is read as empty: their own defaults.
+        let delivery_keys: &[&str] = if kind.delivery_keys {
+            &settings::DELIVERY_KEYS
+        } else {
+            &[]
         };
-        let (http, pacing) = (take(&export::HTTP_KEYS), take(&export::DELIVERY_KEYS));
-        let export = export::Export {
-            http: self.typed(path, at, http)?,
-            pacing: self.typed(path, at, pacing)?,
+        let (delivery, own) = match kind.own {
+            sink::Own::Http(read) => {
+                let http: settings::Http =
+                    self.typed(path, at, take(&mut rest, &settings::HTTP_KEYS))?;
+                let pacing: settings::Pacing =
+                    self.typed(path, at, take(&mut rest, delivery_keys))?;
+                let client = http.resolve(kind.defaults.compression);
+                (pacing, self.own(path, at, rest, |keys| read(client, keys))?)
+            }
+            sink::Own::Other(read) => {
+                let pacing: settings::Pacing =
+                    self.typed(path, at, take(&mut rest, delivery_keys))?;
+                (pacing, self.own(path, at, rest, read)?)
+            }
         };
-        Ok((export, rest))
+        Ok(SinkKind::Export(Box::new(ExportSink {
+            kind: kind.name,
+            delivery: delivery.resolve(kind.defaults),
+            own,
+        })))
     }
 
     fn sink(&self, name: String, table: Spanned<Table>, global: &Global) -> Result<Sink, Error> {
@@ -795,11 +845,7 @@ impl Parser<'_> {
         let path = self.check_name("sinks", &name, at)?;
         let mut rest = table.into_inner();
         let (kind, kind_at) = self.kind(&path, at, &mut rest)?;
-        let common: Table = SINK_COMMON_KEYS
-            .iter()
-            .filter_map(|k| rest.remove_entry(*k))
-            .collect();
-        let common: SinkCommon = self.typed(&path, at, common)?;
+        let common: SinkCommon = self.typed(&path, at, take(&mut rest, &SINK_COMMON_KEYS))?;
         let kind = match kind.as_str() {
             "stdout" => {
                 self.typed::<Empty>(&path, at, rest)?;
@@ -815,42 +861,19 @@ impl Parser<'_> {
                     rate_events_per_sec: b.rate_events_per_sec.filter(|r| *r > 0),
                 }
             }
-            "http" => {
-                let (export, rest) = self.export(&path, at, rest)?;
-                self.typed::<Empty>(&path, at, rest)?;
-                let defaults = export::Defaults {
-                    max_batch_events: 1000,
-                    max_batch_bytes: 1 << 20,
-                    flush_interval_ms: 1000,
-                    compression: export::Compression::Gzip,
-                };
-                exporter(export, defaults, ExportKind::Http)
-            }
-            "loki" => {
-                let (export, rest) = self.export(&path, at, rest)?;
-                let own = self.typed(&path, at, rest)?;
-                exporter(export, crate::sink::loki::DEFAULTS, ExportKind::Loki(own))
-            }
-            "elasticsearch" => {
-                let (export, rest) = self.export(&path, at, rest)?;
-                let own = self.typed(&path, at, rest)?;
-                let kind = ExportKind::Elasticsearch(own);
-                exporter(export, crate::sink::elasticsearch::DEFAULTS, kind)
-            }
-            "otlp" => {
-                let (export, rest) = self.export(&path, at, rest)?;
-                let own = self.typed(&path, at, rest)?;
-                exporter(export, crate::sink::otlp::DEFAULTS, ExportKind::Otlp(own))
-            }
-            other => {
-                return Err(self.error(
-                    Some(kind_at),
-                    Some(format!("{path}.type")),
-                    format!(
-                        "unknown sink type `{other}`, expected `stdout`, `file`, `blackhole`, `http`, `loki`, `elasticsearch` or `otlp`"
-                    ),
-                ));
-            }
+            other => match self.kinds.iter().find(|k| k.name == other) {
+                Some(k) => self.export(&path, at, k, rest)?,
+                None => {
+                    let names = LOCAL_SINKS
+                        .into_iter()
+                        .chain(self.kinds.iter().map(|k| k.name));
+                    return Err(self.error(
+                        Some(kind_at),
+                        Some(format!("{path}.type")),
+                        format!("unknown sink type `{other}`, expected {}", one_of(names)),
+                    ));
+                }
+            },
         };
         let patterns = match common.patterns {
             None => vec!["**".to_string()],
@@ -936,13 +959,107 @@ mod tests {
         };
         assert_eq!(
             ordering(&parse_str(&loki("")).unwrap()),
-            export::Ordering::Stream
+            settings::Ordering::Stream
         );
         let none = parse_str(&loki("ordering = \"none\"")).unwrap();
-        assert_eq!(ordering(&none), export::Ordering::None);
+        assert_eq!(ordering(&none), settings::Ordering::None);
         let e = parse_str(&loki("ordering = \"sorted\"")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("sinks.out.ordering"), "{e}");
         assert!(e.message.contains("expected `stream` or `none`"), "{e}");
+    }
+
+    /// A kind over another transport, for the registry's tests: its own key is `topic`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Queue {
+        #[allow(dead_code)]
+        topic: String,
+    }
+
+    impl sink::Build for Queue {
+        fn exporter(
+            &self,
+            _: &crate::sink::jsonl::Shape,
+        ) -> anyhow::Result<Box<dyn crate::sink::export::Deliver>> {
+            anyhow::bail!("not built in these tests")
+        }
+    }
+
+    const QUEUE_DEFAULTS: settings::Defaults = settings::Defaults {
+        max_batch_events: 10,
+        max_batch_bytes: 100,
+        flush_interval_ms: 5,
+        compression: settings::Compression::None,
+    };
+
+    /// `MINIMAL` with its sink of type `queue` and `extra` keys, parsed with `kinds` only.
+    fn parse_kinds(kinds: &[sink::Kind], extra: &str) -> Result<Settings, Error> {
+        let text = MINIMAL
+            .replace("${PORT}", "5170")
+            .replace("type = \"stdout\"", &format!("type = \"queue\"\n{extra}"));
+        let parser = Parser {
+            file: "test.toml",
+            text: &text,
+            kinds,
+        };
+        parser.settings()
+    }
+
+    #[test]
+    fn a_kind_without_http_takes_the_delivery_keys_alone() {
+        let queue = [sink::Kind::other::<Queue>("queue", QUEUE_DEFAULTS)];
+        let s = parse_kinds(&queue, "topic = \"logs\"\nmax_in_flight = 2\n").unwrap();
+        let SinkKind::Export(e) = &s.sinks[0].kind else {
+            panic!("an exporter")
+        };
+        assert_eq!(e.kind, "queue");
+        assert_eq!(e.delivery.max_in_flight, 2);
+        assert_eq!(e.delivery.max_batch_events, 10, "the kind's default");
+        let e = parse_kinds(&queue, "topic = \"logs\"\nendpoint = \"http://x\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sinks.out.endpoint"), "{e}");
+        assert_eq!(e.line, Some(8), "{e}");
+        assert!(e.message.contains("expected `topic`"), "{e}");
+        let e = parse_kinds(&queue, "").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sinks.out"), "{e}");
+        assert!(e.message.contains("missing field `topic`"), "{e}");
+    }
+
+    #[test]
+    fn a_kind_without_delivery_keys_is_paced_by_its_defaults() {
+        let queue = [sink::Kind {
+            delivery_keys: false,
+            ..sink::Kind::other::<Queue>("queue", QUEUE_DEFAULTS)
+        }];
+        let s = parse_kinds(&queue, "topic = \"logs\"\n").unwrap();
+        let SinkKind::Export(e) = &s.sinks[0].kind else {
+            panic!("an exporter")
+        };
+        assert_eq!(e.delivery.max_batch_bytes, 100);
+        assert_eq!(e.delivery.max_in_flight, 4, "the key's own default");
+        let e = parse_kinds(&queue, "topic = \"logs\"\nmax_in_flight = 2\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sinks.out.max_in_flight"), "{e}");
+    }
+
+    #[test]
+    fn unknown_sink_types_list_the_local_and_registered_ones() {
+        let queue = [sink::Kind::other::<Queue>("queue", QUEUE_DEFAULTS)];
+        let text = MINIMAL.replace("\"stdout\"", "\"kafka\"");
+        let e = Parser {
+            file: "test.toml",
+            text: &text.replace("${PORT}", "5170"),
+            kinds: &queue,
+        }
+        .settings()
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "unknown sink type `kafka`, expected `stdout`, `file`, `blackhole` or `queue`"
+        );
+        let e = parse_str(&text).unwrap_err();
+        assert_eq!(
+            e.message,
+            "unknown sink type `kafka`, expected `stdout`, `file`, `blackhole`, `http`, `loki`, `elasticsearch` or `otlp`"
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::ops::Range;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 
+use crate::sink::OwnKeys;
+
 /// A table whose values carry their position in the file.
 pub type Table = BTreeMap<String, Spanned<toml::Value>>;
 
@@ -27,13 +29,31 @@ pub struct KeyError {
 /// Deserializes `T` from `table`, naming the offending key on error. A missing field is
 /// reported with no key (the caller points at the table itself).
 pub fn typed<T: DeserializeOwned>(table: Table) -> Result<T, KeyError> {
+    located(table, |pairs| {
+        T::deserialize(serde::de::value::MapDeserializer::<_, toml::de::Error>::new(pairs))
+    })
+}
+
+/// [`typed`] for a sink kind's own reader, which is not generic: it gets the pairs as
+/// [`OwnKeys`] and deserializes its own struct from them.
+pub fn read<R>(
+    table: Table,
+    read: impl FnOnce(OwnKeys<'_>) -> Result<R, toml::de::Error>,
+) -> Result<R, KeyError> {
+    located(table, |pairs| read(OwnKeys::new(pairs)))
+}
+
+/// Runs `read` over the pairs of `table`; an error belongs to the key in hand when it came.
+fn located<R>(
+    table: Table,
+    read: impl FnOnce(Pairs<'_>) -> Result<R, toml::de::Error>,
+) -> Result<R, KeyError> {
     let current = RefCell::new(None);
     let pairs = Pairs {
         inner: table.into_iter(),
         current: &current,
     };
-    let de = serde::de::value::MapDeserializer::<_, toml::de::Error>::new(pairs);
-    T::deserialize(de).map_err(|e| KeyError {
+    read(pairs).map_err(|e| KeyError {
         key: current.take(),
         message: e.message().to_string(),
     })

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::retry::{Verdict, retry_after};
-use crate::config::{Auth, Compression, HttpClient};
+use super::settings::{Auth, Compression, HttpClient};
 
 /// Responses larger than this are not read whole: nothing an exporter classifies needs more.
 const MAX_RESPONSE_BYTES: usize = 4 << 20;

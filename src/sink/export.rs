@@ -2,8 +2,8 @@
 //! dead letters.
 //!
 //! Every network exporter runs this same loop; an exporter only turns events into a request
-//! and a response into a [`Verdict`] ([`Exporter::attempt`]), and names each event's stream
-//! ([`Exporter::stream`]).
+//! and a response into a [`Verdict`] ([`Deliver::attempt`]), and names each event's stream
+//! ([`Deliver::stream`]).
 //!
 //! The loop takes queue entries into a [`Scheduler`], which holds them per stream and makes
 //! a request once enough events wait (`max_batch_events`, `max_batch_bytes`) or the oldest
@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,9 +34,9 @@ use tokio::time::Instant;
 use super::dead_letter::DeadLetter;
 use super::order::{Finish, Gate, Item, Request, Scheduler};
 use super::retry::{Backoff, Verdict};
+use super::settings::Delivery;
 use super::split;
 use crate::buffer::QueueReceiver;
-use crate::config::export::Delivery;
 use crate::event::{Batch, Event, Timestamp};
 use crate::telemetry::SinkMetrics;
 use crate::telemetry::logging::RateLimit;
@@ -63,80 +64,34 @@ impl<'a> Ref<'a> {
 }
 
 /// What the delivery loop needs of an exporter: one attempt at a request, and each event's
-/// stream. [`Exporter`] in production; the loop's tests drive it with a stand-in.
+/// stream. Every sink kind's exporter implements it (and is built, boxed, from the kind's
+/// settings: [`super::Build`]); the loop's tests drive it with a stand-in.
 pub trait Deliver: Send + Sync + 'static {
-    /// Sends `events` once and says what became of them, opening `gate` just before it
-    /// sends (after encoding).
-    fn attempt<'a>(
-        &'a self,
-        events: &'a [Ref<'a>],
-        gate: &'a Gate,
-    ) -> impl Future<Output = Verdict> + Send + 'a;
+    /// Sends `events` once and says what became of them. An exporter encodes first and opens
+    /// `gate` just before it sends, so a request queued behind another of its streams gets
+    /// its encoding done while it waits.
+    fn attempt<'a>(&'a self, events: &'a [Ref<'a>], gate: &'a Gate) -> Attempt<'a>;
 
-    /// The stream `event` belongs to, as a hash (see [`Exporter::stream`]).
-    fn stream(&self, r: Ref<'_>) -> u64;
+    /// The stream `event` belongs to, as a hash: what must stay in order. By default the
+    /// container and its stdout or stderr, or the tag for events without a container (Loki
+    /// uses the label set instead). Two streams that collide only share their turn.
+    fn stream(&self, r: Ref<'_>) -> u64 {
+        origin(r)
+    }
 }
 
-impl Deliver for Exporter {
-    fn attempt<'a>(
-        &'a self,
-        events: &'a [Ref<'a>],
-        gate: &'a Gate,
-    ) -> impl Future<Output = Verdict> + Send + 'a {
-        Exporter::attempt(self, events, gate)
+/// One attempt in flight. Boxed so that an exporter of any kind is a `Box<dyn Deliver>` and a
+/// new kind needs no variant here: one allocation per request (not per event), which next to
+/// encoding a whole request does not show in a profile.
+pub type Attempt<'a> = Pin<Box<dyn Future<Output = Verdict> + Send + 'a>>;
+
+impl<D: Deliver + ?Sized> Deliver for Box<D> {
+    fn attempt<'a>(&'a self, events: &'a [Ref<'a>], gate: &'a Gate) -> Attempt<'a> {
+        (**self).attempt(events, gate)
     }
 
     fn stream(&self, r: Ref<'_>) -> u64 {
-        Exporter::stream(self, r)
-    }
-}
-
-/// The network exporters.
-// One value per sink, built once and never moved on a hot path: variant sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum Exporter {
-    /// JSON lines POSTed to any HTTP endpoint.
-    Http(super::http::Exporter),
-    /// Grafana Loki's push API.
-    Loki(super::loki::Exporter),
-    /// Elasticsearch or OpenSearch `_bulk`.
-    Elasticsearch(super::elasticsearch::Exporter),
-    /// OTLP logs over gRPC or HTTP.
-    Otlp(super::otlp::Exporter),
-}
-
-impl Exporter {
-    /// Sends `events` once and says what became of them. Each exporter encodes first and
-    /// opens `gate` just before it sends, so a request queued behind another of its streams
-    /// gets its encoding done while it waits.
-    pub async fn attempt(&self, events: &[Ref<'_>], gate: &Gate) -> Verdict {
-        match self {
-            Exporter::Http(e) => e.attempt(events, gate).await,
-            Exporter::Loki(e) => e.attempt(events, gate).await,
-            Exporter::Elasticsearch(e) => e.attempt(events, gate).await,
-            Exporter::Otlp(e) => e.attempt(events, gate).await,
-        }
-    }
-
-    /// The stream `event` belongs to, as a hash: what must stay in order (Loki: the label
-    /// set; the others: the container and its stdout or stderr, or the tag for events
-    /// without a container). Two streams that collide only share their turn.
-    pub fn stream(&self, r: Ref<'_>) -> u64 {
-        match self {
-            Exporter::Loki(e) => e.stream(r),
-            Exporter::Http(_) | Exporter::Elasticsearch(_) | Exporter::Otlp(_) => origin(r),
-        }
-    }
-
-    /// The sink type, as configured (`type = "loki"`...).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Exporter::Http(_) => "http",
-            Exporter::Loki(_) => "loki",
-            Exporter::Elasticsearch(_) => "elasticsearch",
-            Exporter::Otlp(_) => "otlp",
-        }
+        (**self).stream(r)
     }
 }
 
@@ -400,8 +355,8 @@ mod tests {
 
     use super::*;
     use crate::buffer::{Queue, QueueGauges};
-    use crate::config::export::Ordering;
     use crate::event::Event;
+    use crate::sink::settings::Ordering;
 
     /// One attempt as the stand-in saw it: when it sent (after its gate), and the ids.
     #[derive(Debug, Clone)]
@@ -442,10 +397,9 @@ mod tests {
         fn sizes(&self) -> Vec<usize> {
             self.seen().iter().map(|s| s.ids.len()).collect()
         }
-    }
 
-    impl Deliver for Arc<Fake> {
-        async fn attempt<'a>(&'a self, events: &'a [Ref<'a>], gate: &'a Gate) -> Verdict {
+        /// One attempt: `TooLarge` above `max_events`, else the script's next answer.
+        async fn answer(&self, events: &[Ref<'_>], gate: &Gate) -> Verdict {
             gate.open().await;
             let ids = events.iter().map(|r| r.event.record[0]).collect();
             self.seen.lock().unwrap().push(Seen {
@@ -466,6 +420,12 @@ mod tests {
                 .unwrap()
                 .pop_front()
                 .unwrap_or(Verdict::Delivered)
+        }
+    }
+
+    impl Deliver for Arc<Fake> {
+        fn attempt<'a>(&'a self, events: &'a [Ref<'a>], gate: &'a Gate) -> Attempt<'a> {
+            Box::pin(self.answer(events, gate))
         }
 
         /// The record's second byte.

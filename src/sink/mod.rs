@@ -6,7 +6,15 @@
 //! The network exporters ([`http`], [`loki`], [`elasticsearch`], [`otlp`]) turn events into
 //! requests and answers into [`retry::Verdict`]s; the rest is theirs in common: the delivery
 //! loop ([`export`]) with per-stream order ([`order`]), 413 halves ([`split`]), backoff
-//! ([`retry`]) and dead letters ([`dead_letter`]), and the HTTP client ([`client`]).
+//! ([`retry`]) and dead letters ([`dead_letter`]), the HTTP client ([`client`]), and the
+//! settings of the client and the loop ([`settings`]).
+//!
+//! Each exporter is a kind ([`Kind`]), listed in [`KINDS`]: its name, its defaults, the shared
+//! keys it takes, and how it reads its own keys into settings that build its exporter
+//! ([`Build`]). `config` and the topology know the exporters only through that list. A new
+//! kind adds its folder (its settings, with `Deserialize` and [`HttpBuild`] or [`Build`], and
+//! an exporter implementing [`export::Deliver`]), its `mod` line here and its line in
+//! [`KINDS`].
 
 pub mod client;
 pub mod dead_letter;
@@ -14,10 +22,12 @@ pub mod elasticsearch;
 pub mod export;
 pub mod http;
 pub mod jsonl;
+mod kind;
 pub mod loki;
 pub mod order;
 pub mod otlp;
 pub mod retry;
+pub mod settings;
 pub mod split;
 
 use std::time::Duration;
@@ -27,11 +37,24 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use crate::buffer::{Entry, QueueReceiver};
 use crate::telemetry::SinkMetrics;
 use crate::telemetry::logging::RateLimit;
+pub use kind::{Build, HttpBuild, Kind, Own, OwnKeys};
+
+/// Every sink kind that delivers through [`export`], by its `type`, in the order an unknown
+/// `type` lists them. `config` reads a sink's table and the topology builds its exporter from
+/// this list alone, so nothing outside a kind's folder names it but its line here. `stdout`,
+/// `file` and `blackhole` are not here: they have no delivery loop, and `config` and the
+/// topology know them by name.
+pub static KINDS: &[Kind] = &[
+    Kind::http::<http::Config>("http", http::DEFAULTS),
+    Kind::http::<loki::Config>("loki", loki::DEFAULTS),
+    Kind::http::<elasticsearch::Config>("elasticsearch", elasticsearch::DEFAULTS),
+    Kind::http::<otlp::Config>("otlp", otlp::DEFAULTS),
+];
 
 /// A network exporter with what its delivery loop needs.
 pub struct Export {
-    pub exporter: export::Exporter,
-    pub delivery: crate::config::export::Delivery,
+    pub exporter: Box<dyn export::Deliver>,
+    pub delivery: settings::Delivery,
     pub dead_letter: Option<dead_letter::DeadLetter>,
     /// Where each batch's span goes; `None` when `[telemetry.otlp]` is off.
     pub tracer: Option<crate::telemetry::otel::SinkTracer>,

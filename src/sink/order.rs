@@ -37,8 +37,8 @@ use tokio::sync::{Notify, OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::export::Ref;
+use super::settings::Ordering;
 use crate::buffer::{Entry, SLOT_BYTES};
-use crate::config::export::Ordering;
 use crate::event::Timestamp;
 
 /// How long a stream with nothing waiting keeps its last sending time. Past that a new event

@@ -23,12 +23,9 @@ use anyhow::Context as _;
 use tokio::task::JoinSet;
 
 use crate::buffer::{Pattern, Queue, QueueGauges, Route, Router};
-use crate::config::export::Delivery;
-use crate::config::{self, ExportKind, ExportSink, Settings, SinkKind};
+use crate::config::{self, ExportSink, Settings, SinkKind};
 use crate::shutdown::{self, Trigger};
-use crate::sink::Sink;
-use crate::sink::export::Exporter;
-use crate::sink::{elasticsearch, http, jsonl, loki, otlp};
+use crate::sink::{Sink, jsonl};
 use crate::source::Source;
 use crate::source::budget::Budget;
 use crate::telemetry::Metrics;
@@ -82,7 +79,9 @@ pub async fn check(settings: &Settings) -> anyhow::Result<()> {
     input_budget(settings, &config::memory::Limit::Unknown)?;
     for sink in &settings.sinks {
         if let SinkKind::Export(e) = &sink.kind {
-            exporter(e, &sink.name, &settings.shape)?;
+            e.own
+                .exporter(&settings.shape)
+                .with_context(|| format!("sinks.{}", sink.name))?;
         }
     }
     if settings.telemetry.otlp.enabled {
@@ -118,34 +117,19 @@ fn input_budget(settings: &Settings, limit: &config::memory::Limit) -> anyhow::R
     }
 }
 
-/// The exporter of a network sink, built from its settings.
-fn exporter(e: &ExportSink, name: &str, shape: &jsonl::Shape) -> anyhow::Result<Exporter> {
-    let context = || format!("sinks.{name}");
-    Ok(match &e.kind {
-        ExportKind::Http => Exporter::Http(http::Exporter {
-            client: crate::sink::client::Client::try_new(&e.client).with_context(context)?,
-            shape: shape.clone(),
-        }),
-        ExportKind::Loki(own) => {
-            Exporter::Loki(loki::Exporter::try_new(&e.client, own, shape).with_context(context)?)
-        }
-        ExportKind::Elasticsearch(own) => Exporter::Elasticsearch(
-            elasticsearch::Exporter::try_new(&e.client, own, shape).with_context(context)?,
-        ),
-        ExportKind::Otlp(own) => {
-            Exporter::Otlp(otlp::Exporter::try_new(&e.client, own, shape).with_context(context)?)
-        }
-    })
-}
-
-/// A network exporter sink with its dead-letter file opened.
+/// A network exporter sink: its exporter built from its kind's settings, its dead-letter
+/// file opened.
 fn export_sink(
     name: &str,
-    exporter: Exporter,
-    delivery: &Delivery,
+    e: &ExportSink,
     shape: &jsonl::Shape,
     telemetry: Option<&SelfTelemetry>,
 ) -> anyhow::Result<Sink> {
+    let exporter = e
+        .own
+        .exporter(shape)
+        .with_context(|| format!("sinks.{name}"))?;
+    let delivery = &e.delivery;
     let dead_letter = match &delivery.dead_letter_path {
         Some(p) => Some(
             crate::sink::dead_letter::DeadLetter::open(p, shape.clone()).with_context(|| {
@@ -154,7 +138,7 @@ fn export_sink(
         ),
         None => None,
     };
-    let tracer = telemetry.map(|t| t.sink(name, exporter.kind()));
+    let tracer = telemetry.map(|t| t.sink(name, e.kind));
     Ok(Sink::Export(Box::new(crate::sink::Export {
         exporter,
         delivery: delivery.clone(),
@@ -229,13 +213,7 @@ pub async fn start_with(
             } => Sink::Blackhole {
                 rate_events_per_sec: *rate_events_per_sec,
             },
-            SinkKind::Export(e) => export_sink(
-                &cfg.name,
-                exporter(e, &cfg.name, &settings.shape)?,
-                &e.delivery,
-                &settings.shape,
-                telemetry.as_ref(),
-            )?,
+            SinkKind::Export(e) => export_sink(&cfg.name, e, &settings.shape, telemetry.as_ref())?,
         };
         let m = metrics.sink(&cfg.name);
         let max_bytes = cfg.max_queue_bytes.unwrap_or(default_queue_bytes);
@@ -377,5 +355,43 @@ impl Running {
                 queued_events,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use super::*;
+
+    /// What `outrigger validate` runs, over every example: each exporter builds from what
+    /// its kind read.
+    #[tokio::test]
+    async fn every_example_config_passes_check() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut kinds = BTreeSet::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let settings = config::parse(&name, &text, |_| None).unwrap();
+            check(&settings)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            for sink in &settings.sinks {
+                if let SinkKind::Export(e) = &sink.kind {
+                    kinds.insert(e.kind);
+                }
+            }
+        }
+        assert_eq!(
+            kinds,
+            BTreeSet::from(["elasticsearch", "loki", "otlp"]),
+            "the examples' exporters"
+        );
     }
 }

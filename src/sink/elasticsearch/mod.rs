@@ -82,13 +82,14 @@ mod settings;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 
 use super::client::Client;
-use super::export::Ref;
+use super::export::{Attempt, Deliver, Ref};
 use super::jsonl::{self, Shape};
+use super::kind::HttpBuild;
 use super::order::Gate;
 use super::retry::{Verdict, retry_after};
-use crate::config::export::{Auth, HttpClient};
 use crate::event::Timestamp;
 use crate::msgpack;
+use crate::sink::settings::{Auth, HttpClient};
 use document::Encoder;
 pub use index::IndexTemplate;
 use index::data_stream_fields;
@@ -303,6 +304,18 @@ impl Exporter {
     }
 }
 
+impl Deliver for Exporter {
+    fn attempt<'a>(&'a self, events: &'a [Ref<'a>], gate: &'a Gate) -> Attempt<'a> {
+        Box::pin(Exporter::attempt(self, events, gate))
+    }
+}
+
+impl HttpBuild for Config {
+    fn exporter(&self, client: &HttpClient, shape: &Shape) -> anyhow::Result<Box<dyn Deliver>> {
+        Ok(Box::new(Exporter::try_new(client, self, shape)?))
+    }
+}
+
 /// The sequence number of an event sent at `t`: its nanoseconds since the epoch, unique and
 /// increasing within its stream (see [`super::order`]).
 fn sequence(t: Timestamp) -> i64 {
@@ -333,8 +346,8 @@ mod tests {
 
     use super::document::{ecs_name, level_name};
     use super::*;
-    use crate::config::export::Compression;
     use crate::event::{Batch, Event, Span};
+    use crate::sink::settings::Compression;
 
     // --- fixtures ---
 

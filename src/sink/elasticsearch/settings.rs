@@ -4,9 +4,9 @@
 use serde::Deserialize;
 
 use super::index::IndexTemplate;
-use crate::config::export::{Compression, Defaults};
+use crate::sink::settings::{Compression, Defaults};
 
-/// The `elasticsearch` sink's own keys (besides the shared delivery keys).
+/// The `elasticsearch` sink's own keys (besides the shared HTTP and delivery keys).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::config::export::{Compression, Defaults};
+use crate::sink::settings::{Compression, Defaults};
 
 /// Loki's tenant IDs: at most this long, from [`tenant_char`]s.
 const MAX_TENANT_BYTES: usize = 150;
 
-/// The `loki` sink's own keys (besides the shared delivery keys).
+/// The `loki` sink's own keys (besides the shared HTTP and delivery keys).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

@@ -67,6 +67,7 @@
 //! backend that is down at start costs retries, not a failed start.
 
 mod encode;
+mod settings;
 mod wire;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -85,84 +86,21 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use self::encode::{Encoder, unix_nanos};
+pub use self::settings::{Body, Config, DEFAULTS, Protocol};
 use super::client::snippet;
 use super::client::{Client, Response};
-use super::export::Ref;
+use super::export::{Attempt, Deliver, Ref};
 use super::jsonl::Shape;
+use super::kind::HttpBuild;
 use super::order::Gate;
 use super::retry::{Verdict, retry_after};
-use crate::config::export::{Compression, Defaults, HttpClient};
 use crate::event::Timestamp;
+use crate::sink::settings::{Compression, HttpClient};
 use crate::telemetry::logging::RateLimit;
 
 /// Nesting beyond this becomes an empty value. The source's and the JSON parser's depth
 /// limits normally stop such input earlier; this bounds the recursion whatever comes in.
 const MAX_DEPTH: usize = 128;
-
-/// The `otlp` sink's own keys (besides the shared delivery keys).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// `grpc` (default), `http/protobuf` or `http/json`: the values of
-    /// `OTEL_EXPORTER_OTLP_PROTOCOL`.
-    #[serde(default)]
-    pub protocol: Protocol,
-    /// How a parsed JSON line is sent: `message` (default; its message field is the body,
-    /// the other fields attributes), `string` (the line is the body, its fields attributes
-    /// too) or `map` (the fields are the body, as a kvlist).
-    #[serde(default)]
-    pub body: Body,
-    /// Path appended to the endpoint for the HTTP protocols. `""` when the endpoint is
-    /// already the whole URL. Unused by gRPC.
-    #[serde(default = "Config::default_path")]
-    pub path: String,
-}
-
-impl Config {
-    fn default_path() -> String {
-        "/v1/logs".into()
-    }
-}
-
-/// The transport and encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-pub enum Protocol {
-    #[default]
-    #[serde(rename = "grpc")]
-    Grpc,
-    #[serde(rename = "http/protobuf")]
-    HttpProtobuf,
-    #[serde(rename = "http/json")]
-    HttpJson,
-}
-
-/// What a parsed JSON line becomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Body {
-    /// The line's message field (the one enrichment found: `msg`, `message`, ...) is the
-    /// body, its other top-level fields are attributes. A line without one is sent as
-    /// `string` would.
-    #[default]
-    Message,
-    /// The line as written is the body; its top-level fields are attributes too.
-    String,
-    /// The line's fields are the body (a kvlist); nothing is duplicated into attributes.
-    Map,
-}
-
-/// Batching and compression defaults when the config leaves them out. A megabyte of
-/// records stays well under the 4 MiB a gRPC receiver takes by default, even with JSON
-/// fields sent twice (line and attributes). No compression by default, as the OTLP exporter
-/// specification's `OTEL_EXPORTER_OTLP_COMPRESSION` default: a sidecar usually talks to a
-/// collector on the node, and tonic's gzip (fixed at level 6) was most of the CPU when on;
-/// `compression = "gzip"` for remote collectors.
-pub const DEFAULTS: Defaults = Defaults {
-    max_batch_events: 1000,
-    max_batch_bytes: 1 << 20,
-    flush_interval_ms: 1000,
-    compression: Compression::None,
-};
 
 /// The exporter.
 #[derive(Debug)]
@@ -300,6 +238,18 @@ impl Exporter {
             tracing::warn!(warning = %p.error_message, suppressed, "OTLP backend accepted every record with a warning");
         }
         partial_success(&p)
+    }
+}
+
+impl Deliver for Exporter {
+    fn attempt<'a>(&'a self, events: &'a [Ref<'a>], gate: &'a Gate) -> Attempt<'a> {
+        Box::pin(Exporter::attempt(self, events, gate))
+    }
+}
+
+impl HttpBuild for Config {
+    fn exporter(&self, client: &HttpClient, shape: &Shape) -> anyhow::Result<Box<dyn Deliver>> {
+        Ok(Box::new(Exporter::try_new(client, self, shape)?))
     }
 }
 
@@ -1423,7 +1373,7 @@ mod tests {
         HttpClient {
             endpoint: endpoint.into(),
             headers: [("X-Scope-OrgID".to_string(), "t1".to_string())].into(),
-            auth: Some(crate::config::export::Auth::Bearer {
+            auth: Some(crate::sink::settings::Auth::Bearer {
                 token: "tok".into(),
             }),
             tls: None,
@@ -1445,7 +1395,7 @@ mod tests {
         assert_eq!(g.metadata[1].1, "Bearer tok");
         assert!(Exporter::try_new(&client("ftp://x"), &c, &Shape::default()).is_err());
         let mut bad = client("https://127.0.0.1:4317");
-        bad.tls = Some(crate::config::export::ClientTls {
+        bad.tls = Some(crate::sink::settings::ClientTls {
             ca_file: Some("/nonexistent/ca.pem".into()),
             ..Default::default()
         });

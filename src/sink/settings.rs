@@ -1,5 +1,11 @@
-//! Configuration shared by the exporters that deliver over the network: the client, batching,
-//! retries and the dead-letter file.
+//! Settings shared by the exporters: how one reaches its backend over HTTP ([`Http`], resolved
+//! into [`HttpClient`]) and how any of them paces its requests ([`Pacing`], resolved into
+//! [`Delivery`]): batching, concurrency, order, retries and the dead-letter file.
+//!
+//! They live with the sinks, not in `config`, so that the sinks depend on nothing upstream:
+//! `config` reads [`Http`] and [`Pacing`] from a sink's table (the keys a sink's kind takes, see
+//! [`super::Kind`]) and resolves them with the kind's [`Defaults`]; the sinks only see the
+//! resolved forms.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -130,20 +136,6 @@ impl Pacing {
             max_retries: self.max_retries,
             dead_letter_path: self.dead_letter_path,
         }
-    }
-}
-
-/// An HTTP exporter's settings: its transport and its pacing.
-#[derive(Debug, Clone)]
-pub struct Export {
-    pub http: Http,
-    pub pacing: Pacing,
-}
-
-impl Export {
-    /// Splits into the client's and the delivery loop's settings.
-    pub fn resolve(self, d: Defaults) -> (HttpClient, Delivery) {
-        (self.http.resolve(d.compression), self.pacing.resolve(d))
     }
 }
 
