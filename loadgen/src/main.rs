@@ -15,7 +15,7 @@
 //! configured by default (`--enrich off` writes `[enrich] enabled = false`). `--sink loki`,
 //! `elasticsearch`, `otlp` (gRPC) or `otlp-http` replaces the blackhole with that exporter,
 //! default settings, sending to a stand-in backend loadgen runs on 127.0.0.1 that reads each
-//! request whole and answers success at once (`loadgen/receiver.rs`); the sink is named after
+//! request whole and answers success at once (`receiver.rs`); the sink is named after
 //! it, and its CPU is loadgen's, not Outrigger's. It waits for
 //! `GET /ready`, connects, pre-encodes the requests, and then, on blocking sockets with one
 //! thread per connection, sends `--events` events as fast as the server takes them.
@@ -35,14 +35,9 @@
 //! Every wait is bounded: readiness, the count (`--timeout-secs`), each connection's drain, and
 //! the child's exit.
 
-// The crate root is src/bin/, so the submodules need their path spelled out.
-#[path = "loadgen/corpus.rs"]
 mod corpus;
-#[path = "loadgen/frames.rs"]
 mod frames;
-#[path = "loadgen/receiver.rs"]
 mod receiver;
-#[path = "loadgen/seeds.rs"]
 mod seeds;
 
 use std::io::{Read, Write};
@@ -73,7 +68,7 @@ enum Cmd {
     /// Write the deterministic Docker-shaped corpus as JSON lines, and print its statistics.
     Corpus {
         /// Output file; `-` for stdout.
-        #[arg(long, default_value = corpus::DEFAULT_PATH)]
+        #[arg(long, default_value_os_t = repository().join(corpus::DEFAULT_PATH))]
         out: PathBuf,
         #[arg(long, default_value_t = corpus::DEFAULT_RECORDS)]
         records: usize,
@@ -81,10 +76,10 @@ enum Cmd {
     /// Write seed inputs for the fuzz targets in `fuzz/` (see `fuzz/README.md`).
     FuzzSeeds {
         /// Directory that gets `forward_decode/` and `enrich/`.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds"))]
+        #[arg(long, default_value_os_t = repository().join("fuzz/seeds"))]
         out: PathBuf,
         /// Corpus file (JSON lines); when missing, the same records are generated in memory.
-        #[arg(long, default_value = corpus::DEFAULT_PATH)]
+        #[arg(long, default_value_os_t = repository().join(corpus::DEFAULT_PATH))]
         corpus: PathBuf,
     },
 }
@@ -162,7 +157,7 @@ fn main() -> std::process::ExitCode {
         Some(Cmd::FuzzSeeds { out, corpus }) => corpus::load(&corpus)
             .map_err(|e| anyhow!(e))
             .and_then(|records| {
-                let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/enrich");
+                let cases = repository().join("testdata/enrich");
                 seeds::write(&out, &records, &cases)
             }),
         None => run(&cli.run),
@@ -174,6 +169,15 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(1)
         }
     }
+}
+
+/// The repository loadgen was built in (its package is `loadgen/` there): the committed
+/// corpus, `testdata/enrich/`, `fuzz/seeds/` and the generated corpora in `target/loadgen/`
+/// are found from here.
+fn repository() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("loadgen/ is a directory of the repository")
 }
 
 fn write_corpus(out: &Path, n: usize) -> anyhow::Result<()> {
@@ -255,7 +259,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     let loading = Instant::now();
     let (path, records) = match &args.corpus {
         Some(p) => (p.clone(), corpus::load(p).map_err(|e| anyhow!(e))?),
-        None => corpus::cached(args.corpus_records).map_err(|e| anyhow!(e))?,
+        None => corpus::cached(repository(), args.corpus_records).map_err(|e| anyhow!(e))?,
     };
     eprintln!(
         "loadgen: corpus {} ({} records, {:.1} s to load)",

@@ -8,7 +8,7 @@
 //! - CompressedPackedForward: the same with the entries gzipped and `"compressed": "gzip"`.
 //! - The same with zstd and `"compressed": "zstd"`, as Fluentd's out_forward can send it.
 //!
-//! Also compiled into `benches/forward_decode.rs` (by `#[path]`).
+//! Also compiled into the root package's benches (by `#[path]`).
 
 use std::io::Write as _;
 
