@@ -26,6 +26,8 @@ RUN mkdir -p src benches loadgen/src \
     && cargo build --release --locked --package outrigger --bin outrigger \
     && rm -rf src
 
+# The built-in default configuration is compiled in (`config::DEFAULT`).
+COPY config/default.toml ./config/
 COPY src ./src
 # The copied files may be older than the stand-ins' build: touch them so cargo rebuilds.
 RUN touch src/main.rs src/lib.rs \
