@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
+use outrigger::telemetry::process::Sample;
 
 use corpus::Record;
 use frames::{Frames, Mode};
@@ -753,28 +754,16 @@ impl Drop for Target {
 
 // ---- /proc ---------------------------------------------------------------------------------
 
-/// utime + stime of `pid`, in seconds.
+/// utime + stime of `pid`, in seconds: read as Outrigger reads its own for
+/// `process_cpu_seconds_total`.
 fn cpu_seconds(pid: i32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses and may hold spaces: the first
-    // is field 3 (state), so utime (14) and stime (15) are the 12th and 13th.
-    let rest = stat
-        .rsplit_once(')')
-        .context("unexpected /proc/<pid>/stat")?
-        .1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).context("no utime")?.parse::<u64>()?
-        + f.get(12).context("no stime")?.parse::<u64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz <= 0 {
-        bail!("sysconf(_SC_CLK_TCK) failed");
-    }
-    Ok(ticks as f64 / hz as f64)
+    let pid = u32::try_from(pid).with_context(|| format!("{pid} is not a process ID"))?;
+    Sample::read_pid(Path::new("/proc"), pid)
+        .cpu_seconds
+        .with_context(|| format!("no CPU time in /proc/{pid}/stat"))
 }
 
-/// VmHWM of `pid`, in MiB.
+/// VmHWM of `pid`, in MiB: the peak RSS, which Outrigger's own metrics do not report.
 fn peak_rss_mib(pid: i32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: u64 = status
