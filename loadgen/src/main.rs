@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
+use outrigger::telemetry::exposition::{self, Family};
 use outrigger::telemetry::process::Sample;
 
 use corpus::Record;
@@ -569,7 +570,7 @@ fn write_frames(
     Ok(sent)
 }
 
-fn summary(metrics: &str) -> String {
+fn summary(metrics: &[Family]) -> String {
     [
         "outrigger_source_events_total",
         "outrigger_source_rejected_total",
@@ -582,23 +583,20 @@ fn summary(metrics: &str) -> String {
     .join(" ")
 }
 
-/// Sum of the series called `name` (with `component="…"` when given) in a text exposition.
-fn metric(text: &str, name: &str, component: Option<&str>) -> Option<u64> {
+/// Sum of the series called `name` (with `component="…"` when given) in a scrape.
+fn metric(metrics: &[Family], name: &str, component: Option<&str>) -> Option<u64> {
     let mut found = None;
-    for l in text.lines() {
-        let Some(rest) = l.strip_prefix(name) else {
-            continue;
-        };
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            continue;
-        }
+    let samples = metrics.iter().flat_map(|f| &f.samples);
+    for sample in samples.filter(|s| s.name == name) {
         if let Some(c) = component
-            && !rest.contains(&format!("component=\"{c}\""))
+            && !sample
+                .labels
+                .iter()
+                .any(|(k, v)| k == "component" && v == c)
         {
             continue;
         }
-        let value = rest.rsplit(' ').next()?.parse::<f64>().ok()?;
-        *found.get_or_insert(0) += value as u64;
+        *found.get_or_insert(0) += sample.value.as_f64() as u64;
     }
     found
 }
@@ -821,9 +819,10 @@ fn http_get(url: &HttpUrl) -> anyhow::Result<(u16, String)> {
     Ok((status, body))
 }
 
-fn scrape(url: &HttpUrl) -> anyhow::Result<String> {
+/// Outrigger's metrics, read with the reader its OTLP metrics export uses.
+fn scrape(url: &HttpUrl) -> anyhow::Result<Vec<Family>> {
     match http_get(url)? {
-        (200, body) => Ok(body),
+        (200, body) => exposition::parse(&body).with_context(|| format!("GET {}", url.path)),
         (status, _) => bail!("GET {} answered {status}", url.path),
     }
 }
@@ -858,15 +857,25 @@ mod tests {
 
     #[test]
     fn reads_labelled_counters() {
-        let text = "# HELP x\noutrigger_sink_events_total{component=\"null\"} 42\n\
+        let text = "# HELP outrigger_sink_events Events delivered.\n\
+                    # TYPE outrigger_sink_events counter\n\
+                    outrigger_sink_events_total{component=\"null\"} 42\n\
                     outrigger_sink_events_total{component=\"other\"} 1\n\
-                    outrigger_sink_events_total_created 5\n";
+                    outrigger_sink_events_created{component=\"null\"} 5\n\
+                    # EOF\n";
+        let metrics = exposition::parse(text).unwrap();
         assert_eq!(
-            metric(text, "outrigger_sink_events_total", Some("null")),
+            metric(&metrics, "outrigger_sink_events_total", Some("null")),
             Some(42)
         );
-        assert_eq!(metric(text, "outrigger_sink_events_total", None), Some(43));
-        assert_eq!(metric(text, "outrigger_source_events_total", None), None);
+        assert_eq!(
+            metric(&metrics, "outrigger_sink_events_total", None),
+            Some(43)
+        );
+        assert_eq!(
+            metric(&metrics, "outrigger_source_events_total", None),
+            None
+        );
     }
 
     #[test]
