@@ -50,6 +50,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use outrigger::telemetry::exposition::{self, Family};
+use outrigger::telemetry::probe;
 use outrigger::telemetry::process::Sample;
 
 use corpus::Record;
@@ -648,10 +649,8 @@ fn spawn(args: &RunArgs, backend: Option<SocketAddr>) -> anyhow::Result<Target> 
         pid: Some(pid),
         child: Some((child, dir)),
     };
-    let ready = HttpUrl {
-        addr: target.metrics.addr,
-        path: "/ready".into(),
-    };
+    // Asked as `outrigger health` asks it.
+    let ready = format!("http://{}/ready", target.metrics.addr);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some((child, dir)) = &mut target.child
@@ -661,7 +660,7 @@ fn spawn(args: &RunArgs, backend: Option<SocketAddr>) -> anyhow::Result<Target> 
             target.stop()?;
             bail!("outrigger exited at start ({status}):\n{log}");
         }
-        if matches!(http_get(&ready), Ok((200, _))) {
+        if probe::check(&ready, probe::DEFAULT_TIMEOUT).is_ok() {
             return Ok(target);
         }
         if Instant::now() > deadline {
@@ -775,7 +774,7 @@ fn peak_rss_mib(pid: i32) -> anyhow::Result<f64> {
     Ok(kib as f64 / 1024.0)
 }
 
-// ---- minimal HTTP/1.0 client ----------------------------------------------------------------
+// ---- minimal HTTP/1.0 client, for the metrics (the readiness probe reads no body) --------
 
 struct HttpUrl {
     addr: SocketAddr,
