@@ -34,6 +34,11 @@
 //!
 //! Every wait is bounded: readiness, the count (`--timeout-secs`), each connection's drain, and
 //! the child's exit.
+//!
+//! From Outrigger's library it takes the readiness check `outrigger health` makes
+//! (`telemetry::probe`), the reader of its own metrics text (`telemetry::exposition`) and of
+//! its process's CPU time (`telemetry::process`); the tests check the generated config with
+//! `config::parse` and the requests with `msgpack::Scanner`.
 
 mod corpus;
 mod frames;
