@@ -11,22 +11,27 @@
 FROM rust:1.95.0-bookworm AS builder
 WORKDIR /build
 
-# Dependencies first, in a layer of their own: it is rebuilt only when Cargo.toml or
-# Cargo.lock change, not on every source edit. The stand-in sources only satisfy the
-# manifest (its library, binaries and benches must exist to be parsed).
+# Dependencies first, in a layer of their own: it is rebuilt only when a manifest or
+# Cargo.lock changes, not on every source edit. The stand-in sources only satisfy the
+# manifests (the library, binaries and benches must exist to be parsed). The workspace's
+# other member, the load tool, is never built here: its stand-in stays for the workspace
+# to load.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src/bin benches \
+COPY loadgen/Cargo.toml ./loadgen/
+RUN mkdir -p src benches loadgen/src \
     && echo 'fn main() {}' > src/main.rs \
-    && echo 'fn main() {}' > src/bin/loadgen.rs \
+    && echo 'fn main() {}' > loadgen/src/main.rs \
     && touch src/lib.rs \
     && for b in forward_decode enrich encode; do echo 'fn main() {}' > "benches/$b.rs"; done \
-    && cargo build --release --locked --bin outrigger \
+    && cargo build --release --locked --package outrigger --bin outrigger \
     && rm -rf src
 
+# The built-in default configuration is compiled in (`config::DEFAULT`).
+COPY config/default.toml ./config/
 COPY src ./src
 # The copied files may be older than the stand-ins' build: touch them so cargo rebuilds.
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --bin outrigger \
+    && cargo build --release --locked --package outrigger --bin outrigger \
     && ./target/release/outrigger --version
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -41,10 +41,10 @@ use outrigger::sink::{client, elasticsearch, loki, otlp};
 use outrigger::source::forward::decode::{self, Options, Skipped};
 
 #[allow(dead_code, unused_imports)]
-#[path = "../src/bin/loadgen/corpus.rs"]
+#[path = "../loadgen/src/corpus.rs"]
 mod corpus;
 #[allow(dead_code, unused_imports)]
-#[path = "../src/bin/loadgen/frames.rs"]
+#[path = "../loadgen/src/frames.rs"]
 mod frames;
 
 use frames::{Frames, Mode};
@@ -60,7 +60,9 @@ fn options() -> Options {
 
 /// The corpus as enriched batches of up to [`PER_BATCH`] events.
 fn enriched() -> Vec<Batch> {
-    let records = corpus::load(std::path::Path::new(corpus::DEFAULT_PATH)).expect("corpus");
+    let records =
+        corpus::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(corpus::DEFAULT_PATH))
+            .expect("corpus");
     let frames = Frames::build(
         &records,
         Mode::Forward,

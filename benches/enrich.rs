@@ -4,7 +4,7 @@
 //! cargo bench --bench enrich
 //! ```
 //!
-//! The corpus (`testdata/docker-corpus.jsonl`, see `src/bin/loadgen/corpus.rs`) is encoded as
+//! The corpus (`testdata/docker-corpus.jsonl`, see `loadgen/src/corpus.rs`) is encoded as
 //! Forward-mode requests of 256 records (the records cycled to fill the last one: 4,096 events
 //! for the 4,000 records) and decoded with `decode::request`, outside the measurement, into one
 //! [`Batch`] per request: exactly what a connection hands the pipeline. Then:
@@ -36,10 +36,10 @@ use outrigger::sink::jsonl::{self, Shape, TimeCache};
 use outrigger::source::forward::decode::{self, Options, Skipped};
 
 #[allow(dead_code, unused_imports)]
-#[path = "../src/bin/loadgen/corpus.rs"]
+#[path = "../loadgen/src/corpus.rs"]
 mod corpus;
 #[allow(dead_code, unused_imports)]
-#[path = "../src/bin/loadgen/frames.rs"]
+#[path = "../loadgen/src/frames.rs"]
 mod frames;
 
 use corpus::Record;
@@ -117,7 +117,9 @@ fn encode(batches: &[Batch], out: &mut Vec<u8>, shape: &Shape) -> usize {
 }
 
 fn bench(c: &mut Criterion) {
-    let records = corpus::load(std::path::Path::new(corpus::DEFAULT_PATH)).expect("corpus");
+    let records =
+        corpus::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(corpus::DEFAULT_PATH))
+            .expect("corpus");
     let (json_records, text_records): (Vec<Record>, Vec<Record>) = records
         .iter()
         .cloned()

@@ -4,7 +4,7 @@
 //! cargo bench --bench forward_decode
 //! ```
 //!
-//! The corpus (`testdata/docker-corpus.jsonl`, see `src/bin/loadgen/corpus.rs`) is encoded as
+//! The corpus (`testdata/docker-corpus.jsonl`, see `loadgen/src/corpus.rs`) is encoded as
 //! requests of each mode (Message: one record each, as Docker sends; Forward, PackedForward and
 //! CompressedPackedForward with gzip and with zstd: 256 records each), concatenated as they
 //! would arrive on a socket and cut into "reads" of at most 256 KiB at request boundaries. One
@@ -23,10 +23,10 @@ use outrigger::msgpack::Scanner;
 use outrigger::source::forward::decode::{self, Options, Skipped};
 
 #[allow(dead_code, unused_imports)]
-#[path = "../src/bin/loadgen/corpus.rs"]
+#[path = "../loadgen/src/corpus.rs"]
 mod corpus;
 #[allow(dead_code, unused_imports)]
-#[path = "../src/bin/loadgen/frames.rs"]
+#[path = "../loadgen/src/frames.rs"]
 mod frames;
 
 use frames::{Frames, Mode};
@@ -87,7 +87,9 @@ fn decode_reads(reads: &[Bytes], opts: &Options, ends: &mut Vec<usize>) -> usize
 }
 
 fn bench(c: &mut Criterion) {
-    let corpus = corpus::load(std::path::Path::new(corpus::DEFAULT_PATH)).expect("corpus");
+    let corpus =
+        corpus::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(corpus::DEFAULT_PATH))
+            .expect("corpus");
     let opts = options();
     let mut group = c.benchmark_group("forward_decode");
     group

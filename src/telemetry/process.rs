@@ -32,6 +32,18 @@ pub struct Sample {
 impl Sample {
     /// Reads the calling process under `proc` (normally `/proc`).
     pub fn read(proc: &Path) -> Sample {
+        Sample::read_process(proc, "self")
+    }
+
+    /// Reads process `pid` under `proc`: how `loadgen` measures the CPU time of the
+    /// Outrigger it drives. What cannot be read (another user's `fd/`) is `None`, as here.
+    pub fn read_pid(proc: &Path, pid: u32) -> Sample {
+        Sample::read_process(proc, &pid.to_string())
+    }
+
+    /// Reads `proc/<process>/`, where `process` is `self` or a PID.
+    fn read_process(proc: &Path, process: &str) -> Sample {
+        let dir = proc.join(process);
         // SAFETY: sysconf only reads configuration values.
         let (ticks, page) = unsafe {
             (
@@ -41,7 +53,7 @@ impl Sample {
         };
         let (ticks, page) = (ticks.max(1) as f64, page.max(1) as u64);
         let mut s = Sample::default();
-        if let Ok(stat) = std::fs::read_to_string(proc.join("self/stat")) {
+        if let Ok(stat) = std::fs::read_to_string(dir.join("stat")) {
             // The command name (field 2) may hold spaces and parentheses: split after the
             // last ')'. What follows starts at field 3 (state).
             if let Some((_, rest)) = stat.rsplit_once(')') {
@@ -61,16 +73,16 @@ impl Sample {
                 }
             }
         }
-        if let Ok(statm) = std::fs::read_to_string(proc.join("self/statm")) {
+        if let Ok(statm) = std::fs::read_to_string(dir.join("statm")) {
             let mut f = statm.split_whitespace().map(|v| v.parse::<u64>().ok());
             s.virtual_bytes = f.next().flatten().map(|p| p * page);
             s.resident_bytes = f.next().flatten().map(|p| p * page);
         }
-        if let Ok(dir) = std::fs::read_dir(proc.join("self/fd")) {
+        if let Ok(fds) = std::fs::read_dir(dir.join("fd")) {
             // Bounded by the open-file limit; the directory handle itself is counted out.
-            s.open_fds = Some((dir.count() as u64).saturating_sub(1));
+            s.open_fds = Some((fds.count() as u64).saturating_sub(1));
         }
-        if let Ok(limits) = std::fs::read_to_string(proc.join("self/limits")) {
+        if let Ok(limits) = std::fs::read_to_string(dir.join("limits")) {
             s.max_fds = limits.lines().find_map(|l| {
                 l.strip_prefix("Max open files")?
                     .split_whitespace()
@@ -176,6 +188,18 @@ mod tests {
         assert_eq!(s.max_fds, Some(1024));
         // read_dir on the fake lists the three entries, less the one counted for the handle.
         assert_eq!(s.open_fds, Some(2));
+    }
+
+    #[test]
+    fn reads_a_process_by_pid() {
+        let me = Sample::read_pid(Path::new("/proc"), std::process::id());
+        assert!(me.cpu_seconds.is_some(), "{me:?}");
+        assert!(me.resident_bytes.unwrap() > 0);
+        // A process that is not there reads as nothing at all.
+        assert_eq!(
+            Sample::read_pid(Path::new("/proc"), u32::MAX),
+            Sample::default()
+        );
     }
 
     #[test]

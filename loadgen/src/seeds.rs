@@ -20,7 +20,7 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use crate::corpus::{self, Record};
-use crate::frames::{Frames, Mode};
+use crate::frames::{self, Frames, Mode};
 
 /// Corpus lines taken as enrich seeds: every `STRIDE`th record.
 const STRIDE: usize = 100;
@@ -69,12 +69,6 @@ fn string_map(out: &mut Vec<u8>, pairs: &[(&str, &str)]) {
     }
 }
 
-fn event_time(out: &mut Vec<u8>, secs: u32, nanos: u32) {
-    out.extend_from_slice(&[0xd7, 0x00]);
-    out.extend_from_slice(&secs.to_be_bytes());
-    out.extend_from_slice(&nanos.to_be_bytes());
-}
-
 fn hand_made() -> Vec<(String, Vec<u8>)> {
     let w = "writing to a Vec";
     let record = [
@@ -92,7 +86,7 @@ fn hand_made() -> Vec<(String, Vec<u8>)> {
     let mut f = Vec::new();
     rmp::encode::write_array_len(&mut f, 4).expect(w);
     rmp::encode::write_str(&mut f, "web").expect(w);
-    event_time(&mut f, 1_700_000_000, 123_456_789);
+    frames::event_time(&mut f, 1_700_000_000, 123_456_789).expect(w);
     string_map(&mut f, &record);
     string_map(&mut f, &[("chunk", "p8n9gmxTQVC8/nh2wlKKeQ==")]);
     seeds.push(("message-chunk".to_string(), f));
@@ -114,7 +108,7 @@ fn hand_made() -> Vec<(String, Vec<u8>)> {
     for (secs, rec) in [(0xffff_ffff, &[][..]), (1_700_000_000, &record[..])] {
         rmp::encode::write_array_len(&mut f, 2).expect(w);
         rmp::encode::write_array_len(&mut f, 2).expect(w);
-        event_time(&mut f, secs, 0);
+        frames::event_time(&mut f, secs, 0).expect(w);
         string_map(&mut f, &[("otlp", "x")]);
         string_map(&mut f, rec);
     }

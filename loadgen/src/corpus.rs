@@ -16,7 +16,7 @@
 //! The rest are plain text lines (Spring Boot console, nginx combined, Python and Java). Line
 //! lengths are 200–300 bytes, about 270 on average, so a Message-mode frame is about 430 bytes.
 //!
-//! This file is also compiled into `benches/forward_decode.rs` (by `#[path]`), so it depends
+//! This file is also compiled into the root package's benches (by `#[path]`), so it depends
 //! on nothing but std.
 
 use std::fmt::Write as _;
@@ -33,28 +33,34 @@ pub struct Record {
 /// Records in the committed corpus (fuzz seeds, benchmarks' small inputs).
 pub const DEFAULT_RECORDS: usize = 4000;
 
-/// Where the committed corpus lives.
-pub const DEFAULT_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/docker-corpus.jsonl");
+/// Where the committed corpus lives, under the repository's root. Paths here are relative:
+/// loadgen and the benches that compile this file are different packages, with different
+/// `CARGO_MANIFEST_DIR`s, so each joins them to the root it knows.
+pub const DEFAULT_PATH: &str = "testdata/docker-corpus.jsonl";
 
 /// Records a load run replays by default: enough that a million events are a million
 /// different lines (a small corpus sent again and again keeps the hot path in cache and
 /// flatters it).
 pub const RUN_RECORDS: usize = 1_000_000;
 
-/// Where generated corpora are kept between runs (not committed: 450 MB for a million).
-pub const CACHE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/loadgen");
+/// Where generated corpora are kept between runs, under the repository's root (not
+/// committed: 450 MB for a million).
+pub const CACHE_DIR: &str = "target/loadgen";
 
-/// The `n`-record corpus from [`CACHE_DIR`], generated and written there the first time;
-/// the same bytes on every machine, since [`generate`] is deterministic.
-pub fn cached(n: usize) -> Result<(std::path::PathBuf, Vec<Record>), String> {
-    let dir = std::path::Path::new(CACHE_DIR);
+/// The `n`-record corpus from [`CACHE_DIR`] under `root`, generated and written there the
+/// first time; the same bytes on every machine, since [`generate`] is deterministic.
+pub fn cached(
+    root: &std::path::Path,
+    n: usize,
+) -> Result<(std::path::PathBuf, Vec<Record>), String> {
+    let dir = root.join(CACHE_DIR);
     let path = dir.join(format!("docker-corpus-{n}.jsonl"));
     if path.exists() {
         return load(&path).map(|r| (path, r));
     }
     let records = generate(n);
     let tmp = dir.join(format!("docker-corpus-{n}.jsonl.part"));
-    std::fs::create_dir_all(dir)
+    std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::write(&tmp, to_jsonl(&records)))
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(|e| format!("{}: {e}", path.display()))?;

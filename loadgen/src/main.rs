@@ -15,7 +15,7 @@
 //! configured by default (`--enrich off` writes `[enrich] enabled = false`). `--sink loki`,
 //! `elasticsearch`, `otlp` (gRPC) or `otlp-http` replaces the blackhole with that exporter,
 //! default settings, sending to a stand-in backend loadgen runs on 127.0.0.1 that reads each
-//! request whole and answers success at once (`loadgen/receiver.rs`); the sink is named after
+//! request whole and answers success at once (`receiver.rs`); the sink is named after
 //! it, and its CPU is loadgen's, not Outrigger's. It waits for
 //! `GET /ready`, connects, pre-encodes the requests, and then, on blocking sockets with one
 //! thread per connection, sends `--events` events as fast as the server takes them.
@@ -34,15 +34,15 @@
 //!
 //! Every wait is bounded: readiness, the count (`--timeout-secs`), each connection's drain, and
 //! the child's exit.
+//!
+//! From Outrigger's library it takes the readiness check `outrigger health` makes
+//! (`telemetry::probe`), the reader of its own metrics text (`telemetry::exposition`) and of
+//! its process's CPU time (`telemetry::process`); the tests check the generated config with
+//! `config::parse` and the requests with `msgpack::Scanner`.
 
-// The crate root is src/bin/, so the submodules need their path spelled out.
-#[path = "loadgen/corpus.rs"]
 mod corpus;
-#[path = "loadgen/frames.rs"]
 mod frames;
-#[path = "loadgen/receiver.rs"]
 mod receiver;
-#[path = "loadgen/seeds.rs"]
 mod seeds;
 
 use std::io::{Read, Write};
@@ -54,6 +54,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
+use outrigger::telemetry::exposition::{self, Family};
+use outrigger::telemetry::probe;
+use outrigger::telemetry::process::Sample;
 
 use corpus::Record;
 use frames::{Frames, Mode};
@@ -73,7 +76,7 @@ enum Cmd {
     /// Write the deterministic Docker-shaped corpus as JSON lines, and print its statistics.
     Corpus {
         /// Output file; `-` for stdout.
-        #[arg(long, default_value = corpus::DEFAULT_PATH)]
+        #[arg(long, default_value_os_t = repository().join(corpus::DEFAULT_PATH))]
         out: PathBuf,
         #[arg(long, default_value_t = corpus::DEFAULT_RECORDS)]
         records: usize,
@@ -81,10 +84,10 @@ enum Cmd {
     /// Write seed inputs for the fuzz targets in `fuzz/` (see `fuzz/README.md`).
     FuzzSeeds {
         /// Directory that gets `forward_decode/` and `enrich/`.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds"))]
+        #[arg(long, default_value_os_t = repository().join("fuzz/seeds"))]
         out: PathBuf,
         /// Corpus file (JSON lines); when missing, the same records are generated in memory.
-        #[arg(long, default_value = corpus::DEFAULT_PATH)]
+        #[arg(long, default_value_os_t = repository().join(corpus::DEFAULT_PATH))]
         corpus: PathBuf,
     },
 }
@@ -162,7 +165,7 @@ fn main() -> std::process::ExitCode {
         Some(Cmd::FuzzSeeds { out, corpus }) => corpus::load(&corpus)
             .map_err(|e| anyhow!(e))
             .and_then(|records| {
-                let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/enrich");
+                let cases = repository().join("testdata/enrich");
                 seeds::write(&out, &records, &cases)
             }),
         None => run(&cli.run),
@@ -174,6 +177,15 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(1)
         }
     }
+}
+
+/// The repository loadgen was built in (its package is `loadgen/` there): the committed
+/// corpus, `testdata/enrich/`, `fuzz/seeds/` and the generated corpora in `target/loadgen/`
+/// are found from here.
+fn repository() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("loadgen/ is a directory of the repository")
 }
 
 fn write_corpus(out: &Path, n: usize) -> anyhow::Result<()> {
@@ -255,7 +267,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     let loading = Instant::now();
     let (path, records) = match &args.corpus {
         Some(p) => (p.clone(), corpus::load(p).map_err(|e| anyhow!(e))?),
-        None => corpus::cached(args.corpus_records).map_err(|e| anyhow!(e))?,
+        None => corpus::cached(repository(), args.corpus_records).map_err(|e| anyhow!(e))?,
     };
     eprintln!(
         "loadgen: corpus {} ({} records, {:.1} s to load)",
@@ -564,7 +576,7 @@ fn write_frames(
     Ok(sent)
 }
 
-fn summary(metrics: &str) -> String {
+fn summary(metrics: &[Family]) -> String {
     [
         "outrigger_source_events_total",
         "outrigger_source_rejected_total",
@@ -577,23 +589,20 @@ fn summary(metrics: &str) -> String {
     .join(" ")
 }
 
-/// Sum of the series called `name` (with `component="…"` when given) in a text exposition.
-fn metric(text: &str, name: &str, component: Option<&str>) -> Option<u64> {
+/// Sum of the series called `name` (with `component="…"` when given) in a scrape.
+fn metric(metrics: &[Family], name: &str, component: Option<&str>) -> Option<u64> {
     let mut found = None;
-    for l in text.lines() {
-        let Some(rest) = l.strip_prefix(name) else {
-            continue;
-        };
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            continue;
-        }
+    let samples = metrics.iter().flat_map(|f| &f.samples);
+    for sample in samples.filter(|s| s.name == name) {
         if let Some(c) = component
-            && !rest.contains(&format!("component=\"{c}\""))
+            && !sample
+                .labels
+                .iter()
+                .any(|(k, v)| k == "component" && v == c)
         {
             continue;
         }
-        let value = rest.rsplit(' ').next()?.parse::<f64>().ok()?;
-        *found.get_or_insert(0) += value as u64;
+        *found.get_or_insert(0) += sample.value.as_f64() as u64;
     }
     found
 }
@@ -645,10 +654,8 @@ fn spawn(args: &RunArgs, backend: Option<SocketAddr>) -> anyhow::Result<Target> 
         pid: Some(pid),
         child: Some((child, dir)),
     };
-    let ready = HttpUrl {
-        addr: target.metrics.addr,
-        path: "/ready".into(),
-    };
+    // Asked as `outrigger health` asks it.
+    let ready = format!("http://{}/ready", target.metrics.addr);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some((child, dir)) = &mut target.child
@@ -658,7 +665,7 @@ fn spawn(args: &RunArgs, backend: Option<SocketAddr>) -> anyhow::Result<Target> 
             target.stop()?;
             bail!("outrigger exited at start ({status}):\n{log}");
         }
-        if matches!(http_get(&ready), Ok((200, _))) {
+        if probe::check(&ready, probe::DEFAULT_TIMEOUT).is_ok() {
             return Ok(target);
         }
         if Instant::now() > deadline {
@@ -749,28 +756,16 @@ impl Drop for Target {
 
 // ---- /proc ---------------------------------------------------------------------------------
 
-/// utime + stime of `pid`, in seconds.
+/// utime + stime of `pid`, in seconds: read as Outrigger reads its own for
+/// `process_cpu_seconds_total`.
 fn cpu_seconds(pid: i32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses and may hold spaces: the first
-    // is field 3 (state), so utime (14) and stime (15) are the 12th and 13th.
-    let rest = stat
-        .rsplit_once(')')
-        .context("unexpected /proc/<pid>/stat")?
-        .1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).context("no utime")?.parse::<u64>()?
-        + f.get(12).context("no stime")?.parse::<u64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz <= 0 {
-        bail!("sysconf(_SC_CLK_TCK) failed");
-    }
-    Ok(ticks as f64 / hz as f64)
+    let pid = u32::try_from(pid).with_context(|| format!("{pid} is not a process ID"))?;
+    Sample::read_pid(Path::new("/proc"), pid)
+        .cpu_seconds
+        .with_context(|| format!("no CPU time in /proc/{pid}/stat"))
 }
 
-/// VmHWM of `pid`, in MiB.
+/// VmHWM of `pid`, in MiB: the peak RSS, which Outrigger's own metrics do not report.
 fn peak_rss_mib(pid: i32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: u64 = status
@@ -784,7 +779,7 @@ fn peak_rss_mib(pid: i32) -> anyhow::Result<f64> {
     Ok(kib as f64 / 1024.0)
 }
 
-// ---- minimal HTTP/1.0 client ----------------------------------------------------------------
+// ---- minimal HTTP/1.0 client, for the metrics (the readiness probe reads no body) --------
 
 struct HttpUrl {
     addr: SocketAddr,
@@ -828,9 +823,10 @@ fn http_get(url: &HttpUrl) -> anyhow::Result<(u16, String)> {
     Ok((status, body))
 }
 
-fn scrape(url: &HttpUrl) -> anyhow::Result<String> {
+/// Outrigger's metrics, read with the reader its OTLP metrics export uses.
+fn scrape(url: &HttpUrl) -> anyhow::Result<Vec<Family>> {
     match http_get(url)? {
-        (200, body) => Ok(body),
+        (200, body) => exposition::parse(&body).with_context(|| format!("GET {}", url.path)),
         (status, _) => bail!("GET {} answered {status}", url.path),
     }
 }
@@ -865,15 +861,25 @@ mod tests {
 
     #[test]
     fn reads_labelled_counters() {
-        let text = "# HELP x\noutrigger_sink_events_total{component=\"null\"} 42\n\
+        let text = "# HELP outrigger_sink_events Events delivered.\n\
+                    # TYPE outrigger_sink_events counter\n\
+                    outrigger_sink_events_total{component=\"null\"} 42\n\
                     outrigger_sink_events_total{component=\"other\"} 1\n\
-                    outrigger_sink_events_total_created 5\n";
+                    outrigger_sink_events_created{component=\"null\"} 5\n\
+                    # EOF\n";
+        let metrics = exposition::parse(text).unwrap();
         assert_eq!(
-            metric(text, "outrigger_sink_events_total", Some("null")),
+            metric(&metrics, "outrigger_sink_events_total", Some("null")),
             Some(42)
         );
-        assert_eq!(metric(text, "outrigger_sink_events_total", None), Some(43));
-        assert_eq!(metric(text, "outrigger_source_events_total", None), None);
+        assert_eq!(
+            metric(&metrics, "outrigger_sink_events_total", None),
+            Some(43)
+        );
+        assert_eq!(
+            metric(&metrics, "outrigger_source_events_total", None),
+            None
+        );
     }
 
     #[test]

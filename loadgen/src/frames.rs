@@ -8,9 +8,11 @@
 //! - CompressedPackedForward: the same with the entries gzipped and `"compressed": "gzip"`.
 //! - The same with zstd and `"compressed": "zstd"`, as Fluentd's out_forward can send it.
 //!
-//! Also compiled into `benches/forward_decode.rs` (by `#[path]`).
+//! Also compiled into the root package's benches (by `#[path]`).
 
 use std::io::Write as _;
+
+use rmp::encode::{self as mp, ValueWriteError};
 
 use crate::corpus::Record;
 
@@ -50,108 +52,44 @@ impl Mode {
 /// Unix seconds of the first event; each event is 25 ms after the one before.
 const EPOCH: u32 = 1_700_000_000;
 
-fn array(out: &mut Vec<u8>, n: usize) {
-    match n {
-        0..=15 => out.push(0x90 | n as u8),
-        16..=0xffff => {
-            out.push(0xdc);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xdd);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-    }
-}
-
-fn map(out: &mut Vec<u8>, n: usize) {
-    match n {
-        0..=15 => out.push(0x80 | n as u8),
-        16..=0xffff => {
-            out.push(0xde);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xdf);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-    }
-}
-
-fn str(out: &mut Vec<u8>, s: &[u8]) {
-    match s.len() {
-        0..=31 => out.push(0xa0 | s.len() as u8),
-        32..=0xff => out.extend_from_slice(&[0xd9, s.len() as u8]),
-        256..=0xffff => {
-            out.push(0xda);
-            out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xdb);
-            out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(s);
-}
-
-fn bin(out: &mut Vec<u8>, b: &[u8]) {
-    match b.len() {
-        0..=0xff => out.extend_from_slice(&[0xc4, b.len() as u8]),
-        256..=0xffff => {
-            out.push(0xc5);
-            out.extend_from_slice(&(b.len() as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xc6);
-            out.extend_from_slice(&(b.len() as u32).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(b);
-}
-
-fn uint(out: &mut Vec<u8>, v: u64) {
-    match v {
-        0..=0x7f => out.push(v as u8),
-        0x80..=0xff => out.extend_from_slice(&[0xcc, v as u8]),
-        0x100..=0xffff => {
-            out.push(0xcd);
-            out.extend_from_slice(&(v as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xce);
-            out.extend_from_slice(&(v as u32).to_be_bytes());
-        }
-    }
-}
+/// What the writers return: rmp's, which picks the smallest encoding of every length and
+/// integer, as fluent-logger-golang's msgp and Fluent Bit do. Writing to a `Vec` cannot fail.
+type Written = Result<(), ValueWriteError>;
 
 /// Integer seconds the way Go's msgp `AppendInt64` writes a current epoch: `d2` int32.
-fn int_time(out: &mut Vec<u8>, secs: u32) {
-    out.push(0xd2);
-    out.extend_from_slice(&(secs as i32).to_be_bytes());
+fn int_time(out: &mut Vec<u8>, secs: u32) -> Written {
+    mp::write_i32(out, secs as i32)
 }
 
 /// EventTime: fixext8 type 0, big-endian seconds and nanoseconds.
-fn event_time(out: &mut Vec<u8>, secs: u32, nanos: u32) {
-    out.extend_from_slice(&[0xd7, 0x00]);
+pub fn event_time(out: &mut Vec<u8>, secs: u32, nanos: u32) -> Written {
+    mp::write_ext_meta(out, 8, 0)?;
     out.extend_from_slice(&secs.to_be_bytes());
     out.extend_from_slice(&nanos.to_be_bytes());
+    Ok(())
 }
 
-fn record(out: &mut Vec<u8>, r: &Record) {
-    map(out, 4);
-    str(out, b"container_id");
-    str(out, r.container_id.as_bytes());
-    str(out, b"container_name");
-    str(out, r.container_name.as_bytes());
-    str(out, b"source");
-    str(out, r.source.as_bytes());
-    str(out, b"log");
-    str(out, r.log.as_bytes());
+fn record(out: &mut Vec<u8>, r: &Record) -> Written {
+    mp::write_map_len(out, 4)?;
+    for (key, value) in [
+        ("container_id", &r.container_id),
+        ("container_name", &r.container_name),
+        ("source", &r.source),
+        ("log", &r.log),
+    ] {
+        mp::write_str(out, key)?;
+        mp::write_str(out, value)?;
+    }
+    Ok(())
 }
 
 /// Docker's default tag, `{{.ID}}`: the short container ID.
-fn tag(r: &Record) -> &[u8] {
-    &r.container_id.as_bytes()[..12.min(r.container_id.len())]
+fn tag(out: &mut Vec<u8>, r: &Record) -> Written {
+    let id = r.container_id.as_bytes();
+    let tag = &id[..12.min(id.len())];
+    mp::write_str_len(out, tag.len() as u32)?;
+    out.extend_from_slice(tag);
+    Ok(())
 }
 
 fn stamp(seq: u64) -> (u32, u32) {
@@ -162,37 +100,41 @@ fn stamp(seq: u64) -> (u32, u32) {
 /// Appends one request carrying `records` (`seq` numbers the first, for its timestamp).
 /// Message mode takes exactly one record.
 pub fn encode(out: &mut Vec<u8>, mode: Mode, records: &[&Record], seq: u64) {
+    request(out, mode, records, seq).expect("writing to a Vec");
+}
+
+fn request(out: &mut Vec<u8>, mode: Mode, records: &[&Record], seq: u64) -> Written {
     let first = records
         .first()
         .expect("a request carries at least one record");
     match mode {
         Mode::Message => {
             assert_eq!(records.len(), 1, "a Message-mode request has one record");
-            array(out, 4);
-            str(out, tag(first));
-            int_time(out, stamp(seq).0);
-            record(out, first);
-            map(out, 0);
+            mp::write_array_len(out, 4)?;
+            tag(out, first)?;
+            int_time(out, stamp(seq).0)?;
+            record(out, first)?;
+            mp::write_map_len(out, 0)?;
         }
         Mode::Forward => {
-            array(out, 3);
-            str(out, tag(first));
-            array(out, records.len());
+            mp::write_array_len(out, 3)?;
+            tag(out, first)?;
+            mp::write_array_len(out, records.len() as u32)?;
             for (i, r) in records.iter().enumerate() {
                 let (s, n) = stamp(seq + i as u64);
-                array(out, 2);
-                event_time(out, s, n);
-                record(out, r);
+                mp::write_array_len(out, 2)?;
+                event_time(out, s, n)?;
+                record(out, r)?;
             }
-            map(out, 0);
+            mp::write_map_len(out, 0)?;
         }
         Mode::Packed | Mode::Compressed | Mode::Zstd => {
             let mut entries = Vec::with_capacity(records.len() * 450);
             for (i, r) in records.iter().enumerate() {
                 let (s, n) = stamp(seq + i as u64);
-                array(&mut entries, 2);
-                event_time(&mut entries, s, n);
-                record(&mut entries, r);
+                mp::write_array_len(&mut entries, 2)?;
+                event_time(&mut entries, s, n)?;
+                record(&mut entries, r)?;
             }
             if mode == Mode::Zstd {
                 entries = zstd::stream::encode_all(&entries[..], 3).expect("reading from a slice");
@@ -205,23 +147,24 @@ pub fn encode(out: &mut Vec<u8>, mode: Mode, records: &[&Record], seq: u64) {
                 gz.write_all(&entries).expect("writing to a Vec");
                 entries = gz.finish().expect("writing to a Vec");
             }
-            array(out, 3);
-            str(out, tag(first));
-            bin(out, &entries);
-            let codec: Option<&[u8]> = match mode {
-                Mode::Compressed => Some(b"gzip"),
-                Mode::Zstd => Some(b"zstd"),
+            mp::write_array_len(out, 3)?;
+            tag(out, first)?;
+            mp::write_bin(out, &entries)?;
+            let codec = match mode {
+                Mode::Compressed => Some("gzip"),
+                Mode::Zstd => Some("zstd"),
                 _ => None,
             };
-            map(out, 1 + usize::from(codec.is_some()));
-            str(out, b"size");
-            uint(out, records.len() as u64);
+            mp::write_map_len(out, 1 + u32::from(codec.is_some()))?;
+            mp::write_str(out, "size")?;
+            mp::write_uint(out, records.len() as u64)?;
             if let Some(codec) = codec {
-                str(out, b"compressed");
-                str(out, codec);
+                mp::write_str(out, "compressed")?;
+                mp::write_str(out, codec)?;
             }
         }
     }
+    Ok(())
 }
 
 /// Requests that carry `per_frame` records each (1 in Message mode), cycling through the
@@ -278,5 +221,47 @@ impl Frames {
 
     pub fn events(&self) -> usize {
         self.ends.len() * self.per_frame
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_mode_request_is_what_dockers_driver_writes() {
+        let r = Record {
+            container_id: "0123456789abcdef".into(),
+            container_name: "/web".into(),
+            source: "stdout".into(),
+            log: "hi".into(),
+        };
+        let mut out = Vec::new();
+        encode(&mut out, Mode::Message, &[&r], 0);
+        // ["0123456789ab", 1700000000, {"container_id": "0123456789abcdef",
+        //  "container_name": "/web", "source": "stdout", "log": "hi"}, {}]
+        let want = [
+            &[0x94, 0xac][..],
+            b"0123456789ab",
+            &[0xd2, 0x65, 0x53, 0xf1, 0x00, 0x84, 0xac],
+            b"container_id",
+            &[0xb0],
+            b"0123456789abcdef",
+            &[0xae],
+            b"container_name",
+            &[0xa4],
+            b"/web",
+            &[0xa6],
+            b"source",
+            &[0xa6],
+            b"stdout",
+            &[0xa3],
+            b"log",
+            &[0xa2],
+            b"hi",
+            &[0x80],
+        ]
+        .concat();
+        assert_eq!(out, want);
     }
 }
