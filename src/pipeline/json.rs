@@ -8,9 +8,12 @@
 //! objects a configured dotted path names (`trace.id`, `dd.trace_id`, `log.level`), and hands
 //! what it finds to a [`Collector`] (see [`super::fields`]).
 //!
-//! Once a batch is enriched, [`index`] records where each parsed line's top-level members are
-//! (key, value, JSON type) in the batch's side table, so the encoders read the line's fields
-//! from there on every attempt instead of parsing it again, and all read it the same way.
+//! The same parse also says where the line's top-level members are (key, value, JSON type):
+//! the keys' places come from the tape, and each value lies between its key's colon and the
+//! next key. They go into the batch's side table, so the encoders read the line's fields from
+//! there on every attempt instead of parsing it again, and all read it the same way. [`index`]
+//! finds the same members by scanning the text, for events that come back without them (a
+//! stored batch read again).
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -74,15 +77,18 @@ pub fn looks_like_object(line: &[u8]) -> bool {
     line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
-/// Parses `line` (which [`looks_like_object`]) and walks it.
+/// Parses `line` (which [`looks_like_object`]) and walks it; its top-level members are
+/// appended to `members`, as spans of the line.
 ///
 /// # Errors
-/// The line is not valid JSON, or breaks a limit; the caller keeps it as text.
+/// The line is not valid JSON, or breaks a limit; the caller keeps it as text, and nothing is
+/// appended.
 pub fn parse(
     line: &[u8],
     keys: &KeyTable,
     families: &Families,
     limits: &Limits,
+    members: &mut Vec<Member>,
 ) -> Result<Found, Rejected> {
     if line.len() > limits.max_line_bytes {
         return Err(Rejected::TooLarge);
@@ -120,9 +126,26 @@ pub fn parse(
                     Ok(())
                 }
             })
-            .map(|()| {
+            .and_then(|()| {
                 let walk = Walk { line, base };
-                Collector::collect_in(candidates, families, |c| walk.object(&t.0, keys, c))
+                let found =
+                    Collector::collect_in(candidates, families, |c| walk.object(&t.0, keys, c));
+                let from = members.len();
+                if !walk.members(&t.0, members) {
+                    // Only an input the tape's places cannot be matched with gets here (an
+                    // empty key simd-json did not place in the line): scan the text instead.
+                    members.truncate(from);
+                    let mut one = Vec::new();
+                    if !self::members(
+                        line.trim_ascii(),
+                        line.len() - line.trim_ascii_start().len(),
+                        &mut one,
+                    ) {
+                        return Err(Rejected::Invalid);
+                    }
+                    members.extend(one);
+                }
+                Ok(found)
             });
         *tape = Some(t.reset());
         result
@@ -224,6 +247,111 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
+    /// The top-level members of the object on `tape` into `out`, as spans of the line. A
+    /// key's place is its tape string's offset in the scratch copy (the same in the line);
+    /// its value runs from after the colon that follows it to before the comma that precedes
+    /// the next key (or the closing brace). False when a place does not check out.
+    fn members(&self, tape: &[Node<'_>], out: &mut Vec<Member>) -> bool {
+        let Some(Node::Object { len, .. }) = tape.first() else {
+            return false;
+        };
+        let line = self.line;
+        let is_ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+        let skip_ws = |mut i: usize| {
+            while i < line.len() && is_ws(line[i]) {
+                i += 1;
+            }
+            i
+        };
+        let back_ws = |mut i: usize| {
+            while i > 0 && is_ws(line[i - 1]) {
+                i -= 1;
+            }
+            i
+        };
+        // Each key's opening quote, its text's end, and its value's kind and string length.
+        let from = out.len();
+        let mut i = 1;
+        for _ in 0..*len {
+            let Some(Node::String(key)) = tape.get(i) else {
+                return false;
+            };
+            let Some(start) = (key.as_ptr() as usize).checked_sub(self.base) else {
+                return false;
+            };
+            if start == 0 || start > line.len() || line[start - 1] != b'"' {
+                return false;
+            }
+            // Unescaped, the key's text is in the line as the tape has it; else scan to its
+            // closing quote.
+            let (key_end, escaped_key) = if line.get(start..start + key.len())
+                == Some(key.as_bytes())
+                && line.get(start + key.len()) == Some(&b'"')
+            {
+                (start + key.len(), false)
+            } else {
+                match string_end(line, start - 1) {
+                    Some(e) => (e - 1, true),
+                    None => return false,
+                }
+            };
+            i += 1;
+            let Some(value) = tape.get(i) else {
+                return false;
+            };
+            let (kind, text_len) = match value {
+                Node::String(v) => (JsonKind::String, v.len()),
+                Node::Object { .. } => (JsonKind::Object, 0),
+                Node::Array { .. } => (JsonKind::Array, 0),
+                Node::Static(StaticNode::Null) => (JsonKind::Null, 0),
+                Node::Static(StaticNode::Bool(_)) => (JsonKind::Bool, 0),
+                Node::Static(_) => (JsonKind::Number, 0),
+            };
+            i += width(value);
+            out.push(Member {
+                key: Span::new(start..key_end),
+                // The value's start, and its string's unescaped length, until the next key
+                // is placed.
+                value: Span {
+                    start: key_end as u32 + 1,
+                    len: text_len as u32,
+                },
+                kind,
+                escaped_key,
+                escaped_value: false,
+            });
+        }
+        let close = back_ws(line.len());
+        if close == 0 || line[close - 1] != b'}' {
+            return false;
+        }
+        for j in from..out.len() {
+            let colon = skip_ws(out[j].value.start as usize);
+            if line.get(colon) != Some(&b':') {
+                return false;
+            }
+            let start = skip_ws(colon + 1);
+            let end = match out.get(j + 1) {
+                Some(next) => {
+                    let comma = back_ws(next.key.start as usize - 1);
+                    if comma == 0 || line[comma - 1] != b',' {
+                        return false;
+                    }
+                    back_ws(comma - 1)
+                }
+                None => back_ws(close - 1),
+            };
+            if end <= start {
+                return false;
+            }
+            let m = &mut out[j];
+            // A string whose text is shorter than its literal, quotes aside, had escapes.
+            m.escaped_value = m.kind == JsonKind::String && end - start != m.value.len as usize + 2;
+            m.value = Span::new(start..end);
+        }
+        true
+    }
+
     fn object(&self, tape: &[Node<'_>], keys: &KeyTable, c: &mut Collector<'_>) {
         let Some(Node::Object { len, .. }) = tape.first() else {
             return;
@@ -448,6 +576,7 @@ mod tests {
             &KeyTable::default(),
             &Families { formats: vec![] },
             &limits,
+            &mut Vec::new(),
         )
     }
 
@@ -557,5 +686,77 @@ mod tests {
             "what the scanner cannot walk is text"
         );
         assert_eq!(b.members.capacity(), 3);
+    }
+
+    /// The members `parse` places from the tape, and the ones [`members`] scans the text
+    /// for: the same, on every JSON line of the corpus and on lines made to be awkward.
+    #[test]
+    fn the_tape_and_the_scanner_find_the_same_members() {
+        let settings =
+            crate::pipeline::Settings::new(&crate::config::Enrich::default().options()).unwrap();
+        let corpus = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/docker-corpus.jsonl"
+        ))
+        .unwrap();
+        let mut lines: Vec<String> = corpus
+            .lines()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                Some(v["log"].as_str()?.to_string())
+            })
+            .collect();
+        lines.extend(
+            [
+                r#"{}"#,
+                r#"  { }  "#,
+                r#"{"":1,"a":""}"#,
+                r#"{ "k\"ey" :"v\u00e9" , "n":-1.5e3,"o":{"a":[1,{"b":"}"}]},"t":true,"z":null }"#,
+                "{\"a\":\t1\r\n,\n\"b\" : [ ] }\n",
+                r#"{"dup":1,"dup":"two","s":"with \\ backslash","u":"\ud83d\ude00"}"#,
+            ]
+            .map(String::from),
+        );
+        let (mut json, mut tape_placed) = (0, 0);
+        for line in &lines {
+            if !looks_like_object(line.as_bytes()) {
+                continue;
+            }
+            let mut placed = Vec::new();
+            let parsed = parse(
+                line.as_bytes(),
+                &settings.keys,
+                &settings.families,
+                &settings.limits,
+                &mut placed,
+            );
+            if parsed.is_err() {
+                assert!(placed.is_empty(), "{line}");
+                continue;
+            }
+            json += 1;
+            let text = line.as_bytes();
+            let lead = text.len() - text.trim_ascii_start().len();
+            let mut scanned = Vec::new();
+            assert!(members(text.trim_ascii(), lead, &mut scanned), "{line}");
+            assert_eq!(placed, scanned, "{line}");
+            // And from the tape itself, not its fallback to the scanner.
+            let mut copy = text.to_vec();
+            let mut buffers = simd_json::Buffers::new(copy.len());
+            let mut tape = simd_json::Tape::null().reset();
+            let base = copy.as_ptr() as usize;
+            simd_json::fill_tape(&mut copy, &mut buffers, &mut tape).unwrap();
+            let mut from_tape = Vec::new();
+            let walk = Walk { line: text, base };
+            if walk.members(&tape.0, &mut from_tape) {
+                tape_placed += 1;
+                assert_eq!(from_tape, scanned, "{line}");
+            }
+        }
+        assert!(json > 3_000, "{json} JSON lines");
+        assert!(
+            tape_placed >= json - 1,
+            "{tape_placed} of {json} placed from the tape"
+        );
     }
 }

@@ -30,7 +30,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::event::{Batch, Event, Form, Meta, Span};
+use crate::event::{Batch, Event, Form, Member, Members, Meta, Span};
 use fields::{KeyTable, Role};
 use partial::Reassembler;
 pub use stage::{Release, Stage};
@@ -179,6 +179,10 @@ pub struct Enricher {
     multiline: Option<multiline::Joiner>,
     metrics: Metrics,
     done: Vec<partial::Done>,
+    /// Members of the JSON lines enriched since the last batch was finished, and of the
+    /// lines the stack-trace joiner still holds; events point into it until their batch is
+    /// finished, which copies theirs into the batch.
+    members: Vec<Member>,
 }
 
 impl Enricher {
@@ -189,6 +193,7 @@ impl Enricher {
             settings,
             metrics,
             done: Vec::new(),
+            members: Vec::new(),
         }
     }
 
@@ -224,10 +229,16 @@ impl Enricher {
                 continue;
             }
             let mut e = e;
-            enrich(&self.settings, &mut e, &fields, &mut tally);
+            enrich(
+                &self.settings,
+                &mut e,
+                &fields,
+                &mut self.members,
+                &mut tally,
+            );
             self.push(batch, e, &mut tally);
         }
-        finish(batch);
+        self.finish(batch);
         self.count(&tally);
     }
 
@@ -241,7 +252,7 @@ impl Enricher {
             self.add_joined(batch, ready, &mut tally);
         }
         batch.resource = self.settings.resource.clone();
-        finish(batch);
+        self.finish(batch);
         self.count(&tally);
     }
 
@@ -257,7 +268,7 @@ impl Enricher {
         self.partial.shed(&mut self.done);
         self.take_done(batch, &mut tally);
         batch.resource = self.settings.resource.clone();
-        finish(batch);
+        self.finish(batch);
         self.count(&tally);
     }
 
@@ -270,7 +281,7 @@ impl Enricher {
             self.add_joined(batch, ready, &mut tally);
         }
         batch.resource = self.settings.resource.clone();
-        finish(batch);
+        self.finish(batch);
         self.count(&tally);
     }
 
@@ -308,7 +319,7 @@ impl Enricher {
             e.tag = batch.tag_index(&d.tag, || d.tag.clone());
             batch.size += e.record.len();
             let fields = fields_of(&e, &self.settings.line_key);
-            enrich(&self.settings, &mut e, &fields, tally);
+            enrich(&self.settings, &mut e, &fields, &mut self.members, tally);
             e.meta.joined = true;
             e.meta.incomplete = d.cut.is_some();
             self.push(batch, e, tally);
@@ -328,18 +339,45 @@ impl Enricher {
     }
 
     /// Adds what the joiner released to `batch`, enriching joined blocks (their record is new).
-    fn add_joined(&self, batch: &mut Batch, ready: Vec<(Bytes, Event)>, tally: &mut Tally) {
+    fn add_joined(&mut self, batch: &mut Batch, ready: Vec<(Bytes, Event)>, tally: &mut Tally) {
         for (tag, mut e) in ready {
             e.tag = batch.tag_index(&tag, || tag.clone());
             if e.meta.joined {
                 tally.multiline += 1;
                 batch.size += e.record.len();
                 let fields = fields_of(&e, &self.settings.line_key);
-                enrich(&self.settings, &mut e, &fields, tally);
+                enrich(&self.settings, &mut e, &fields, &mut self.members, tally);
                 e.meta.joined = true;
             }
             batch.events.push(e);
         }
+    }
+
+    /// What every enriched batch gets once its events are final (joined lines included): the
+    /// side table of its JSON lines' members and the Kubernetes names of its tags.
+    fn finish(&mut self, batch: &mut Batch) {
+        let n = batch
+            .events
+            .iter()
+            .map(|e| e.meta.members.len as usize)
+            .sum();
+        // Exactly its size: the queues charge the capacity.
+        let mut table = Vec::with_capacity(n);
+        for e in &mut batch.events {
+            e.meta.members = take(&self.members, e.meta.members, &mut table);
+        }
+        batch.members = table;
+        // Only the lines the joiner holds still point here.
+        match &mut self.multiline {
+            None => self.members.clear(),
+            Some(m) => {
+                let old = std::mem::take(&mut self.members);
+                for e in m.held_mut() {
+                    e.meta.members = take(&old, e.meta.members, &mut self.members);
+                }
+            }
+        }
+        kubernetes::annotate(batch);
     }
 
     fn count(&self, t: &Tally) {
@@ -365,11 +403,17 @@ impl Enricher {
     }
 }
 
-/// What every enriched batch gets once its events are final (joined lines included): the
-/// side table of its JSON lines' members and the Kubernetes names of its tags.
-fn finish(batch: &mut Batch) {
-    json::index(batch);
-    kubernetes::annotate(batch);
+/// Copies the members `range` names in `from` to the end of `to`; their range there.
+fn take(from: &[Member], range: Members, to: &mut Vec<Member>) -> Members {
+    let Some(found) = from.get(range.start as usize..(range.start + range.len) as usize) else {
+        return Members::default();
+    };
+    let start = to.len() as u32;
+    to.extend_from_slice(found);
+    Members {
+        start,
+        len: range.len,
+    }
 }
 
 /// The fields enrichment reads first: a record's Docker fields, or what a line's source found.
@@ -411,12 +455,19 @@ fn rejoin(first: &Event, line_key: &[u8], line: &[u8]) -> Event {
     e
 }
 
-/// Fills `e.meta` from the record's fields and its line.
+/// Fills `e.meta` from the record's fields and its line; a JSON line's members go to
+/// `members`, which `e.meta.members` then points into.
 ///
 /// A JSON line is the application's own structure and is all that is read. Otherwise the
 /// record's fields are (the application sent them as the record itself, with no line or
 /// beside a text line), then a text line is scanned for what they did not give.
-fn enrich(s: &Settings, e: &mut Event, fields: &record::Fields, tally: &mut Tally) {
+fn enrich(
+    s: &Settings,
+    e: &mut Event,
+    fields: &record::Fields,
+    members: &mut Vec<Member>,
+    tally: &mut Tally,
+) {
     let mut meta = Meta {
         container_id: fields.container_id.clone().map(Span::new),
         stream: fields.source.clone().map(Span::new),
@@ -432,9 +483,18 @@ fn enrich(s: &Settings, e: &mut Event, fields: &record::Fields, tally: &mut Tall
         meta.line = Some(Span::new(range.clone()));
         let text = &e.record[range.clone()];
         if s.parse_json && json::looks_like_object(text) {
-            match json::parse(text, &s.keys, &s.families, &s.limits) {
+            let first = members.len();
+            match json::parse(text, &s.keys, &s.families, &s.limits, members) {
                 Ok(found) => {
                     meta.json = true;
+                    for m in &mut members[first..] {
+                        m.key.start += range.start as u32;
+                        m.value.start += range.start as u32;
+                    }
+                    meta.members = Members {
+                        start: first as u32,
+                        len: (members.len() - first) as u32,
+                    };
                     let at = |r: Range<usize>| range.start + r.start..range.start + r.end;
                     adopt(&mut meta, &mut e.time, found, at, tally);
                 }

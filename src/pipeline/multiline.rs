@@ -124,6 +124,12 @@ impl Joiner {
         old.into_iter().map(|b| self.finish(b)).collect()
     }
 
+    /// The lines held as they arrived (the first of each block): what stays of their
+    /// enrichment must stay valid while they wait.
+    pub fn held_mut(&mut self) -> impl Iterator<Item = &mut Event> {
+        self.blocks.iter_mut().map(|b| &mut b.first)
+    }
+
     pub fn flush(&mut self) -> Vec<(Bytes, Event)> {
         std::mem::take(&mut self.blocks)
             .into_iter()
