@@ -20,7 +20,7 @@ use std::ops::Range;
 
 use simd_json::{Node, StaticNode};
 
-use crate::event::{Batch, JsonKind, Member, Members, Span};
+use crate::event::{Batch, Event, JsonKind, Member, Members, Span};
 
 use super::fields::{Candidates, Collector, Families, Found, KeyTable, Locate, Value};
 
@@ -78,7 +78,7 @@ pub fn looks_like_object(line: &[u8]) -> bool {
 }
 
 /// Parses `line` (which [`looks_like_object`]) and walks it; its top-level members are
-/// appended to `members`, as spans of the line.
+/// appended to `members` when given, as spans of the line.
 ///
 /// # Errors
 /// The line is not valid JSON, or breaks a limit; the caller keeps it as text, and nothing is
@@ -88,7 +88,7 @@ pub fn parse(
     keys: &KeyTable,
     families: &Families,
     limits: &Limits,
-    members: &mut Vec<Member>,
+    members: Option<&mut Vec<Member>>,
 ) -> Result<Found, Rejected> {
     if line.len() > limits.max_line_bytes {
         return Err(Rejected::TooLarge);
@@ -130,6 +130,9 @@ pub fn parse(
                 let walk = Walk { line, base };
                 let found =
                     Collector::collect_in(candidates, families, |c| walk.object(&t.0, keys, c));
+                let Some(members) = members else {
+                    return Ok(found);
+                };
                 let from = members.len();
                 if !walk.members(&t.0, members) {
                     // Only an input the tape's places cannot be matched with gets here (an
@@ -250,7 +253,8 @@ impl Walk<'_> {
     /// The top-level members of the object on `tape` into `out`, as spans of the line. A
     /// key's place is its tape string's offset in the scratch copy (the same in the line);
     /// its value runs from after the colon that follows it to before the comma that precedes
-    /// the next key (or the closing brace). False when a place does not check out.
+    /// the next key (or the closing brace). One pass, a few bytes looked at per member: this
+    /// runs on every JSON line. False when a place does not check out.
     fn members(&self, tape: &[Node<'_>], out: &mut Vec<Member>) -> bool {
         let Some(Node::Object { len, .. }) = tape.first() else {
             return false;
@@ -269,8 +273,23 @@ impl Walk<'_> {
             }
             i
         };
-        // Each key's opening quote, its text's end, and its value's kind and string length.
+        // Without a backslash anywhere, no key or string has escapes: a key's text ends
+        // where the tape's does.
+        let plain = memchr::memchr(b'\\', line).is_none();
+        // Ends the value of the last member placed at `end` (exclusive, trailing blanks
+        // already left out), once what follows it is known.
+        let close = |m: &mut Member, end: usize| -> bool {
+            let start = m.value.start as usize;
+            if end <= start {
+                return false;
+            }
+            // A string whose text is shorter than its literal, quotes aside, had escapes.
+            m.escaped_value = m.kind == JsonKind::String && end - start != m.value.len as usize + 2;
+            m.value = Span::new(start..end);
+            true
+        };
         let from = out.len();
+        out.reserve(*len);
         let mut i = 1;
         for _ in 0..*len {
             let Some(Node::String(key)) = tape.get(i) else {
@@ -279,14 +298,22 @@ impl Walk<'_> {
             let Some(start) = (key.as_ptr() as usize).checked_sub(self.base) else {
                 return false;
             };
-            if start == 0 || start > line.len() || line[start - 1] != b'"' {
+            if start == 0 || start + key.len() >= line.len() || line[start - 1] != b'"' {
                 return false;
             }
-            // Unescaped, the key's text is in the line as the tape has it; else scan to its
-            // closing quote.
-            let (key_end, escaped_key) = if line.get(start..start + key.len())
-                == Some(key.as_bytes())
-                && line.get(start + key.len()) == Some(&b'"')
+            if out.len() > from {
+                // The member before ends at the comma before this key.
+                let comma = back_ws(start - 1);
+                if comma == 0 || line[comma - 1] != b',' {
+                    return false;
+                }
+                let end = back_ws(comma - 1);
+                if !close(out.last_mut().expect("placed"), end) {
+                    return false;
+                }
+            }
+            let (key_end, escaped_key) = if line[start + key.len()] == b'"'
+                && (plain || !line[start..start + key.len()].contains(&b'\\'))
             {
                 (start + key.len(), false)
             } else {
@@ -295,6 +322,10 @@ impl Walk<'_> {
                     None => return false,
                 }
             };
+            let colon = skip_ws(key_end + 1);
+            if line.get(colon) != Some(&b':') {
+                return false;
+            }
             i += 1;
             let Some(value) = tape.get(i) else {
                 return false;
@@ -310,10 +341,9 @@ impl Walk<'_> {
             i += width(value);
             out.push(Member {
                 key: Span::new(start..key_end),
-                // The value's start, and its string's unescaped length, until the next key
-                // is placed.
+                // The value's start, and its string's unescaped length, until `close`.
                 value: Span {
-                    start: key_end as u32 + 1,
+                    start: skip_ws(colon + 1) as u32,
                     len: text_len as u32,
                 },
                 kind,
@@ -321,35 +351,12 @@ impl Walk<'_> {
                 escaped_value: false,
             });
         }
-        let close = back_ws(line.len());
-        if close == 0 || line[close - 1] != b'}' {
+        let brace = back_ws(line.len());
+        if brace == 0 || line[brace - 1] != b'}' {
             return false;
         }
-        for j in from..out.len() {
-            let colon = skip_ws(out[j].value.start as usize);
-            if line.get(colon) != Some(&b':') {
-                return false;
-            }
-            let start = skip_ws(colon + 1);
-            let end = match out.get(j + 1) {
-                Some(next) => {
-                    let comma = back_ws(next.key.start as usize - 1);
-                    if comma == 0 || line[comma - 1] != b',' {
-                        return false;
-                    }
-                    back_ws(comma - 1)
-                }
-                None => back_ws(close - 1),
-            };
-            if end <= start {
-                return false;
-            }
-            let m = &mut out[j];
-            // A string whose text is shorter than its literal, quotes aside, had escapes.
-            m.escaped_value = m.kind == JsonKind::String && end - start != m.value.len as usize + 2;
-            m.value = Span::new(start..end);
-        }
-        true
+        // The last member ends before the closing brace.
+        out.len() == from || close(out.last_mut().expect("placed"), back_ws(brace - 1))
     }
 
     fn object(&self, tape: &[Node<'_>], keys: &KeyTable, c: &mut Collector<'_>) {
@@ -452,6 +459,29 @@ pub fn index(batch: &mut Batch) {
         // Exactly its size: the queues charge the capacity.
         batch.members = all.as_slice().to_vec();
     });
+}
+
+/// The members of `event`'s JSON line: from its batch's side table, or, when enrichment did
+/// not record them (no sink it knew of reads them; a batch stored without them), scanned
+/// from the line into `scratch`. Empty for an event without a JSON line.
+pub fn members_of<'a>(
+    batch: &'a Batch,
+    event: &Event,
+    scratch: &'a mut Vec<Member>,
+) -> &'a [Member] {
+    let found = batch.members(event);
+    if !found.is_empty() || !event.meta.json {
+        return found;
+    }
+    let Some(line) = event.meta.line else {
+        return found;
+    };
+    let text = event.slice(line);
+    let lead = text.len() - text.trim_ascii_start().len();
+    if !members(text.trim_ascii(), line.start as usize + lead, scratch) {
+        scratch.clear();
+    }
+    scratch
 }
 
 /// The members of the JSON object `obj` (valid JSON, braces included) into `out`, as spans
@@ -576,7 +606,7 @@ mod tests {
             &KeyTable::default(),
             &Families { formats: vec![] },
             &limits,
-            &mut Vec::new(),
+            Some(&mut Vec::new()),
         )
     }
 
@@ -728,7 +758,7 @@ mod tests {
                 &settings.keys,
                 &settings.families,
                 &settings.limits,
-                &mut placed,
+                Some(&mut placed),
             );
             if parsed.is_err() {
                 assert!(placed.is_empty(), "{line}");

@@ -1710,7 +1710,7 @@ mod tests {
             &settings.keys,
             &settings.families,
             &settings.limits,
-            &mut Vec::new(),
+            None,
         )
         .unwrap()
         .trace

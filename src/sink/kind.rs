@@ -37,6 +37,9 @@ pub struct Kind {
     /// How the kind reads its own keys, and whether it takes
     /// [`HTTP_KEYS`](super::settings::HTTP_KEYS).
     pub own: Own,
+    /// Whether its encoder reads JSON lines' members ([`crate::event::Batch::members`]):
+    /// enrichment records them only when some sink does.
+    pub reads_members: bool,
 }
 
 /// A kind's reader of its own keys: whatever the table holds besides `type`, the keys every
@@ -61,6 +64,7 @@ impl Kind {
             defaults,
             delivery_keys: true,
             own: Own::Http(read_http::<C>),
+            reads_members: false,
         }
     }
 
@@ -75,6 +79,7 @@ impl Kind {
             defaults,
             delivery_keys: true,
             own: Own::Other(read_other::<C>),
+            reads_members: false,
         }
     }
 }

@@ -47,8 +47,14 @@ pub use kind::{Build, HttpBuild, Kind, Own, OwnKeys};
 pub static KINDS: &[Kind] = &[
     Kind::http::<http::Config>("http", http::DEFAULTS),
     Kind::http::<loki::Config>("loki", loki::DEFAULTS),
-    Kind::http::<elasticsearch::Config>("elasticsearch", elasticsearch::DEFAULTS),
-    Kind::http::<otlp::Config>("otlp", otlp::DEFAULTS),
+    Kind {
+        reads_members: true,
+        ..Kind::http::<elasticsearch::Config>("elasticsearch", elasticsearch::DEFAULTS)
+    },
+    Kind {
+        reads_members: true,
+        ..Kind::http::<otlp::Config>("otlp", otlp::DEFAULTS)
+    },
 ];
 
 /// A network exporter with what its delivery loop needs.

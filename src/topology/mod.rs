@@ -117,6 +117,16 @@ fn input_budget(settings: &Settings, limit: &config::memory::Limit) -> anyhow::R
     }
 }
 
+/// Whether some sink's encoder reads JSON lines' members, so enrichment must record them.
+fn reads_members(settings: &Settings) -> bool {
+    settings.sinks.iter().any(|s| match &s.kind {
+        SinkKind::Export(e) => crate::sink::KINDS
+            .iter()
+            .any(|k| k.name == e.kind && k.reads_members),
+        _ => false,
+    })
+}
+
 /// A network exporter sink: its exporter built from its kind's settings, its dead-letter
 /// file opened.
 fn export_sink(
@@ -243,7 +253,10 @@ pub async fn start_with(
         "input budget sized"
     );
     let budget = Budget::new(max_input as usize, reserve as usize, metrics.input());
-    let enrich = crate::pipeline::Settings::new(&settings.enrich).map(Arc::new);
+    let enrich = crate::pipeline::Settings::new(&settings.enrich).map(|mut s| {
+        s.members = reads_members(settings);
+        Arc::new(s)
+    });
     let mut bound = Vec::new();
     for cfg in &settings.sources {
         let m = metrics.source(&cfg.name);
@@ -364,6 +377,22 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    #[test]
+    fn members_are_recorded_only_for_sinks_that_read_them() {
+        let with = |sinks: &str| {
+            let text =
+                format!("[sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n{sinks}");
+            reads_members(&config::parse("t.toml", &text, |_| None).unwrap())
+        };
+        let loki = "[sinks.l]\ntype = \"loki\"\nendpoint = \"http://127.0.0.1:1\"\n";
+        let es = "[sinks.e]\ntype = \"elasticsearch\"\nendpoint = \"http://127.0.0.1:1\"\n";
+        let otlp = "[sinks.o]\ntype = \"otlp\"\nendpoint = \"http://127.0.0.1:1\"\n";
+        assert!(!with("[sinks.b]\ntype = \"blackhole\"\n"));
+        assert!(!with(loki));
+        assert!(with(&format!("{loki}{es}")));
+        assert!(with(otlp));
+    }
 
     /// What `outrigger validate` runs, over every example: each exporter builds from what
     /// its kind read.

@@ -14,6 +14,8 @@ pub(super) struct Encoder {
     /// The action line up to the index name's closing quote, for names from `start` on.
     pub(super) action: Option<(i64, Vec<u8>)>,
     pub(super) members: Vec<Member>,
+    /// Members scanned from a line enrichment did not record them for.
+    pub(super) found: Vec<crate::event::Member>,
     pub(super) seen: Seen,
     pub(super) scratch: Vec<u8>,
 }
@@ -204,11 +206,11 @@ impl Encoder {
                     s.start as usize - base..(s.start + s.len) as usize - base
                 };
                 self.members.clear();
-                self.members
-                    .extend(batch.members(e).iter().map(|mb| Member {
-                        key: range(mb.key),
-                        value: range(mb.value),
-                    }));
+                let found = crate::pipeline::json::members_of(batch, e, &mut self.found);
+                self.members.extend(found.iter().map(|mb| Member {
+                    key: range(mb.key),
+                    value: range(mb.value),
+                }));
                 Line::Top(obj)
             }
         };

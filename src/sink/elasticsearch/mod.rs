@@ -625,6 +625,36 @@ mod tests {
     }
 
     #[test]
+    fn lines_enriched_without_their_members_make_the_same_documents() {
+        // No sink that enrichment knew of read members: the encoder scans the line itself.
+        let lines = [
+            docker(r#"{"level":"warn","msg":"slow","ms":12,"ctx":{"a":[1,2]}}"#),
+            docker(r#"{ "k\"ey" : "v\n" }"#),
+            docker("plain text"),
+        ];
+        let with = enriched("docker.web", &lines, |_| {});
+        let cfg = crate::config::Enrich::default();
+        let mut settings = crate::pipeline::Settings::new(&cfg.options()).unwrap();
+        settings.members = false;
+        let mut en =
+            crate::pipeline::Enricher::new(Arc::new(settings), crate::pipeline::Metrics::default());
+        let mut without = Batch::default();
+        let t = without.tag_index(b"docker.web", || Bytes::from_static(b"docker.web"));
+        for (i, r) in lines.iter().enumerate() {
+            let time = Timestamp {
+                secs: 1_700_000_000,
+                nanos: i as u32,
+            };
+            without.events.push(Event::new(time, t, r.clone()));
+        }
+        en.process(&mut without);
+        assert!(!with.members.is_empty() && without.members.is_empty());
+        let x = exporter("index = \"app\"", Shape::default());
+        assert_eq!(body(&x, &with), body(&x, &without));
+        assert!(body(&x, &without).contains(r#""ms":12,"ctx":{"a":[1,2]}"#));
+    }
+
+    #[test]
     fn records_without_a_line_and_with_odd_values() {
         // {"a": [1, {"b": nil}], 7: "seven", "bin": bin[1,2,3]}
         let mut r = Vec::new();

@@ -157,10 +157,12 @@ impl Encoder {
         let record_message = m
             .message
             .filter(|_| line.is_none() && m.message_in_record && !record_body);
-        let Scratch { json, keys } = scratch;
+        let Scratch { json, keys, found } = scratch;
         keys.clear();
         // A JSON line's members, as enrichment found them: no parsing here.
-        let fields = line.filter(|_| m.json).map(|_| batch.members(e));
+        let fields = line
+            .filter(|_| m.json)
+            .map(|_| crate::pipeline::json::members_of(batch, e, found));
         // With `body = "message"`, the top-level member holding the message enrichment
         // found, and its text.
         let message = match (fields, self.body, m.message) {
@@ -266,6 +268,8 @@ impl Encoder {
 struct Scratch {
     json: JsonScratch,
     keys: Keys,
+    /// Members scanned from a line enrichment did not record them for.
+    found: Vec<Member>,
 }
 
 /// The attribute keys of the record being written: attribute keys MUST be unique, and the
