@@ -5,11 +5,10 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-use simd_json::{Node, StaticNode};
-
+use super::attributes::{JsonScratch, json_attrs, json_object, message_member};
 use super::wire::{Writer, delimited_len};
 use super::{Body, MAX_DEPTH};
-use crate::event::{Event, JsonKind, Member, Span, Timestamp};
+use crate::event::{Event, Member, Span, Timestamp};
 use crate::msgpack::{self, Cursor, Kind};
 use crate::pipeline::severity::Severity;
 use crate::sink::export::Ref;
@@ -33,24 +32,24 @@ const RECORD_TIME: u32 = 1;
 const RECORD_SEVERITY_NUMBER: u32 = 2;
 const RECORD_SEVERITY_TEXT: u32 = 3;
 const RECORD_BODY: u32 = 5;
-const RECORD_ATTRIBUTES: u32 = 6;
+pub(super) const RECORD_ATTRIBUTES: u32 = 6;
 const RECORD_FLAGS: u32 = 8;
 const RECORD_TRACE_ID: u32 = 9;
 const RECORD_SPAN_ID: u32 = 10;
 const RECORD_OBSERVED_TIME: u32 = 11;
 // KeyValue
-const KV_KEY: u32 = 1;
-const KV_VALUE: u32 = 2;
+pub(super) const KV_KEY: u32 = 1;
+pub(super) const KV_VALUE: u32 = 2;
 // AnyValue (a oneof: members are written even when they hold their type's default)
-const ANY_STRING: u32 = 1;
-const ANY_BOOL: u32 = 2;
-const ANY_INT: u32 = 3;
-const ANY_DOUBLE: u32 = 4;
-const ANY_ARRAY: u32 = 5;
-const ANY_KVLIST: u32 = 6;
-const ANY_BYTES: u32 = 7;
+pub(super) const ANY_STRING: u32 = 1;
+pub(super) const ANY_BOOL: u32 = 2;
+pub(super) const ANY_INT: u32 = 3;
+pub(super) const ANY_DOUBLE: u32 = 4;
+pub(super) const ANY_ARRAY: u32 = 5;
+pub(super) const ANY_KVLIST: u32 = 6;
+pub(super) const ANY_BYTES: u32 = 7;
 // ArrayValue and KeyValueList
-const LIST_VALUES: u32 = 1;
+pub(super) const LIST_VALUES: u32 = 1;
 
 /// Requests with more resources than this find an event's group with a hash map.
 const LINEAR_GROUPS: usize = 32;
@@ -275,7 +274,7 @@ struct Scratch {
 /// The attribute keys of the record being written: attribute keys MUST be unique, and the
 /// first of a repeated key wins.
 #[derive(Default)]
-struct Keys {
+pub(super) struct Keys {
     bytes: Vec<u8>,
     /// Each key's length and first eight bytes (cheap to compare, and enough to tell most
     /// keys apart), and where it starts in `bytes`.
@@ -300,7 +299,7 @@ impl Keys {
     }
 
     /// Records `key` and says whether it is new.
-    fn admit(&mut self, key: &[u8]) -> bool {
+    pub(super) fn admit(&mut self, key: &[u8]) -> bool {
         use std::hash::BuildHasher as _;
         let n = self.spans.len();
         if n < LINEAR_KEYS {
@@ -336,7 +335,7 @@ fn prefix(key: &[u8]) -> u64 {
 
 /// A `KeyValue` with a string value in `field`. Lengths are known up front, so nothing moves
 /// (unless invalid UTF-8 is replaced).
-fn string_kv(w: &mut Writer, field: u32, k: &[u8], v: &[u8]) {
+pub(super) fn string_kv(w: &mut Writer, field: u32, k: &[u8], v: &[u8]) {
     let any = delimited_len(v.len());
     let key = if k.is_empty() {
         0
@@ -605,7 +604,7 @@ fn msgpack_value(w: &mut Writer, c: &mut Cursor<'_>, depth: usize) -> Result<(),
 }
 
 /// A float; non-finite ones as text (OTLP/JSON has no NaN, and backends choke on them).
-fn float(w: &mut Writer, f: f64) {
+pub(super) fn float(w: &mut Writer, f: f64) {
     if f.is_finite() {
         w.double_always(ANY_DOUBLE, f);
     } else if f.is_nan() {
@@ -614,225 +613,6 @@ fn float(w: &mut Writer, f: f64) {
         w.str_always(ANY_STRING, b"Infinity");
     } else {
         w.str_always(ANY_STRING, b"-Infinity");
-    }
-}
-
-/// The top-level member among `fields` whose value is the string literal `at` (the message
-/// enrichment found): its index and its text. `None` when the literal is not a top-level
-/// member's value (a nested message), its key has escapes, or an earlier member has the same
-/// key (a repeated key's first value is the one that counts).
-fn message_member<'a>(
-    e: &'a Event,
-    fields: &[Member],
-    at: Span,
-    json: &mut JsonScratch,
-) -> Option<(usize, Cow<'a, [u8]>)> {
-    let i = fields
-        .iter()
-        .position(|f| f.value.start == at.start && f.kind == JsonKind::String)?;
-    let f = &fields[i];
-    let key = e.slice(f.key);
-    if f.escaped_key || fields[..i].iter().any(|g| e.slice(g.key) == key) {
-        return None;
-    }
-    Some((i, string_text(e, f, json)?))
-}
-
-/// The text of string member `f`: its bytes between the quotes, or unescaped when it has
-/// escapes (rare, and only then parsed).
-fn string_text<'a>(e: &'a Event, f: &Member, json: &mut JsonScratch) -> Option<Cow<'a, [u8]>> {
-    let literal = e.slice(f.value);
-    if !f.escaped_value {
-        return Some(Cow::Borrowed(&literal[1..literal.len() - 1]));
-    }
-    json.with_value(literal, |tape| match tape.first() {
-        Some(Node::String(s)) => Some(Cow::Owned(s.as_bytes().to_vec())),
-        _ => None,
-    })
-}
-
-/// The name of member `f`: its key as written, or unescaped when it has escapes.
-fn key_text<'a>(e: &'a Event, f: &Member, json: &mut JsonScratch) -> Option<Cow<'a, [u8]>> {
-    if !f.escaped_key {
-        return Some(Cow::Borrowed(e.slice(f.key)));
-    }
-    let literal = Span {
-        start: f.key.start - 1,
-        len: f.key.len + 2,
-    };
-    string_text(
-        e,
-        &Member {
-            value: literal,
-            ..*f
-        },
-        json,
-    )
-    .or(Some(Cow::Borrowed(e.slice(f.key))))
-}
-
-/// The top-level fields of a JSON line as attributes, but for those under the key `skip` (the
-/// message that became the body).
-fn json_attrs(
-    w: &mut Writer,
-    keys: &mut Keys,
-    e: &Event,
-    fields: &[Member],
-    skip: Option<Span>,
-    json: &mut JsonScratch,
-) {
-    let skip = skip.map(|s| e.slice(s));
-    for f in fields {
-        let Some(k) = key_text(e, f, json) else {
-            continue;
-        };
-        if skip == Some(&k[..]) || !keys.admit(&k) {
-            continue;
-        }
-        if f.kind == JsonKind::String
-            && !f.escaped_value
-            && let Some(v) = string_text(e, f, json)
-        {
-            string_kv(w, RECORD_ATTRIBUTES, &k, &v);
-            continue;
-        }
-        let kv = w.begin(RECORD_ATTRIBUTES);
-        w.str(KV_KEY, &k);
-        let value = w.begin(KV_VALUE);
-        member_value(w, e, f, json, 1);
-        w.end(value);
-        w.end(kv);
-    }
-}
-
-/// A JSON line's members as a `KeyValueList` (every member, repeated keys too).
-fn json_object(w: &mut Writer, e: &Event, fields: &[Member], json: &mut JsonScratch, depth: usize) {
-    let list = w.begin(ANY_KVLIST);
-    for f in fields {
-        let k = key_text(e, f, json).unwrap_or_default();
-        let kv = w.begin(LIST_VALUES);
-        w.str(KV_KEY, &k);
-        let value = w.begin(KV_VALUE);
-        member_value(w, e, f, json, depth + 1);
-        w.end(value);
-        w.end(kv);
-    }
-    w.end(list);
-}
-
-/// Member `f`'s value as an `AnyValue`'s fields. Scalars are read from their text; only an
-/// object, an array, an escaped string or a non-integer number is parsed, and only its own
-/// text.
-fn member_value(w: &mut Writer, e: &Event, f: &Member, json: &mut JsonScratch, depth: usize) {
-    let text = e.slice(f.value);
-    match f.kind {
-        JsonKind::Null => {}
-        JsonKind::Bool => w.bool_always(ANY_BOOL, text == b"true"),
-        JsonKind::String if !f.escaped_value => {
-            w.bytes_always(ANY_STRING, &text[1..text.len() - 1]);
-        }
-        JsonKind::Number
-            if !text.starts_with(b"-0")
-                && let Some(n) = std::str::from_utf8(text)
-                    .ok()
-                    .and_then(|t| t.parse::<i64>().ok()) =>
-        {
-            w.int_always(ANY_INT, n);
-        }
-        _ => json.with_value(text, |tape| json_value(w, tape, &mut 0, depth)),
-    }
-}
-
-/// How many tape nodes the value at `i` takes.
-fn nodes(tape: &[Node<'_>], i: usize) -> usize {
-    match tape.get(i) {
-        Some(Node::Object { count, .. } | Node::Array { count, .. }) => count + 1,
-        _ => 1,
-    }
-}
-
-/// The value at `tape[*i]` as an `AnyValue`'s fields; `*i` moves past it.
-fn json_value(w: &mut Writer, tape: &[Node<'_>], i: &mut usize, depth: usize) {
-    let Some(node) = tape.get(*i) else { return };
-    if depth > MAX_DEPTH {
-        *i += nodes(tape, *i);
-        return;
-    }
-    *i += 1;
-    match *node {
-        Node::String(s) => w.bytes_always(ANY_STRING, s.as_bytes()),
-        Node::Static(StaticNode::Null) => {}
-        Node::Static(StaticNode::Bool(b)) => w.bool_always(ANY_BOOL, b),
-        Node::Static(StaticNode::I64(n)) => w.int_always(ANY_INT, n),
-        Node::Static(StaticNode::U64(n)) => match i64::try_from(n) {
-            Ok(n) => w.int_always(ANY_INT, n),
-            Err(_) => w.str_always(ANY_STRING, n.to_string().as_bytes()),
-        },
-        Node::Static(StaticNode::F64(f)) => float(w, f),
-        Node::Object { len, .. } => {
-            let list = w.begin(ANY_KVLIST);
-            for _ in 0..len {
-                let Some(Node::String(k)) = tape.get(*i) else {
-                    break;
-                };
-                *i += 1;
-                let kv = w.begin(LIST_VALUES);
-                w.str(KV_KEY, k.as_bytes());
-                let value = w.begin(KV_VALUE);
-                json_value(w, tape, i, depth + 1);
-                w.end(value);
-                w.end(kv);
-            }
-            w.end(list);
-        }
-        Node::Array { len, .. } => {
-            let list = w.begin(ANY_ARRAY);
-            for _ in 0..len {
-                let value = w.begin(LIST_VALUES);
-                json_value(w, tape, i, depth + 1);
-                w.end(value);
-            }
-            w.end(list);
-        }
-    }
-}
-
-/// simd-json's buffers and tape for the member values that need a parse, reused across the
-/// lines of one request.
-struct JsonScratch {
-    input: Vec<u8>,
-    buffers: simd_json::Buffers,
-    tape: Option<simd_json::Tape<'static>>,
-}
-
-impl Default for JsonScratch {
-    fn default() -> Self {
-        JsonScratch {
-            input: Vec::new(),
-            buffers: simd_json::Buffers::new(1024),
-            tape: Some(simd_json::Tape::null().reset()),
-        }
-    }
-}
-
-impl JsonScratch {
-    /// Calls `f` with the tape of the JSON value `text` (one member's value: valid, as the
-    /// line it is part of parsed); an empty tape if it does not parse, which only a bug gets
-    /// to.
-    fn with_value<R>(&mut self, text: &[u8], f: impl FnOnce(&[Node<'_>]) -> R) -> R {
-        self.input.clear();
-        self.input.extend_from_slice(text);
-        let mut tape = self
-            .tape
-            .take()
-            .unwrap_or_else(simd_json::Tape::null)
-            .reset();
-        let out = match simd_json::fill_tape(&mut self.input, &mut self.buffers, &mut tape) {
-            Ok(()) => f(&tape.0),
-            Err(_) => f(&[]),
-        };
-        self.tape = Some(tape.reset());
-        out
     }
 }
 

@@ -4,9 +4,10 @@
 //! Spec: <https://opentelemetry.io/docs/specs/otlp/> and the messages of
 //! `opentelemetry-proto` (`logs/v1/logs.proto`, `collector/logs/v1/logs_service.proto`),
 //! condensed in the shared reference `otlp-logs.md`. The request is written as protobuf
-//! directly from the records ([`encode`], [`wire`]); `opentelemetry-proto`'s generated types
-//! decode responses and are what the tests check requests against. gRPC goes through tonic
-//! with a codec that sends the encoded bytes as they are.
+//! directly from the records ([`encode`], [`wire`]; a JSON line's fields from the members
+//! enrichment found, [`attributes`]); `opentelemetry-proto`'s generated types decode
+//! responses and are what the tests check requests against. gRPC goes through tonic with a
+//! codec that sends the encoded bytes as they are.
 //!
 //! What comes in: the events of one request ([`Ref`]s). What goes out: one
 //! `ExportLogsServiceRequest` and, from the response, a [`Verdict`]. gRPC calls the unary
@@ -66,6 +67,7 @@
 //! The gRPC channel connects lazily (on the first request) and reconnects by itself; a
 //! backend that is down at start costs retries, not a failed start.
 
+mod attributes;
 mod encode;
 mod settings;
 mod wire;
