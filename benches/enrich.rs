@@ -10,10 +10,11 @@
 //! [`Batch`] per request: exactly what a connection hands the pipeline. Then:
 //!
 //! - `enrich/all`: [`Enricher::process`] on every batch, default settings (JSON parsing,
-//!   trace context from JSON and text, severity, Kubernetes tags). `enrich/json_lines` and
-//!   `enrich/text_lines` do the same on only the records whose line is a JSON object (3,626
-//!   of 4,000, as 3,840 events) or is not (374, as 512 events), so the two paths can be told
-//!   apart.
+//!   trace context from JSON and text, severity, Kubernetes tags, and the JSON lines' members
+//!   for the exporters that read them). `enrich/json_lines` and `enrich/text_lines` do the
+//!   same on only the records whose line is a JSON object (3,626 of 4,000, as 3,840 events)
+//!   or is not (374, as 512 events), so the two paths can be told apart.
+//!   `enrich/all_without_members` is `all` when no sink reads members (Loki, stdout).
 //! - `sink_json/enriched`: [`jsonl::event`] for every enriched event, into a buffer reused per
 //!   batch (what the `stdout` and `file` sinks do); `sink_json/plain` the same for events that
 //!   were not enriched (`[enrich] enabled = false`), where the line stays a string.
@@ -131,10 +132,16 @@ fn bench(c: &mut Criterion) {
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    for (name, subset) in [
-        ("all", &records),
-        ("json_lines", &json_records),
-        ("text_lines", &text_records),
+    // Without the JSON lines' members: what enrichment does when no sink reads them.
+    let no_members = Arc::new(Settings {
+        members: false,
+        ..Settings::new(&outrigger::config::Enrich::default().options()).expect("on")
+    });
+    for (name, subset, settings) in [
+        ("all", &records, &settings),
+        ("json_lines", &json_records, &settings),
+        ("text_lines", &text_records, &settings),
+        ("all_without_members", &records, &no_members),
     ] {
         let mut batches = batches(subset);
         let mut enricher = Enricher::new(settings.clone(), Metrics::default());
