@@ -370,7 +370,16 @@ mod tests {
     ) -> Batch {
         let mut cfg = crate::config::Enrich::default();
         edit(&mut cfg);
-        let settings = Arc::new(crate::pipeline::Settings::new(&cfg.options()).unwrap());
+        enriched_with(
+            tag,
+            records,
+            crate::pipeline::Settings::new(&cfg.options()).unwrap(),
+        )
+    }
+
+    /// A batch of one event per record, run through enrichment with `settings`.
+    fn enriched_with(tag: &str, records: &[Bytes], settings: crate::pipeline::Settings) -> Batch {
+        let settings = Arc::new(settings);
         let mut en = crate::pipeline::Enricher::new(settings, crate::pipeline::Metrics::default());
         let mut b = Batch::default();
         let t = b.tag_index(tag.as_bytes(), || Bytes::copy_from_slice(tag.as_bytes()));
@@ -634,20 +643,11 @@ mod tests {
         ];
         let with = enriched("docker.web", &lines, |_| {});
         let cfg = crate::config::Enrich::default();
-        let mut settings = crate::pipeline::Settings::new(&cfg.options()).unwrap();
-        settings.members = false;
-        let mut en =
-            crate::pipeline::Enricher::new(Arc::new(settings), crate::pipeline::Metrics::default());
-        let mut without = Batch::default();
-        let t = without.tag_index(b"docker.web", || Bytes::from_static(b"docker.web"));
-        for (i, r) in lines.iter().enumerate() {
-            let time = Timestamp {
-                secs: 1_700_000_000,
-                nanos: i as u32,
-            };
-            without.events.push(Event::new(time, t, r.clone()));
-        }
-        en.process(&mut without);
+        let settings = crate::pipeline::Settings {
+            members: false,
+            ..crate::pipeline::Settings::new(&cfg.options()).unwrap()
+        };
+        let without = enriched_with("docker.web", &lines, settings);
         assert!(!with.members.is_empty() && without.members.is_empty());
         let x = exporter("index = \"app\"", Shape::default());
         assert_eq!(body(&x, &with), body(&x, &without));
