@@ -463,25 +463,23 @@ pub fn index(batch: &mut Batch) {
 
 /// The members of `event`'s JSON line: from its batch's side table, or, when enrichment did
 /// not record them (no sink it knew of reads them; a batch stored without them), scanned
-/// from the line into `scratch`. Empty for an event without a JSON line.
+/// from the line into `scratch`. Empty for an event without a JSON line; `None` when its line
+/// cannot be walked after all (only a bug gets there): the caller writes it as text.
 pub fn members_of<'a>(
     batch: &'a Batch,
     event: &Event,
     scratch: &'a mut Vec<Member>,
-) -> &'a [Member] {
+) -> Option<&'a [Member]> {
     let found = batch.members(event);
     if !found.is_empty() || !event.meta.json {
-        return found;
+        return Some(found);
     }
     let Some(line) = event.meta.line else {
-        return found;
+        return Some(found);
     };
     let text = event.slice(line);
     let lead = text.len() - text.trim_ascii_start().len();
-    if !members(text.trim_ascii(), line.start as usize + lead, scratch) {
-        scratch.clear();
-    }
-    scratch
+    members(text.trim_ascii(), line.start as usize + lead, scratch).then_some(&scratch[..])
 }
 
 /// The members of the JSON object `obj` (valid JSON, braces included) into `out`, as spans
@@ -716,6 +714,26 @@ mod tests {
             "what the scanner cannot walk is text"
         );
         assert_eq!(b.members.capacity(), 3);
+
+        // Without a side table, `members_of` scans; a line it cannot walk is `None`.
+        let mut bare = Batch {
+            events: b.events.clone(),
+            ..Default::default()
+        };
+        bare.events[3].meta.json = true;
+        let mut scratch = Vec::new();
+        let e = &bare.events[0];
+        let keys: Vec<_> = members_of(&bare, e, &mut scratch)
+            .unwrap()
+            .iter()
+            .map(|m| e.slice(m.key).to_vec())
+            .collect();
+        assert_eq!(keys, [b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(
+            members_of(&bare, &bare.events[1], &mut scratch),
+            Some(&[][..])
+        );
+        assert_eq!(members_of(&bare, &bare.events[3], &mut scratch), None);
     }
 
     /// The members `parse` places from the tape, and the ones [`members`] scans the text

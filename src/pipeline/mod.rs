@@ -35,6 +35,9 @@ use fields::{KeyTable, Role};
 use partial::Reassembler;
 pub use stage::{Release, Stage};
 
+/// Members an enricher's buffer keeps room for between batches (20 bytes each).
+const MEMBERS_KEPT: usize = 4096;
+
 /// Objects that loggers put context fields in (MDC, Log4j2's `contextMap`, logrus/zap field
 /// groups, an `otel` map of OpenTelemetry's ids): trace keys are also looked for one level
 /// inside them.
@@ -343,11 +346,13 @@ impl Enricher {
         }
     }
 
-    /// Adds what the joiner released to `batch`, enriching joined blocks (their record is new).
-    fn add_joined(&mut self, batch: &mut Batch, ready: Vec<(Bytes, Event)>, tally: &mut Tally) {
-        for (tag, mut e) in ready {
+    /// Adds what the joiner released to `batch`, enriching the blocks it built (their record
+    /// is new; an event it passes on as it came keeps its enrichment and marks).
+    fn add_joined(&mut self, batch: &mut Batch, ready: Vec<multiline::Ready>, tally: &mut Tally) {
+        for multiline::Ready { tag, event, built } in ready {
+            let mut e = event;
             e.tag = batch.tag_index(&tag, || tag.clone());
-            if e.meta.joined {
+            if built {
                 tally.multiline += 1;
                 batch.size += e.record.len();
                 let fields = fields_of(&e, &self.settings.line_key);
@@ -374,7 +379,12 @@ impl Enricher {
         batch.members = table;
         // Only the lines the joiner holds still point here.
         match &mut self.multiline {
-            None => self.members.clear(),
+            None => {
+                self.members.clear();
+                // What one huge batch needed is not kept for the connection's life: this
+                // buffer is outside the budget's count.
+                self.members.shrink_to(MEMBERS_KEPT);
+            }
             Some(m) => {
                 let old = std::mem::take(&mut self.members);
                 for e in m.held_mut() {

@@ -70,9 +70,8 @@ impl Joiner {
             .min()
     }
 
-    /// Takes an enriched event; returns what is ready, each with its tag. Joined events carry
-    /// `meta.joined` and need enriching again (their record is new).
-    pub fn push(&mut self, e: Event, tag: Bytes) -> Vec<(Bytes, Event)> {
+    /// Takes an enriched event; returns what is ready.
+    pub fn push(&mut self, e: Event, tag: Bytes) -> Vec<Ready> {
         let mut out = Vec::new();
         let line = e.meta.line.map(|s| e.slice(s).to_vec());
         let key = key(&e, &tag);
@@ -83,7 +82,11 @@ impl Joiner {
                 let b = self.blocks.swap_remove(i);
                 out.push(self.finish(b));
             }
-            out.push((tag, e));
+            out.push(Ready {
+                tag,
+                event: e,
+                built: false,
+            });
             return out;
         };
         if let Some(i) = at {
@@ -115,7 +118,7 @@ impl Joiner {
         out
     }
 
-    pub fn expire(&mut self, now: Instant) -> Vec<(Bytes, Event)> {
+    pub fn expire(&mut self, now: Instant) -> Vec<Ready> {
         let timeout = self.settings.timeout;
         let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.blocks)
             .into_iter()
@@ -130,22 +133,38 @@ impl Joiner {
         self.blocks.iter_mut().map(|b| &mut b.first)
     }
 
-    pub fn flush(&mut self) -> Vec<(Bytes, Event)> {
+    pub fn flush(&mut self) -> Vec<Ready> {
         std::mem::take(&mut self.blocks)
             .into_iter()
             .map(|b| self.finish(b))
             .collect()
     }
 
-    fn finish(&self, b: Block) -> (Bytes, Event) {
+    fn finish(&self, b: Block) -> Ready {
         if b.lines == 1 {
-            return (b.tag, b.first);
+            return Ready {
+                tag: b.tag,
+                event: b.first,
+                built: false,
+            };
         }
-        (
-            b.tag,
-            super::rejoin(&b.first, &self.settings.line_key, &b.text),
-        )
+        Ready {
+            tag: b.tag,
+            event: super::rejoin(&b.first, &self.settings.line_key, &b.text),
+            built: true,
+        }
     }
+}
+
+/// An event the joiner lets go of, with its tag.
+#[derive(Debug)]
+pub struct Ready {
+    pub tag: Bytes,
+    pub event: Event,
+    /// The joiner built this event from several lines: its record is new and needs
+    /// enriching. Otherwise it is the event as it was pushed, enriched already (perhaps a
+    /// split line joined before, which keeps its marks).
+    pub built: bool,
 }
 
 /// Blocks are per container and stream (or per tag and stream without a container ID).
@@ -241,7 +260,7 @@ mod tests {
         }
         out.extend(j.flush());
         out.into_iter()
-            .map(|(_, e)| {
+            .map(|Ready { event: e, .. }| {
                 let f = record::fields(&e.record, b"log");
                 String::from_utf8(e.record[f.line.unwrap()].to_vec()).unwrap()
             })
@@ -304,6 +323,6 @@ mod tests {
         assert!(j.push(event("held"), Bytes::from_static(b"t")).is_empty());
         let out = j.expire(Instant::now() + Duration::from_secs(1));
         assert_eq!(out.len(), 1);
-        assert!(!out[0].1.meta.joined);
+        assert!(!out[0].event.meta.joined);
     }
 }

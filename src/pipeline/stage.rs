@@ -208,6 +208,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cut_split_line_keeps_its_mark_through_the_stack_trace_joiner() {
+        let options = crate::config::Enrich {
+            multiline: crate::config::Multiline {
+                enabled: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .options();
+        let s = (
+            Arc::new(Settings::new(&options).unwrap()),
+            Metrics::default(),
+        );
+        let mut stage = Stage::new(Some(&s), Arc::new([]));
+        let mut b = batch_of(&stage, &[record("he", Some(("p", 1, false)))]);
+        stage.process(&mut b);
+        let released = stage.release(Release::Flush).expect("the held piece");
+        assert_eq!(lines(&released), ["he"]);
+        let e = &released.events[0];
+        assert!(e.meta.joined && e.meta.incomplete, "{:?}", e.meta);
+        assert_eq!(released.size, e.record.len(), "its bytes counted once");
+    }
+
+    #[tokio::test]
     async fn pieces_join_across_batches_and_shed_lets_go_of_them() {
         let s = settings();
         let mut stage = Stage::new(Some(&s), Arc::new([]));

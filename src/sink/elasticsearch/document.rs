@@ -197,22 +197,25 @@ impl Encoder {
             None => Line::None,
             Some(l) if !m.json => Line::Text(l),
             Some(l) if shape.nest_key.is_some() => Line::Nested(l.trim_ascii()),
-            Some(l) => {
-                // Enrichment found the members ([`Batch::members`]); here they are ranges of
-                // the object.
-                let obj = l.trim_ascii();
-                let base = obj.as_ptr() as usize - e.record.as_ptr() as usize;
-                let range = |s: crate::event::Span| {
-                    s.start as usize - base..(s.start + s.len) as usize - base
-                };
-                self.members.clear();
-                let found = crate::pipeline::json::members_of(batch, e, &mut self.found);
-                self.members.extend(found.iter().map(|mb| Member {
-                    key: range(mb.key),
-                    value: range(mb.value),
-                }));
-                Line::Top(obj)
-            }
+            Some(l) => match crate::pipeline::json::members_of(batch, e, &mut self.found) {
+                // Enrichment found the members ([`crate::event::Batch::members`]); here they
+                // are ranges of the object.
+                Some(found) => {
+                    let obj = l.trim_ascii();
+                    let base = obj.as_ptr() as usize - e.record.as_ptr() as usize;
+                    let range = |s: crate::event::Span| {
+                        s.start as usize - base..(s.start + s.len) as usize - base
+                    };
+                    self.members.clear();
+                    self.members.extend(found.iter().map(|mb| Member {
+                        key: range(mb.key),
+                        value: range(mb.value),
+                    }));
+                    Line::Top(obj)
+                }
+                // Cannot happen for a line the pipeline parsed; if it does, keep the text.
+                None => Line::Text(l),
+            },
         };
 
         // The member of a top-level JSON line that became `message`.

@@ -58,15 +58,14 @@ fn key_text<'a>(e: &'a Event, f: &Member, json: &mut JsonScratch) -> Option<Cow<
         start: f.key.start - 1,
         len: f.key.len + 2,
     };
-    string_text(
-        e,
-        &Member {
-            value: literal,
-            ..*f
-        },
-        json,
-    )
-    .or(Some(Cow::Borrowed(e.slice(f.key))))
+    // The key's literal, as a string member with escapes: unescaped by a parse.
+    let key = Member {
+        value: literal,
+        kind: JsonKind::String,
+        escaped_value: true,
+        ..*f
+    };
+    string_text(e, &key, json).or(Some(Cow::Borrowed(e.slice(f.key))))
 }
 
 /// The top-level fields of a JSON line as attributes, but for those under the key `skip` (the

@@ -159,9 +159,10 @@ impl Encoder {
         let Scratch { json, keys, found } = scratch;
         keys.clear();
         // A JSON line's members, as enrichment found them: no parsing here.
+        // (A line that cannot be walked after all, which only a bug makes, goes as text.)
         let fields = line
             .filter(|_| m.json)
-            .map(|_| crate::pipeline::json::members_of(batch, e, found));
+            .and_then(|_| crate::pipeline::json::members_of(batch, e, found));
         // With `body = "message"`, the top-level member holding the message enrichment
         // found, and its text.
         let message = match (fields, self.body, m.message) {

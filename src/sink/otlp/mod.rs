@@ -851,12 +851,17 @@ mod tests {
         // Read from the members enrichment found: each scalar from its text, escapes and
         // what an i64 cannot hold through a parse of the value alone.
         let mut b = Batch::default();
-        let line = r#"{"k\u00e9y":"a\nb","i":-5,"u":18446744073709551615,"big":12345678901234567890123,"f":2.5,"e":1e3,"t":true,"z":null,"s":"plain","a":[1,"x",{"n":false}],"dup":1,"dup":2}"#;
+        let line = r#"{"k\u00e9y":"a\nb","q\"k":1,"caf\u00e9":"x","r":1,"\u0072":2,"i":-5,"u":18446744073709551615,"big":12345678901234567890123,"f":2.5,"e":1e3,"t":true,"z":null,"s":"plain","a":[1,"x",{"n":false}],"dup":1,"dup":2}"#;
         docker_line(&mut b, line, None);
         let req = encode(&encoder(Body::String), &b);
         let r = &req.resource_logs[0].scope_logs[0].log_records[0];
         let a = |k: &str| attr(&r.attributes, k).cloned();
         assert_eq!(a("k\u{e9}y"), Some(s("a\nb")));
+        // Escaped keys with plain values: the keys unescaped, a repeat of one left out.
+        assert_eq!(a("q\"k"), Some(Value::IntValue(1)));
+        assert_eq!(a("caf\u{e9}"), Some(s("x")));
+        assert_eq!(a("r"), Some(Value::IntValue(1)));
+        assert_eq!(r.attributes.iter().filter(|kv| kv.key == "r").count(), 1);
         assert_eq!(a("i"), Some(Value::IntValue(-5)));
         assert_eq!(
             a("u"),
