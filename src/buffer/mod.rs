@@ -12,6 +12,7 @@
 //! A batch shared by several sinks is one `Arc`; each sink gets a [`Selection`] of the tags it
 //! matched, computed once per distinct tag, not per event.
 
+pub mod disk;
 mod pattern;
 
 use std::sync::Arc;
