@@ -215,6 +215,11 @@ impl Reader {
         })
     }
 
+    /// Where the next record starts in the file.
+    pub fn position(&self) -> u64 {
+        self.base + self.start as u64
+    }
+
     /// The next record, or where the records end and why.
     ///
     /// # Errors
@@ -318,13 +323,23 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
     found.sort();
     let mut out = Recovered::default();
     let newest = found.len().checked_sub(1);
+    // A segment ends where the next one begins: records a failed write left in a segment
+    // were written again at the start of the next, which shadows them.
+    let limits: Vec<Option<u64>> = (0..found.len())
+        .map(|i| found.get(i + 1).map(|(f, _)| *f))
+        .collect();
     for (i, (first, path)) in found.into_iter().enumerate() {
         let mut reader = Reader::open(&path, Some(first))?;
         let mut next = first;
+        let limit = limits[i];
         let (end, damage) = loop {
+            let at = reader.position();
             match reader.step()? {
+                Step::Record { seq, .. } if limit.is_some_and(|l| seq >= l) => break (at, None),
                 Step::Record { seq, .. } => next = seq + 1,
                 Step::End { at } => break (at, None),
+                // Damage past where the next segment begins is in what it shadows.
+                Step::Bad { at, .. } if limit == Some(next) => break (at, None),
                 Step::Bad { at, damage } => break (at, Some(damage)),
             }
         };

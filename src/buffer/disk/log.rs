@@ -1,0 +1,316 @@
+//! The log: segment files in one directory, appended to in groups, each group made durable
+//! by one sync before anyone is told it is.
+//!
+//! Records are numbered from 1 across segments; a segment's name is its first number. A
+//! group that does not fit the segment being written starts a new one (as large as the
+//! group needs, at least `segment_bytes`); the log's segments together stay within
+//! `max_bytes`, and a group that would pass it is refused: the caller waits or refuses its
+//! input, it never loses what the log holds.
+//!
+//! A failed write or sync leaves the segment in an unknown state (the kernel may have dropped
+//! the pages it could not write), so the log never retries on that file: it seals it where the
+//! last good sync left it and writes the group again into a new segment. Records of the group
+//! that did reach the old file are shadowed by the new segment, which starts at the same
+//! number: a segment ends where the next one begins ([`segment::recover`]).
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::record;
+use super::segment::{self, Kept, Recovered, Writer};
+
+/// Sizes of the log.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Each segment's size, allocated when it is made (a larger group gets a larger one).
+    pub segment_bytes: u64,
+    /// All segments together.
+    pub max_bytes: u64,
+}
+
+/// Counts for the metrics, since the log was opened.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub groups: u64,
+    pub records: u64,
+    pub syncs: u64,
+    /// Segments made after a failed write or sync.
+    pub rewrites: u64,
+}
+
+/// An open log, written by one thread.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    options: Options,
+    /// Segments before the one being written, oldest first.
+    sealed: VecDeque<Kept>,
+    active: Option<Writer>,
+    /// The number the next record gets.
+    next_seq: u64,
+    /// What the segments take on disk (their allocated sizes).
+    bytes: u64,
+    scratch: Vec<u8>,
+    stats: Stats,
+}
+
+impl Log {
+    /// Opens the log in `dir` (made if missing), after [`segment::recover`] has decided what of
+    /// it to keep; returns what that found, for the logs and metrics.
+    ///
+    /// # Errors
+    /// The directory cannot be made or read, or a segment cannot be repaired.
+    pub fn open(dir: &Path, options: Options) -> io::Result<(Log, Recovered)> {
+        std::fs::create_dir_all(dir)?;
+        let recovered = segment::recover(dir)?;
+        let mut sealed: VecDeque<Kept> = recovered.segments.iter().cloned().collect();
+        let mut bytes = 0;
+        for k in &sealed {
+            bytes += std::fs::metadata(&k.path)?.len();
+        }
+        let next_seq = sealed.back().map_or(1, |k| k.next_seq);
+        // The newest segment is written on where its records end; the others are sealed.
+        let active = sealed
+            .pop_back()
+            .map(|last| Writer::resume(&last.path, last.end))
+            .transpose()?;
+        let log = Log {
+            dir: dir.to_path_buf(),
+            options,
+            sealed,
+            active,
+            next_seq,
+            bytes,
+            scratch: Vec::new(),
+            stats: Stats::default(),
+        };
+        Ok((log, recovered))
+    }
+
+    /// The number the next record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// What the segments take on disk.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Segments on disk, the one being written included.
+    pub fn segments(&self) -> usize {
+        self.sealed.len() + usize::from(self.active.is_some())
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Appends one record per payload, and returns once they are durable, with the number of
+    /// the first (the others follow it).
+    ///
+    /// # Errors
+    /// - `StorageFull`: the log is at `max_bytes`, or the disk has no room for a new segment;
+    ///   nothing was written that anyone will read.
+    /// - Any other I/O error: writing the group again into a new segment failed too.
+    ///
+    /// Either way the records are not durable, and their numbers are given again.
+    pub fn append(&mut self, payloads: &[&[u8]]) -> io::Result<u64> {
+        let first = self.next_seq;
+        let mut group = std::mem::take(&mut self.scratch);
+        group.clear();
+        for (i, p) in payloads.iter().enumerate() {
+            record::encode(first + i as u64, p, &mut group);
+        }
+        let result = self.write(first, &group);
+        self.scratch = group;
+        result?;
+        self.next_seq += payloads.len() as u64;
+        self.stats.groups += 1;
+        self.stats.records += payloads.len() as u64;
+        Ok(first)
+    }
+
+    /// Writes and syncs `group` (records from `first` on), rolling to a new segment when the
+    /// one being written has no room or fails.
+    fn write(&mut self, first: u64, group: &[u8]) -> io::Result<()> {
+        if self
+            .active
+            .as_ref()
+            .is_none_or(|w| w.room() < group.len() as u64)
+        {
+            self.roll(first, group.len() as u64)?;
+        }
+        let w = self.active.as_mut().expect("rolled");
+        let done = w.append(group).and_then(|()| w.sync());
+        self.stats.syncs += 1;
+        let Err(failed) = done else {
+            return Ok(());
+        };
+        tracing::warn!(segment = %w.path().display(), error = %failed, "disk buffer write failed; writing the group again in a new segment");
+        self.stats.rewrites += 1;
+        self.roll(first, group.len() as u64)?;
+        let w = self.active.as_mut().expect("rolled");
+        let again = w.append(group).and_then(|()| w.sync());
+        self.stats.syncs += 1;
+        again
+    }
+
+    /// Seals the segment being written and makes the next, for records from `first` on, with
+    /// room for at least `need` bytes.
+    fn roll(&mut self, first: u64, need: u64) -> io::Result<()> {
+        if let Some(w) = self.active.take() {
+            if w.is_empty() {
+                // Made for records that never became durable: nothing in it to keep.
+                self.bytes -= std::fs::metadata(w.path()).map_or(0, |m| m.len());
+                std::fs::remove_file(w.path())?;
+                segment::sync_dir(&self.dir)?;
+            } else {
+                self.sealed.push_back(Kept {
+                    path: w.path().to_path_buf(),
+                    first_seq: segment::first_seq(w.path()).unwrap_or(first),
+                    next_seq: first,
+                    end: w.len(),
+                });
+            }
+        }
+        let size = self.options.segment_bytes.max(need);
+        if self.bytes + size > self.options.max_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!(
+                    "disk buffer full: {} of {} bytes in segments",
+                    self.bytes, self.options.max_bytes
+                ),
+            ));
+        }
+        let w = Writer::create(&self.dir, first, size)?;
+        self.bytes += size;
+        self.active = Some(w);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::disk::segment::{Reader, Step};
+
+    fn options() -> Options {
+        Options {
+            segment_bytes: 8 << 10,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    /// Every record in `dir`, in order, as a fresh start would find them.
+    fn read_back(dir: &Path) -> Vec<(u64, Vec<u8>)> {
+        let r = segment::recover(dir).unwrap();
+        let mut out = Vec::new();
+        for k in &r.segments {
+            let mut reader = Reader::open(&k.path, Some(k.first_seq)).unwrap();
+            while let Step::Record { seq, payload } = reader.step().unwrap() {
+                if seq >= k.next_seq {
+                    break;
+                }
+                out.push((seq, payload.to_vec()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn groups_are_durable_across_segments_and_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(dir.path(), options()).unwrap();
+        let mut want = Vec::new();
+        for g in 0..50u64 {
+            let payloads: Vec<Vec<u8>> = (0..g % 5 + 1)
+                .map(|i| format!("group {g} record {i} ").repeat(10).into_bytes())
+                .collect();
+            let refs: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
+            let first = log.append(&refs).unwrap();
+            for (i, p) in payloads.into_iter().enumerate() {
+                want.push((first + i as u64, p));
+            }
+        }
+        // A group larger than a segment gets a segment of its own size.
+        let big = vec![b'b'; 20 << 10];
+        let first = log.append(&[&big]).unwrap();
+        want.push((first, big));
+        let stats = log.stats();
+        assert_eq!((stats.groups, stats.syncs, stats.rewrites), (51, 51, 0));
+        assert!(log.segments() > 3, "{} segments", log.segments());
+        assert_eq!(
+            want.iter().map(|w| w.0).collect::<Vec<_>>(),
+            (1..=want.len() as u64).collect::<Vec<_>>()
+        );
+        // No clean shutdown: what a kill leaves is what a start finds.
+        drop(log);
+        assert_eq!(read_back(dir.path()), want);
+        let (mut log, recovered) = Log::open(dir.path(), options()).unwrap();
+        assert!(recovered.cut.is_none() && recovered.quarantined.is_empty());
+        assert_eq!(log.next_seq(), want.len() as u64 + 1, "numbering goes on");
+        log.append(&[b"after"]).unwrap();
+        let all = read_back(dir.path());
+        assert_eq!(
+            all.last().unwrap(),
+            &(want.len() as u64 + 1, b"after".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_full_log_refuses_the_group_and_keeps_what_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            segment_bytes: 4 << 10,
+            max_bytes: 12 << 10,
+        };
+        let (mut log, _) = Log::open(dir.path(), opts).unwrap();
+        let p = vec![b'x'; 1000];
+        let mut n = 0;
+        let err = loop {
+            match log.append(&[&p]) {
+                Ok(_) => n += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
+        assert_eq!(n, 12, "three segments of four records");
+        assert!(log.bytes() <= opts.max_bytes);
+        assert_eq!(read_back(dir.path()).len(), n);
+        assert_eq!(
+            log.next_seq(),
+            n as u64 + 1,
+            "the refused record's number is given again"
+        );
+    }
+
+    #[test]
+    fn records_shadowed_by_the_next_segment_are_not_read_twice() {
+        // What a failed write leaves: part of a group in the old segment, all of it again in
+        // a new one that starts at the same number.
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Writer::create(dir.path(), 1, 4096).unwrap();
+        let mut rec = Vec::new();
+        for seq in 1..=4 {
+            record::encode(seq, format!("r{seq}").as_bytes(), &mut rec);
+        }
+        // The write failed in the middle of the fourth record.
+        a.append(&rec[..rec.len() - 2]).unwrap();
+        let mut b = Writer::create(dir.path(), 3, 4096).unwrap();
+        let mut rec = Vec::new();
+        for seq in 3..=4 {
+            record::encode(seq, format!("r{seq}").as_bytes(), &mut rec);
+        }
+        b.append(&rec).unwrap();
+        let seqs: Vec<u64> = read_back(dir.path()).iter().map(|r| r.0).collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        let r = segment::recover(dir.path()).unwrap();
+        assert!(
+            r.quarantined.is_empty(),
+            "the torn tail is shadowed, not damage"
+        );
+    }
+}
