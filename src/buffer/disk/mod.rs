@@ -1,7 +1,7 @@
 //! The write-ahead log on disk that `buffer.type = "disk"` is built on (in progress: the
-//! record format, the segment files with their recovery and the log over them come first;
-//! the writer thread with group commit, the per-sink cursors and the wiring into the
-//! topology follow).
+//! record format, the segment files with their recovery, the log over them and its
+//! group-commit writer come first; the per-sink cursors, replay and the wiring into the
+//! configuration and the topology follow).
 //!
 //! - [`record`]: one record's framing (length, CRC32C, sequence number), as pure functions
 //!   over bytes.
@@ -9,12 +9,15 @@
 //!   order with a bounded buffer; what a start keeps of them after a crash.
 //! - [`log`]: the segments as one numbered log, appended to in groups made durable by one
 //!   sync each, bounded by `max_bytes`, rolling to a new segment when one fills or fails.
+//! - [`commit`]: the log's writer thread, which gathers what every connection handed over
+//!   while it synced into the next group (group commit), and answers each once durable.
 //!
 //! Why it is built this way, against what the peers do, is in the project's notes on disk
 //! buffers: an acknowledgement must mean the data is on disk (fsync before the ack, one sync
 //! per group of requests), a buffer of any size from 1 MiB, and a start that never stops on a
 //! damaged file.
 
+pub mod commit;
 pub mod log;
 pub mod record;
 pub mod segment;
