@@ -107,6 +107,37 @@ impl Log {
         self.stats
     }
 
+    /// The number of the oldest record the log keeps (the next one's, when it keeps none).
+    pub fn oldest_seq(&self) -> u64 {
+        match (self.sealed.front(), &self.active) {
+            (Some(k), _) => k.first_seq,
+            (None, Some(w)) => segment::first_seq(w.path()).unwrap_or(self.next_seq),
+            (None, None) => self.next_seq,
+        }
+    }
+
+    /// Deletes the sealed segments whose records all come before `seq`, and returns how many
+    /// went. The caller passes the lowest of the sinks' cursors, synced first
+    /// ([`super::cursor`]): a crash between the two then finds cursors at or past what is
+    /// left.
+    ///
+    /// # Errors
+    /// A segment cannot be deleted, or the directory synced.
+    pub fn trim(&mut self, seq: u64) -> io::Result<usize> {
+        let mut gone = 0;
+        while self.sealed.front().is_some_and(|k| k.next_seq <= seq) {
+            let k = self.sealed.pop_front().expect("checked");
+            let len = std::fs::metadata(&k.path)?.len();
+            std::fs::remove_file(&k.path)?;
+            self.bytes -= len;
+            gone += 1;
+        }
+        if gone > 0 {
+            segment::sync_dir(&self.dir)?;
+        }
+        Ok(gone)
+    }
+
     /// Appends one record per payload, and returns once they are durable, with the number of
     /// the first (the others follow it).
     ///
@@ -285,6 +316,31 @@ mod tests {
             n as u64 + 1,
             "the refused record's number is given again"
         );
+    }
+
+    #[test]
+    fn trimming_frees_room_for_new_groups_and_keeps_what_cursors_still_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            segment_bytes: 4 << 10,
+            max_bytes: 12 << 10,
+        };
+        let (mut log, _) = Log::open(dir.path(), opts).unwrap();
+        let p = vec![b'x'; 1000];
+        while log.append(&[&p]).is_ok() {}
+        assert_eq!((log.oldest_seq(), log.next_seq()), (1, 13));
+        // Cursors at 6: the first segment (1..=4) is behind them all, the second (5..=8) not.
+        let mut es = super::super::cursor::Cursor::open(dir.path(), "es").unwrap();
+        es.advance(6).unwrap();
+        assert_eq!(log.trim(es.seq()).unwrap(), 1);
+        assert_eq!(log.oldest_seq(), 5);
+        assert_eq!(log.trim(6).unwrap(), 0, "nothing more is wholly behind");
+        log.append(&[&p]).unwrap();
+        drop(log);
+        let seqs: Vec<u64> = read_back(dir.path()).iter().map(|r| r.0).collect();
+        assert_eq!(seqs, (5..=13).collect::<Vec<_>>());
+        let (log, _) = Log::open(dir.path(), opts).unwrap();
+        assert_eq!((log.oldest_seq(), log.next_seq()), (5, 14));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The write-ahead log on disk that `buffer.type = "disk"` is built on (in progress: the
-//! record format, the segment files with their recovery, the log over them and its
-//! group-commit writer come first; the per-sink cursors, replay and the wiring into the
-//! configuration and the topology follow).
+//! record format, the segment files with their recovery, the log over them, its
+//! group-commit writer and the per-sink cursors come first; what a record holds, replay,
+//! and the wiring into the configuration, the sources' acks and the sinks follow).
 //!
 //! - [`record`]: one record's framing (length, CRC32C, sequence number), as pure functions
 //!   over bytes.
@@ -11,6 +11,8 @@
 //!   sync each, bounded by `max_bytes`, rolling to a new segment when one fills or fails.
 //! - [`commit`]: the log's writer thread, which gathers what every connection handed over
 //!   while it synced into the next group (group commit), and answers each once durable.
+//! - [`cursor`]: each sink's place in the log, replaced atomically; segments behind every
+//!   cursor are deleted ([`log::Log::trim`]) only once the cursors are synced.
 //!
 //! Why it is built this way, against what the peers do, is in the project's notes on disk
 //! buffers: an acknowledgement must mean the data is on disk (fsync before the ack, one sync
@@ -18,6 +20,7 @@
 //! damaged file.
 
 pub mod commit;
+pub mod cursor;
 pub mod log;
 pub mod record;
 pub mod segment;
