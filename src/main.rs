@@ -41,6 +41,21 @@ enum Command {
     /// Ask a running Outrigger's admin endpoint (default: /ready at the configuration's
     /// admin address) and exit 0 on HTTP 200, 1 otherwise. For container health checks.
     Health(HealthArgs),
+    /// Operate on the disk buffer's files (with Outrigger stopped).
+    #[command(subcommand)]
+    Buffer(BufferCommand),
+}
+
+#[derive(Subcommand)]
+enum BufferCommand {
+    /// Read the log under DATA_DIR/buffer through without changing it: each segment's
+    /// records, any damage and what the next start does about it, each sink's cursor. Exit 0
+    /// when nothing is damaged, 1 otherwise.
+    Verify {
+        /// The data directory (`global.data_dir`).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -64,6 +79,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Health(args)) = &cli.command {
         return health(args, cli.config.as_ref());
+    }
+    if let Some(Command::Buffer(BufferCommand::Verify { data_dir })) = &cli.command {
+        let dir = data_dir.join(outrigger::buffer::disk::DIR);
+        return match outrigger::buffer::disk::verify(&dir, &mut std::io::stdout().lock()) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("outrigger: {}: {e}", dir.display());
+                ExitCode::from(1)
+            }
+        };
     }
     let settings = match load(cli.config.as_ref()) {
         Ok(s) => s,
@@ -90,7 +116,9 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Health(_) => unreachable!("handled before loading the configuration"),
+        Command::Health(_) | Command::Buffer(_) => {
+            unreachable!("handled before loading the configuration")
+        }
         Command::Run => {
             let format = match cli.log_format.as_deref() {
                 Some("text") => LogFormat::Text,

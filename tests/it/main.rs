@@ -7,6 +7,7 @@ mod backend;
 mod bad_input;
 mod clients;
 mod deploy;
+mod disk_buffer;
 mod docker;
 mod docker_export;
 mod docker_image;

@@ -24,3 +24,70 @@ pub mod cursor;
 pub mod log;
 pub mod record;
 pub mod segment;
+
+use std::io::{self, Write};
+use std::path::Path;
+
+/// The log's directory inside `global.data_dir`.
+pub const DIR: &str = "buffer";
+
+/// `outrigger buffer verify`: reads the log in `dir` through without changing it and writes
+/// what it found to `out`, one line per segment and cursor. True when nothing is damaged;
+/// otherwise the lines say what the next start will keep and set aside.
+///
+/// # Errors
+/// The directory or a file cannot be read, or `out` cannot be written.
+pub fn verify(dir: &Path, out: &mut impl Write) -> io::Result<bool> {
+    let findings = segment::inspect(dir)?;
+    let mut clean = true;
+    let mut records = 0;
+    for f in &findings {
+        let name = f
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let kept = match f.next_seq - f.first_seq {
+            0 => "no records".to_string(),
+            n => {
+                records += n;
+                format!("records {}..={} ({n})", f.first_seq, f.next_seq - 1)
+            }
+        };
+        let size = std::fs::metadata(&f.path)?.len();
+        write!(out, "{name}: {kept}, {} of {size} bytes used", f.end)?;
+        match f.damage {
+            None => writeln!(out)?,
+            Some((at, damage)) => {
+                clean = false;
+                let then = if f.newest {
+                    "a start cuts the segment there (nothing after it was acknowledged)"
+                } else {
+                    "a start sets the segment aside as .quarantined"
+                };
+                writeln!(out, "; damaged at byte {at} ({}): {then}", damage.as_str())?;
+            }
+        }
+    }
+    let mut others: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".cursor") || n.ends_with(".quarantined"))
+        .collect();
+    others.sort();
+    for name in others {
+        if let Some(sink) = name.strip_suffix(".cursor") {
+            let c = cursor::Cursor::open(dir, sink)?;
+            writeln!(out, "cursor {sink}: next record {}", c.seq())?;
+        } else {
+            writeln!(out, "{name}: set aside by an earlier start, not read")?;
+        }
+    }
+    writeln!(
+        out,
+        "{}: {} segments, {records} records, {}",
+        dir.display(),
+        findings.len(),
+        if clean { "no damage" } else { "damage found" }
+    )?;
+    Ok(clean)
+}

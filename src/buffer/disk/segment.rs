@@ -307,13 +307,28 @@ pub struct Recovered {
     pub cut: Option<(u64, Damage)>,
 }
 
-/// Reads every segment in `dir` and decides what to keep (see the module docs). The newest
-/// segment's damaged tail is zeroed on disk, so what is appended next follows its last good
-/// record.
+/// What reading one segment through found, before anything is repaired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub path: PathBuf,
+    pub first_seq: u64,
+    /// The number after its last record kept (`first_seq` when none).
+    pub next_seq: u64,
+    /// Where its kept records end.
+    pub end: u64,
+    /// Where damage begins, and what it is, unless what follows `end` is the allocated
+    /// zeros or records the next segment shadows.
+    pub damage: Option<(u64, Damage)>,
+    /// The newest segment: the one written on when the process stopped.
+    pub newest: bool,
+}
+
+/// Reads every segment in `dir` through, oldest first, and says what it found; changes
+/// nothing (`outrigger buffer verify`, and [`recover`] before it repairs).
 ///
 /// # Errors
-/// The directory or a file cannot be read, or the newest segment cannot be repaired.
-pub fn recover(dir: &Path) -> io::Result<Recovered> {
+/// The directory or a file cannot be read.
+pub fn inspect(dir: &Path) -> io::Result<Vec<Finding>> {
     let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
         .filter_map(|entry| {
             let path = entry.ok()?.path();
@@ -321,13 +336,13 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
         })
         .collect();
     found.sort();
-    let mut out = Recovered::default();
-    let newest = found.len().checked_sub(1);
     // A segment ends where the next one begins: records a failed write left in a segment
     // were written again at the start of the next, which shadows them.
     let limits: Vec<Option<u64>> = (0..found.len())
         .map(|i| found.get(i + 1).map(|(f, _)| *f))
         .collect();
+    let newest = found.len().checked_sub(1);
+    let mut out = Vec::with_capacity(found.len());
     for (i, (first, path)) in found.into_iter().enumerate() {
         let mut reader = Reader::open(&path, Some(first))?;
         let mut next = first;
@@ -340,29 +355,50 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
                 Step::End { at } => break (at, None),
                 // Damage past where the next segment begins is in what it shadows.
                 Step::Bad { at, .. } if limit == Some(next) => break (at, None),
-                Step::Bad { at, damage } => break (at, Some(damage)),
+                Step::Bad { at, damage } => break (at, Some((at, damage))),
             }
         };
-        match damage {
-            Some(damage) if Some(i) != newest => {
-                let mut aside = path.clone().into_os_string();
-                aside.push(".quarantined");
-                std::fs::rename(&path, &aside)?;
-                sync_dir(dir)?;
-                out.quarantined.push((PathBuf::from(aside), damage));
-                continue;
-            }
-            Some(damage) => {
-                zero_from(&path, end)?;
-                out.cut = Some((end, damage));
-            }
-            None => {}
-        }
-        out.segments.push(Kept {
+        out.push(Finding {
             path,
             first_seq: first,
             next_seq: next,
             end,
+            damage,
+            newest: Some(i) == newest,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads every segment in `dir` and decides what to keep (see the module docs). The newest
+/// segment's damaged tail is zeroed on disk, so what is appended next follows its last good
+/// record.
+///
+/// # Errors
+/// The directory or a file cannot be read, or the newest segment cannot be repaired.
+pub fn recover(dir: &Path) -> io::Result<Recovered> {
+    let mut out = Recovered::default();
+    for f in inspect(dir)? {
+        match f.damage {
+            Some((_, damage)) if !f.newest => {
+                let mut aside = f.path.clone().into_os_string();
+                aside.push(".quarantined");
+                std::fs::rename(&f.path, &aside)?;
+                sync_dir(dir)?;
+                out.quarantined.push((PathBuf::from(aside), damage));
+                continue;
+            }
+            Some((at, damage)) => {
+                zero_from(&f.path, at)?;
+                out.cut = Some((at, damage));
+            }
+            None => {}
+        }
+        out.segments.push(Kept {
+            path: f.path,
+            first_seq: f.first_seq,
+            next_seq: f.next_seq,
+            end: f.end,
         });
     }
     Ok(out)
@@ -572,6 +608,40 @@ mod tests {
         if let Err(panic) = result {
             std::panic::resume_unwind(panic);
         }
+    }
+
+    #[test]
+    fn verify_reports_damage_without_repairing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::create(dir.path(), 1, 64 << 10).unwrap();
+        w.append(&records(1..50)).unwrap();
+        let mut c = crate::buffer::disk::cursor::Cursor::open(dir.path(), "es").unwrap();
+        c.advance(10).unwrap();
+        let mut out = Vec::new();
+        assert!(crate::buffer::disk::verify(dir.path(), &mut out).unwrap());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("records 1..=49 (49)"), "{text}");
+        assert!(text.contains("cursor es: next record 10"), "{text}");
+        let at = w.len() / 2;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(w.path())
+            .unwrap()
+            .write_all_at(&[0xff; 4], at)
+            .unwrap();
+        let before = std::fs::read(w.path()).unwrap();
+        let mut out = Vec::new();
+        assert!(!crate::buffer::disk::verify(dir.path(), &mut out).unwrap());
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("damaged at byte") && text.contains("damage found"),
+            "{text}"
+        );
+        assert_eq!(
+            std::fs::read(w.path()).unwrap(),
+            before,
+            "verify changes nothing"
+        );
     }
 
     /// Seeded damage at random places of a real segment: recovery always succeeds, keeps
