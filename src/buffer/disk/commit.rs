@@ -18,6 +18,7 @@ use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
 use super::log::Log;
+use super::record;
 
 /// The most payload bytes one group gathers before it is written: a bound on the write
 /// (and on the memory a group holds), far above what a sync's worth of requests usually is.
@@ -89,13 +90,31 @@ impl Committer {
 /// appends it as one group, answers every job in it, and again, until every sender is gone.
 fn run(mut log: Log, rx: &Receiver<Job>, counts: &Counts) {
     let mut group: Vec<Job> = Vec::new();
+    // A payload no record can hold is answered at once, and goes in no group.
+    let admit = |job: Job, group: &mut Vec<Job>| {
+        if job.payload.len() > record::MAX_PAYLOAD {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} bytes is more than a disk buffer record holds",
+                    job.payload.len()
+                ),
+            );
+            let _ = job.done.send(Err(Arc::new(e)));
+            return 0;
+        }
+        let n = job.payload.len();
+        group.push(job);
+        n
+    };
     while let Ok(first) = rx.recv() {
-        let mut bytes = first.payload.len();
-        group.push(first);
+        let mut bytes = admit(first, &mut group);
         while bytes < GROUP_BYTES {
             let Ok(next) = rx.try_recv() else { break };
-            bytes += next.payload.len();
-            group.push(next);
+            bytes += admit(next, &mut group);
+        }
+        if group.is_empty() {
+            continue;
         }
         let payloads: Vec<&[u8]> = group.iter().map(|j| &j.payload[..]).collect();
         let before = log.stats().syncs;
@@ -234,5 +253,19 @@ mod tests {
         assert_eq!(ok, 4);
         assert_eq!(err.kind(), io::ErrorKind::StorageFull);
         assert_eq!(committer.counts().failed.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_payload_too_large_for_a_record_is_refused_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open(dir.path(), options()).unwrap();
+        let committer = Committer::start(log).unwrap();
+        let huge = Bytes::from(vec![0u8; record::MAX_PAYLOAD + 1]);
+        let err = committer.commit(huge).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            committer.commit(Bytes::from_static(b"next")).await.unwrap(),
+            1
+        );
     }
 }

@@ -83,6 +83,21 @@ impl Cursor {
     }
 }
 
+/// The highest cursor in `dir` (1 when there is none): the log numbers on from at least it.
+///
+/// # Errors
+/// The directory or a cursor cannot be read.
+pub fn highest(dir: &Path) -> io::Result<u64> {
+    let mut high = 1;
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if let Some(sink) = name.to_str().and_then(|n| n.strip_suffix(".cursor")) {
+            high = high.max(Cursor::open(dir, sink)?.seq());
+        }
+    }
+    Ok(high)
+}
+
 fn decode(bytes: &[u8]) -> Option<u64> {
     let bytes: &[u8; LEN] = bytes.try_into().ok()?;
     let seq: [u8; 8] = bytes[..8].try_into().ok()?;

@@ -53,6 +53,9 @@ pub struct Log {
     bytes: u64,
     scratch: Vec<u8>,
     stats: Stats,
+    /// Syncs still to fail, for the tests of what a failed sync leaves.
+    #[cfg(test)]
+    fail_syncs: u32,
 }
 
 impl Log {
@@ -62,14 +65,24 @@ impl Log {
     /// # Errors
     /// The directory cannot be made or read, or a segment cannot be repaired.
     pub fn open(dir: &Path, options: Options) -> io::Result<(Log, Recovered)> {
-        std::fs::create_dir_all(dir)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            if let Some(parent) = dir.parent() {
+                segment::sync_dir(parent)?;
+            }
+        }
         let recovered = segment::recover(dir)?;
         let mut sealed: VecDeque<Kept> = recovered.segments.iter().cloned().collect();
         let mut bytes = 0;
         for k in &sealed {
             bytes += std::fs::metadata(&k.path)?.len();
         }
-        let next_seq = sealed.back().map_or(1, |k| k.next_seq);
+        // Numbers are never given again below a cursor, even when the segments that held
+        // them are gone (trimmed, removed, cut): a sink would take new records for old ones.
+        let next_seq = sealed
+            .back()
+            .map_or(1, |k| k.next_seq)
+            .max(super::cursor::highest(dir)?);
         // The newest segment is written on where its records end; the others are sealed.
         let active = sealed
             .pop_back()
@@ -84,6 +97,8 @@ impl Log {
             bytes,
             scratch: Vec::new(),
             stats: Stats::default(),
+            #[cfg(test)]
+            fail_syncs: 0,
         };
         Ok((log, recovered))
     }
@@ -166,46 +181,76 @@ impl Log {
     /// Writes and syncs `group` (records from `first` on), rolling to a new segment when the
     /// one being written has no room or fails.
     fn write(&mut self, first: u64, group: &[u8]) -> io::Result<()> {
-        if self
-            .active
-            .as_ref()
-            .is_none_or(|w| w.room() < group.len() as u64)
-        {
-            self.roll(first, group.len() as u64)?;
+        let need = group.len() as u64;
+        if self.active.as_ref().is_none_or(|w| w.room() < need) {
+            self.roll(first, need)?;
         }
-        let w = self.active.as_mut().expect("rolled");
-        let done = w.append(group).and_then(|()| w.sync());
-        self.stats.syncs += 1;
-        let Err(failed) = done else {
+        let Err(failed) = self.attempt(group) else {
             return Ok(());
         };
-        tracing::warn!(segment = %w.path().display(), error = %failed, "disk buffer write failed; writing the group again in a new segment");
+        tracing::warn!(error = %failed, "disk buffer write failed; writing the group again in a new segment");
         self.stats.rewrites += 1;
-        self.roll(first, group.len() as u64)?;
-        let w = self.active.as_mut().expect("rolled");
-        let again = w.append(group).and_then(|()| w.sync());
+        self.retire(first, true)?;
+        self.roll(first, need)?;
+        if let Err(e) = self.attempt(group) {
+            // Durable nowhere: the next group starts in a fresh segment, never after this.
+            let _ = self.retire(first, true);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Appends and syncs `group` to the segment being written. When that fails, the
+    /// segment's end goes back to where its last good sync left it.
+    fn attempt(&mut self, group: &[u8]) -> io::Result<()> {
+        let w = self.active.as_mut().expect("a segment to write");
+        let good = w.len();
+        let result = w.append(group).and_then(|()| {
+            #[cfg(test)]
+            if self.fail_syncs > 0 {
+                self.fail_syncs -= 1;
+                return Err(io::Error::other("injected sync failure"));
+            }
+            w.sync()
+        });
         self.stats.syncs += 1;
-        again
+        if result.is_err() {
+            w.rewind(good);
+        }
+        result
+    }
+
+    /// Takes the segment being written out of use, for records from `first` on to go
+    /// elsewhere. One that holds no record before `first` (made for them) is removed; any
+    /// other is sealed where its records end. After a `failed` write, what it may have left
+    /// past that end is zeroed (through a new descriptor, as best it can: the next segment
+    /// shadows it anyway, see [`segment::inspect`]).
+    fn retire(&mut self, first: u64, failed: bool) -> io::Result<()> {
+        let Some(w) = self.active.take() else {
+            return Ok(());
+        };
+        if segment::first_seq(w.path()) == Some(first) {
+            let len = std::fs::metadata(w.path()).map_or(0, |m| m.len());
+            std::fs::remove_file(w.path())?;
+            self.bytes -= len.min(self.bytes);
+            return segment::sync_dir(&self.dir);
+        }
+        if failed && let Err(e) = segment::zero_from(w.path(), w.len()) {
+            tracing::warn!(segment = %w.path().display(), error = %e, "could not clear a failed write's tail; the next segment shadows it");
+        }
+        self.sealed.push_back(Kept {
+            path: w.path().to_path_buf(),
+            first_seq: segment::first_seq(w.path()).unwrap_or(first),
+            next_seq: first,
+            end: w.len(),
+        });
+        Ok(())
     }
 
     /// Seals the segment being written and makes the next, for records from `first` on, with
     /// room for at least `need` bytes.
     fn roll(&mut self, first: u64, need: u64) -> io::Result<()> {
-        if let Some(w) = self.active.take() {
-            if w.is_empty() {
-                // Made for records that never became durable: nothing in it to keep.
-                self.bytes -= std::fs::metadata(w.path()).map_or(0, |m| m.len());
-                std::fs::remove_file(w.path())?;
-                segment::sync_dir(&self.dir)?;
-            } else {
-                self.sealed.push_back(Kept {
-                    path: w.path().to_path_buf(),
-                    first_seq: segment::first_seq(w.path()).unwrap_or(first),
-                    next_seq: first,
-                    end: w.len(),
-                });
-            }
-        }
+        self.retire(first, false)?;
         let size = self.options.segment_bytes.max(need);
         if self.bytes + size > self.options.max_bytes {
             return Err(io::Error::new(
@@ -341,6 +386,73 @@ mod tests {
         assert_eq!(seqs, (5..=13).collect::<Vec<_>>());
         let (log, _) = Log::open(dir.path(), opts).unwrap();
         assert_eq!((log.oldest_seq(), log.next_seq()), (5, 14));
+    }
+
+    /// Groups of three records, 100 bytes each, from `from` on, answered as `log` answers.
+    fn groups(log: &mut Log, from: u64, n: u64) -> Vec<io::Result<u64>> {
+        (0..n)
+            .map(|g| {
+                let p: Vec<Vec<u8>> = (0..3)
+                    .map(|i| format!("{:>100}", from + g * 3 + i).into_bytes())
+                    .collect();
+                log.append(&p.iter().map(|p| &p[..]).collect::<Vec<_>>())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_sync_writes_the_group_again_elsewhere_and_loses_nothing_acked() {
+        for (before, failures) in [(0, 1), (4, 1), (4, 2), (0, 2)] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut log, _) = Log::open(dir.path(), options()).unwrap();
+            let mut acked: Vec<u64> = Vec::new();
+            for r in groups(&mut log, 1, before) {
+                let first = r.unwrap();
+                acked.extend(first..first + 3);
+            }
+            // The group is written, then its sync fails (`failures` times in a row).
+            log.fail_syncs = failures;
+            let r = groups(&mut log, 0, 1).pop().unwrap();
+            match failures {
+                1 => {
+                    let first = r.unwrap();
+                    acked.extend(first..first + 3);
+                    assert_eq!(log.stats().rewrites, 1);
+                }
+                _ => assert!(r.is_err(), "durable nowhere: refused"),
+            }
+            // What comes next is written and read once, numbered on from the last durable.
+            for r in groups(&mut log, 0, 3) {
+                let first = r.unwrap();
+                acked.extend(first..first + 3);
+            }
+            drop(log);
+            let seqs: Vec<u64> = read_back(dir.path()).iter().map(|r| r.0).collect();
+            assert_eq!(seqs, acked, "{before} groups before, {failures} failures");
+            assert_eq!(acked, (1..=acked.len() as u64).collect::<Vec<_>>());
+            let r = segment::recover(dir.path()).unwrap();
+            assert!(r.quarantined.is_empty() && r.cut.is_none(), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_never_go_back_below_a_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(dir.path(), options()).unwrap();
+        groups(&mut log, 1, 10);
+        super::super::cursor::Cursor::open(dir.path(), "es")
+            .unwrap()
+            .advance(31)
+            .unwrap();
+        drop(log);
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if segment::first_seq(&path).is_some() {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        let (log, _) = Log::open(dir.path(), options()).unwrap();
+        assert_eq!(log.next_seq(), 31);
     }
 
     #[test]

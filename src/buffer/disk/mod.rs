@@ -57,6 +57,10 @@ pub fn verify(dir: &Path, out: &mut impl Write) -> io::Result<bool> {
         let size = std::fs::metadata(&f.path)?.len();
         write!(out, "{name}: {kept}, {} of {size} bytes used", f.end)?;
         match f.damage {
+            None if let Some((from, to)) = f.gap => {
+                clean = false;
+                writeln!(out, "; records {from}..{to} are missing after it")?;
+            }
             None => writeln!(out)?,
             Some((at, damage)) => {
                 clean = false;

@@ -131,6 +131,12 @@ impl Writer {
         Ok(())
     }
 
+    /// Forgets what was appended after `end` (a write or sync that failed): the segment
+    /// ends there again.
+    pub fn rewind(&mut self, end: u64) {
+        self.end = self.end.min(end);
+    }
+
     /// Makes everything appended so far durable (`fdatasync`: the size was allocated and
     /// synced at creation, so the data is all there is to sync).
     ///
@@ -256,7 +262,11 @@ impl Reader {
                         }
                     }
                 }
-                Decoded::End => Step::End { at },
+                Decoded::End => {
+                    // A segment being written may grow: look again next time.
+                    self.eof = false;
+                    Step::End { at }
+                }
                 Decoded::Bad(damage) => Step::Bad { at, damage },
             });
         }
@@ -319,6 +329,8 @@ pub struct Finding {
     /// Where damage begins, and what it is, unless what follows `end` is the allocated
     /// zeros or records the next segment shadows.
     pub damage: Option<(u64, Damage)>,
+    /// Records missing between this segment and the next (from, to exclusive).
+    pub gap: Option<(u64, u64)>,
     /// The newest segment: the one written on when the process stopped.
     pub newest: bool,
 }
@@ -329,17 +341,29 @@ pub struct Finding {
 /// # Errors
 /// The directory or a file cannot be read.
 pub fn inspect(dir: &Path) -> io::Result<Vec<Finding>> {
-    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
-        .filter_map(|entry| {
-            let path = entry.ok()?.path();
-            Some((first_seq(&path)?, path))
-        })
-        .collect();
+    let mut found: Vec<(u64, PathBuf)> = Vec::new();
+    // Where quarantined segments began: they still end the segment before them.
+    let mut starts: Vec<u64> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if let Some(first) = first_seq(&path) {
+            starts.push(first);
+            found.push((first, path));
+        } else if let Some(first) = path
+            .to_str()
+            .and_then(|p| p.strip_suffix(".quarantined"))
+            .and_then(|p| first_seq(Path::new(p)))
+        {
+            starts.push(first);
+        }
+    }
     found.sort();
+    starts.sort_unstable();
     // A segment ends where the next one begins: records a failed write left in a segment
     // were written again at the start of the next, which shadows them.
-    let limits: Vec<Option<u64>> = (0..found.len())
-        .map(|i| found.get(i + 1).map(|(f, _)| *f))
+    let limits: Vec<Option<u64>> = found
+        .iter()
+        .map(|(f, _)| starts.iter().copied().find(|s| s > f))
         .collect();
     let newest = found.len().checked_sub(1);
     let mut out = Vec::with_capacity(found.len());
@@ -358,12 +382,18 @@ pub fn inspect(dir: &Path) -> io::Result<Vec<Finding>> {
                 Step::Bad { at, damage } => break (at, Some((at, damage))),
             }
         };
+        // Records between this segment's last and the next one's first are missing (a
+        // segment set aside or deleted by hand).
+        let gap = limit
+            .filter(|l| damage.is_none() && next < *l)
+            .map(|l| (next, l));
         out.push(Finding {
             path,
             first_seq: first,
             next_seq: next,
             end,
             damage,
+            gap,
             newest: Some(i) == newest,
         });
     }
@@ -405,7 +435,7 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
 }
 
 /// Overwrites `path` with zeros from `from` to its end, and syncs it.
-fn zero_from(path: &Path, from: u64) -> io::Result<()> {
+pub fn zero_from(path: &Path, from: u64) -> io::Result<()> {
     let file = OpenOptions::new().write(true).open(path)?;
     let len = file.metadata()?.len();
     let zeros = vec![0u8; READ];
@@ -566,6 +596,13 @@ mod tests {
         w.append(&records(299..300)).unwrap();
         assert_eq!(read_all(&c, 200).0, (200..300).collect::<Vec<_>>());
         assert_eq!(read_all(&a, 1).0.len(), 99);
+        // The quarantined segment is where the records between the others are; once it is
+        // deleted, they are missing, and that is said, not hidden.
+        let gaps: Vec<_> = inspect(dir.path()).unwrap().iter().map(|f| f.gap).collect();
+        assert_eq!(gaps, [None, None]);
+        std::fs::remove_file(&r.quarantined[0].0).unwrap();
+        let gaps: Vec<_> = inspect(dir.path()).unwrap().iter().map(|f| f.gap).collect();
+        assert_eq!(gaps, [Some((100, 200)), None]);
         // A second start finds nothing more to do.
         let again = recover(dir.path()).unwrap();
         assert!(again.quarantined.is_empty() && again.cut.is_none());
