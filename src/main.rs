@@ -56,6 +56,14 @@ enum BufferCommand {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Print the events of every record the log under DATA_DIR/buffer keeps, one JSON object
+    /// per line as the `stdout` sink writes them (as the sources accepted them, before
+    /// enrichment); a summary on stderr.
+    Dump {
+        /// The data directory (`global.data_dir`).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -80,16 +88,8 @@ fn main() -> ExitCode {
     if let Some(Command::Health(args)) = &cli.command {
         return health(args, cli.config.as_ref());
     }
-    if let Some(Command::Buffer(BufferCommand::Verify { data_dir })) = &cli.command {
-        let dir = data_dir.join(outrigger::buffer::disk::DIR);
-        return match outrigger::buffer::disk::verify(&dir, &mut std::io::stdout().lock()) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
-            Err(e) => {
-                eprintln!("outrigger: {}: {e}", dir.display());
-                ExitCode::from(1)
-            }
-        };
+    if let Some(Command::Buffer(command)) = &cli.command {
+        return buffer(command);
     }
     let settings = match load(cli.config.as_ref()) {
         Ok(s) => s,
@@ -134,6 +134,35 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
             run(settings)
+        }
+    }
+}
+
+/// `outrigger buffer verify|dump`: the disk buffer's files, without loading a configuration.
+fn buffer(command: &BufferCommand) -> ExitCode {
+    use outrigger::buffer::disk;
+    let (BufferCommand::Verify { data_dir } | BufferCommand::Dump { data_dir }) = command;
+    let dir = data_dir.join(disk::DIR);
+    let mut stdout = std::io::stdout().lock();
+    let result = match command {
+        BufferCommand::Verify { .. } => disk::verify(&dir, &mut stdout),
+        BufferCommand::Dump { .. } => topology::buffer::dump(&dir, &mut stdout).map(|d| {
+            eprintln!(
+                "{}: {} records, {} events, {} unreadable",
+                dir.display(),
+                d.records,
+                d.events,
+                d.unreadable
+            );
+            d.unreadable == 0
+        }),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("outrigger: {}: {e}", dir.display());
+            ExitCode::from(1)
         }
     }
 }

@@ -12,6 +12,7 @@
 //! close once the last router is gone, writes what is left and returns. All of it must end
 //! within the grace period, or the drain is reported as incomplete with what was left.
 
+pub mod buffer;
 mod signal;
 
 use std::collections::BTreeMap;

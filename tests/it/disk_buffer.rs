@@ -1,5 +1,5 @@
-//! The disk buffer's files as operators see them: `outrigger buffer verify` on a log written
-//! by the library, clean and then damaged.
+//! The disk buffer's files as operators see them: `outrigger buffer verify` and `dump` on a
+//! log written by the library, clean and then damaged.
 
 use std::os::unix::fs::FileExt;
 use std::process::Command;
@@ -37,6 +37,20 @@ fn buffer_verify_reports_segments_cursors_and_damage() {
         "{text}"
     );
     assert!(text.contains("cursor es: next record 40"), "{text}");
+
+    // These records are not what a source writes: dump says so and exits 1.
+    let out = Command::new(bin())
+        .args(["buffer", "dump", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("100 records, 0 events, 100 unreadable"),
+        "{err}"
+    );
 
     let file = std::fs::OpenOptions::new()
         .write(true)

@@ -1,7 +1,8 @@
 //! The write-ahead log on disk that `buffer.type = "disk"` is built on (in progress: the
 //! record format, the segment files with their recovery, the log over them, its
-//! group-commit writer and the per-sink cursors come first; what a record holds, replay,
-//! and the wiring into the configuration, the sources' acks and the sinks follow).
+//! group-commit writer, the per-sink cursors and what a record holds come first; the
+//! sources' durable acks, replay, and the wiring into the configuration and the sinks
+//! follow).
 //!
 //! - [`record`]: one record's framing (length, CRC32C, sequence number), as pure functions
 //!   over bytes.
@@ -13,6 +14,8 @@
 //!   while it synced into the next group (group commit), and answers each once durable.
 //! - [`cursor`]: each sink's place in the log, replaced atomically; segments behind every
 //!   cursor are deleted ([`log::Log::trim`]) only once the cursors are synced.
+//! - [`payload`]: what a record holds: what a source accepted from one read of one stream,
+//!   before enrichment, so replay rebuilds what enrichment held back by running it again.
 //!
 //! Why it is built this way, against what the peers do, is in the project's notes on disk
 //! buffers: an acknowledgement must mean the data is on disk (fsync before the ack, one sync
@@ -22,6 +25,7 @@
 pub mod commit;
 pub mod cursor;
 pub mod log;
+pub mod payload;
 pub mod record;
 pub mod segment;
 

@@ -141,6 +141,27 @@ pub fn request(frame: &Bytes, batch: &mut Batch, opts: &Options, skipped: &mut S
     request_within(frame, batch, opts, skipped, &mut |_| true)
 }
 
+/// Decodes every whole request in `requests` (several, back to back, as a connection read
+/// them) into `batch`: what replay does with a disk-buffer record of a forward source. A
+/// request that is not one (the log's records hold only what a connection decoded, so only
+/// damage the checksum missed gets here) ends the decoding; what came before it stays.
+pub fn requests(requests: &Bytes, batch: &mut Batch, opts: &Options, skipped: &mut Skipped) {
+    let mut at = 0;
+    let mut scanner = crate::msgpack::Scanner::default();
+    while at < requests.len() {
+        let Ok(Some(n)) = scanner.scan(&requests[at..], requests.len() - at, opts.max_depth) else {
+            skipped.add(Reason::InvalidRequest, 1);
+            return;
+        };
+        let request = requests.slice(at..at + n);
+        // nil: a heartbeat.
+        if request[0] != 0xc0 {
+            request_within(&request, batch, opts, skipped, &mut |_| true);
+        }
+        at += n;
+    }
+}
+
 /// [`request`], asking `room` for every step of memory a compressed payload inflates into
 /// (`room(n)` takes `n` bytes of a budget, or says there are none).
 pub fn request_within(
