@@ -280,6 +280,14 @@ mod tests {
         }
     }
 
+    /// Room for three segments of four 1,000-byte records.
+    fn three_small_segments() -> Options {
+        Options {
+            segment_bytes: 4 << 10,
+            max_bytes: 12 << 10,
+        }
+    }
+
     /// Every record in `dir`, in order, as a fresh start would find them.
     fn read_back(dir: &Path) -> Vec<(u64, Vec<u8>)> {
         let r = segment::recover(dir).unwrap();
@@ -339,10 +347,7 @@ mod tests {
     #[test]
     fn a_full_log_refuses_the_group_and_keeps_what_it_has() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = Options {
-            segment_bytes: 4 << 10,
-            max_bytes: 12 << 10,
-        };
+        let opts = three_small_segments();
         let (mut log, _) = Log::open(dir.path(), opts).unwrap();
         let p = vec![b'x'; 1000];
         let mut n = 0;
@@ -366,10 +371,7 @@ mod tests {
     #[test]
     fn trimming_frees_room_for_new_groups_and_keeps_what_cursors_still_need() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = Options {
-            segment_bytes: 4 << 10,
-            max_bytes: 12 << 10,
-        };
+        let opts = three_small_segments();
         let (mut log, _) = Log::open(dir.path(), opts).unwrap();
         let p = vec![b'x'; 1000];
         while log.append(&[&p]).is_ok() {}
