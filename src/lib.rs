@@ -18,7 +18,9 @@
 //! - [`pipeline`]: enrichment (JSON lines and structured records, trace context, severity,
 //!   split and multi-line reassembly), which each source drives through one
 //!   [`pipeline::Stage`] per stream before it queues.
-//! - [`buffer`]: bounded queues and tag routing; the only place that decides to wait.
+//! - [`buffer`]: bounded queues and tag routing; the only place that decides to wait. Its
+//!   [`buffer::disk`] is the write-ahead log the disk buffer is being built on (segments,
+//!   group commit, cursors; not yet wired into the sources and sinks).
 //! - [`sink`]: where events leave: stdout, file, blackhole, and the network exporters with
 //!   their shared delivery loop (`sink::export`), which keeps each stream's order
 //!   (`sink::order`); the exporters' kinds (`sink::KINDS`) and shared settings

@@ -11,6 +11,9 @@
 //!
 //! A batch shared by several sinks is one `Arc`; each sink gets a [`Selection`] of the tags it
 //! matched, computed once per distinct tag, not per event.
+//!
+//! [`disk`] is the write-ahead log on disk that `buffer.type = "disk"` will put under these
+//! queues (not yet wired in).
 
 pub mod disk;
 mod pattern;
