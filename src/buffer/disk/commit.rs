@@ -35,6 +35,9 @@ struct Job {
 /// What the thread has done, for metrics and tests.
 #[derive(Debug, Default)]
 pub struct Counts {
+    /// The number after the last durable record: readers read only below it (a record
+    /// above may still be rewritten after a failed sync).
+    pub durable: AtomicU64,
     pub groups: AtomicU64,
     pub records: AtomicU64,
     pub syncs: AtomicU64,
@@ -56,6 +59,7 @@ impl Committer {
     pub fn start(log: Log) -> io::Result<Committer> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let counts = Arc::new(Counts::default());
+        counts.durable.store(log.next_seq(), Ordering::Release);
         let c = counts.clone();
         std::thread::Builder::new()
             .name("outrigger-log".into())
@@ -124,6 +128,9 @@ fn run(mut log: Log, rx: &Receiver<Job>, counts: &Counts) {
             .fetch_add(log.stats().syncs - before, Ordering::Relaxed);
         match result {
             Ok(first) => {
+                counts
+                    .durable
+                    .store(first + group.len() as u64, Ordering::Release);
                 counts.groups.fetch_add(1, Ordering::Relaxed);
                 counts
                     .records

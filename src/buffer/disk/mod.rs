@@ -14,6 +14,9 @@
 //!   while it synced into the next group (group commit), and answers each once durable.
 //! - [`cursor`]: each sink's place in the log, replaced atomically; segments behind every
 //!   cursor are deleted ([`log::Log::trim`]) only once the cursors are synced.
+//! - [`tail`]: reading the log in order from a cursor, across segments, below the durable
+//!   frontier, on into the segment being written: what replay and a sink reading from disk
+//!   use.
 //! - [`payload`]: what a record holds: what a source accepted from one read of one stream,
 //!   before enrichment, so replay rebuilds what enrichment held back by running it again.
 //!
@@ -28,6 +31,7 @@ pub mod log;
 pub mod payload;
 pub mod record;
 pub mod segment;
+pub mod tail;
 
 use std::io::{self, Write};
 use std::path::Path;

@@ -263,13 +263,25 @@ impl Reader {
                     }
                 }
                 Decoded::End => {
-                    // A segment being written may grow: look again next time.
-                    self.eof = false;
+                    // A segment being written may grow into what was read here as zeros:
+                    // read it again next time.
+                    self.forget_rest();
                     Step::End { at }
                 }
-                Decoded::Bad(damage) => Step::Bad { at, damage },
+                Decoded::Bad(damage) => {
+                    // Or be in the middle of writing the record here.
+                    self.forget_rest();
+                    Step::Bad { at, damage }
+                }
             });
         }
+    }
+
+    /// Drops what was read past the next record's start, so the next step reads the file
+    /// again from there.
+    fn forget_rest(&mut self) {
+        self.buf.truncate(self.start);
+        self.eof = false;
     }
 
     /// Reads on until the buffer holds `need` bytes from the next record, or the file ends.
