@@ -222,9 +222,9 @@ pub struct Batch {
     /// no tag names a Kubernetes log file).
     pub k8s: Vec<Option<K8sTag>>,
     /// The top-level members of the events' JSON lines, found once by enrichment; each event
-    /// names its range ([`Meta::members`]). Charged with the batch ([`Batch::footprint`]);
-    /// whatever stores events can rebuild it from their lines
-    /// ([`crate::pipeline::json::index`]).
+    /// names its range ([`Meta::members`]). Charged with the batch ([`Batch::footprint`]).
+    /// Empty when no sink reads it; encoders then scan the line
+    /// ([`crate::pipeline::json::members_of`]).
     pub members: Vec<Member>,
     /// Attributes every event of the batch carries (static node or cluster names).
     pub resource: Arc<[(Bytes, Bytes)]>,

@@ -11,16 +11,18 @@
 //! The same parse also says where the line's top-level members are (key, value, JSON type):
 //! the keys' places come from the tape, and each value lies between its key's colon and the
 //! next key. They go into the batch's side table, so the encoders read the line's fields from
-//! there on every attempt instead of parsing it again, and all read it the same way. [`index`]
-//! finds the same members by scanning the text, for events that come back without them (a
-//! stored batch read again).
+//! there on every attempt instead of parsing it again, and all read it the same way.
+//! [`members_of`] finds the same members by scanning the text, for events that come without
+//! them (enrichment recorded none because no sink reads them).
 
 use std::cell::RefCell;
 use std::ops::Range;
 
 use simd_json::{Node, StaticNode};
 
-use crate::event::{Batch, Event, JsonKind, Member, Members, Span};
+#[cfg(test)]
+use crate::event::Members;
+use crate::event::{Batch, Event, JsonKind, Member, Span};
 
 use super::fields::{Candidates, Collector, Families, Found, KeyTable, Locate, Value};
 
@@ -426,43 +428,34 @@ fn value<'a>(node: &Node<'a>) -> Value<'a> {
 }
 
 /// Fills `batch.members` with the top-level members of every event's JSON line (`meta.json`)
-/// and points each event at its own. A line the scanner cannot walk (only one that is not
-/// the JSON object enrichment found) goes on as text.
+/// and points each event at its own, as enrichment leaves them: for tests that build
+/// enriched events by hand. A line the scanner cannot walk goes on as text.
+#[cfg(test)]
 pub fn index(batch: &mut Batch) {
-    thread_local! {
-        static FOUND: RefCell<(Vec<Member>, Vec<Member>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-    }
-    if !batch.events.iter().any(|e| e.meta.json) {
-        batch.members = Vec::new();
-        return;
-    }
-    FOUND.with_borrow_mut(|(all, one)| {
-        all.clear();
-        for e in &mut batch.events {
-            e.meta.members = Members::default();
-            let Some(line) = e.meta.line.filter(|_| e.meta.json) else {
-                continue;
+    let (mut all, mut one) = (Vec::new(), Vec::new());
+    for e in &mut batch.events {
+        e.meta.members = Members::default();
+        let Some(line) = e.meta.line.filter(|_| e.meta.json) else {
+            continue;
+        };
+        let text = e.slice(line);
+        let lead = text.len() - text.trim_ascii_start().len();
+        if members(text.trim_ascii(), line.start as usize + lead, &mut one) {
+            e.meta.members = Members {
+                start: all.len() as u32,
+                len: one.len() as u32,
             };
-            let text = e.slice(line);
-            let lead = text.len() - text.trim_ascii_start().len();
-            let base = line.start as usize + lead;
-            if members(text.trim_ascii(), base, one) {
-                e.meta.members = Members {
-                    start: all.len() as u32,
-                    len: one.len() as u32,
-                };
-                all.extend_from_slice(one);
-            } else {
-                e.meta.json = false;
-            }
+            all.extend_from_slice(&one);
+        } else {
+            e.meta.json = false;
         }
-        // Exactly its size: the queues charge the capacity.
-        batch.members = all.as_slice().to_vec();
-    });
+    }
+    // Exactly its size, as enrichment makes it: the queues charge the capacity.
+    batch.members = all.as_slice().to_vec();
 }
 
 /// The members of `event`'s JSON line: from its batch's side table, or, when enrichment did
-/// not record them (no sink it knew of reads them; a batch stored without them), scanned
+/// not record them (no sink it knew of reads them), scanned
 /// from the line into `scratch`. Empty for an event without a JSON line; `None` when its line
 /// cannot be walked after all (only a bug gets there): the caller writes it as text.
 pub fn members_of<'a>(
