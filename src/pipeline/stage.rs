@@ -85,12 +85,10 @@ impl Stage {
     /// The held lines `why` lets go of, in a batch of their own; `None` when there are none.
     /// Their input was acknowledged when it arrived, so the batch carries no ack.
     pub fn release(&mut self, why: Release) -> Option<Batch> {
+        // Nothing is held without enrichment.
+        self.enricher.as_ref()?;
+        let mut batch = self.batch(0);
         let enricher = self.enricher.as_mut()?;
-        let mut batch = Batch {
-            fields: self.fields.clone(),
-            received: Timestamp::now(),
-            ..Default::default()
-        };
         match why {
             Release::Due => enricher.expire(&mut batch),
             Release::Shed => enricher.shed(&mut batch),
