@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-use outrigger::buffer::disk::commit::Committer;
+use outrigger::buffer::disk::commit::{Committer, Fsync};
 use outrigger::buffer::disk::log::{Log, Options};
 
 const REQUESTS: usize = 1024;
@@ -44,7 +44,7 @@ fn bench(c: &mut Criterion) {
             max_bytes: 1 << 40,
         };
         let (log, _) = Log::open(&dir, options).unwrap();
-        let committer = Committer::start(log).unwrap();
+        let committer = Committer::start(log, Fsync::Always).unwrap();
         group.bench_function(format!("commit/{writers}_writers"), |b| {
             b.iter(|| {
                 runtime.block_on(async {

@@ -102,7 +102,7 @@ mod tests {
         };
         let mut bytes = Vec::new();
         payload.encode(&mut bytes);
-        log.append(&[&bytes, b"\x09not a payload"]).unwrap();
+        log.append(&[&bytes, b"\x09not a payload"], true).unwrap();
         drop(log);
         let mut out = Vec::new();
         let done = dump(dir.path(), &mut out).unwrap();

@@ -7,15 +7,22 @@
 //! not acknowledge). Blocking file I/O stays on this thread, off the async runtime; the
 //! hand-off is a `crossbeam-channel`, the answer a oneshot.
 //!
+//! How much "durable" means is the configuration's ([`Fsync`]): synced before the answer
+//! (the default), synced on a timer after it, or left to the kernel.
+//!
+//! The same thread deletes the segments every sink is past ([`Committer::trim`]): the log
+//! has one writer.
+//!
 //! The thread ends when every [`Committer`] is gone, after writing what was handed over.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender};
-use tokio::sync::oneshot;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use tokio::sync::{Notify, oneshot};
 
 use super::log::Log;
 use super::record;
@@ -27,9 +34,25 @@ pub const GROUP_BYTES: usize = 8 << 20;
 /// A commit's answer: the record's number, or the error that kept it from being durable.
 pub type Committed = Result<u64, Arc<io::Error>>;
 
-struct Job {
-    payload: Bytes,
-    done: oneshot::Sender<Committed>,
+/// When a group is synced (`buffer.fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before its requests are answered: an acknowledgement means the data is on disk.
+    Always,
+    /// At most this long after it was written, answered once written: a crash of the
+    /// machine (not of the process) may lose what was acknowledged in that time.
+    Interval(Duration),
+    /// Never by us; the kernel writes back when it will.
+    Never,
+}
+
+enum Job {
+    Commit {
+        payload: Bytes,
+        done: oneshot::Sender<Committed>,
+    },
+    /// Delete the segments wholly before this record.
+    Trim(u64),
 }
 
 /// What the thread has done, for metrics and tests.
@@ -38,10 +61,28 @@ pub struct Counts {
     /// The number after the last durable record: readers read only below it (a record
     /// above may still be rewritten after a failed sync).
     pub durable: AtomicU64,
+    /// Woken whenever `durable` moves, for readers waiting at the frontier.
+    pub moved: Notify,
     pub groups: AtomicU64,
     pub records: AtomicU64,
     pub syncs: AtomicU64,
+    /// Nanoseconds spent in syncs, for the mean sync time.
+    pub sync_nanos: AtomicU64,
     pub failed: AtomicU64,
+    /// The log's size on disk (segments as allocated), and its segments.
+    pub bytes: AtomicU64,
+    pub segments: AtomicU64,
+    /// The oldest record the log keeps.
+    pub oldest: AtomicU64,
+}
+
+impl Counts {
+    fn publish(&self, log: &Log) {
+        self.bytes.store(log.bytes(), Ordering::Relaxed);
+        self.segments
+            .store(log.segments() as u64, Ordering::Relaxed);
+        self.oldest.store(log.oldest_seq(), Ordering::Relaxed);
+    }
 }
 
 /// A handle on the log's writer thread; clone it for each source.
@@ -56,21 +97,22 @@ impl Committer {
     ///
     /// # Errors
     /// The thread cannot be spawned.
-    pub fn start(log: Log) -> io::Result<Committer> {
+    pub fn start(log: Log, fsync: Fsync) -> io::Result<Committer> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let counts = Arc::new(Counts::default());
         counts.durable.store(log.next_seq(), Ordering::Release);
+        counts.publish(&log);
         let c = counts.clone();
         std::thread::Builder::new()
             .name("outrigger-log".into())
-            .spawn(move || run(log, &rx, &c))?;
+            .spawn(move || run(log, fsync, &rx, &c))?;
         Ok(Committer { tx, counts })
     }
 
     /// Hands `payload` to the log; the answer comes once it is durable, or could not be.
     pub fn commit(&self, payload: Bytes) -> impl Future<Output = Committed> + use<> {
         let (done, answer) = oneshot::channel();
-        let sent = self.tx.send(Job { payload, done });
+        let sent = self.tx.send(Job::Commit { payload, done });
         async move {
             if sent.is_err() {
                 return Err(Arc::new(io::Error::other(
@@ -85,70 +127,151 @@ impl Committer {
         }
     }
 
-    pub fn counts(&self) -> &Counts {
+    /// Deletes, on the writer thread, the segments wholly before record `seq`: the caller
+    /// has synced every sink's cursor to `seq` or past it.
+    pub fn trim(&self, seq: u64) {
+        let _ = self.tx.send(Job::Trim(seq));
+    }
+
+    pub fn counts(&self) -> &Arc<Counts> {
         &self.counts
     }
 }
 
 /// The writer thread: takes what is waiting (at least one job, at most [`GROUP_BYTES`]),
 /// appends it as one group, answers every job in it, and again, until every sender is gone.
-fn run(mut log: Log, rx: &Receiver<Job>, counts: &Counts) {
-    let mut group: Vec<Job> = Vec::new();
-    // A payload no record can hold is answered at once, and goes in no group.
-    let admit = |job: Job, group: &mut Vec<Job>| {
-        if job.payload.len() > record::MAX_PAYLOAD {
-            let e = io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "{} bytes is more than a disk buffer record holds",
-                    job.payload.len()
-                ),
-            );
-            let _ = job.done.send(Err(Arc::new(e)));
-            return 0;
+fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts) {
+    let mut group: Vec<(Bytes, oneshot::Sender<Committed>)> = Vec::new();
+    // Written since the last sync, under `Fsync::Interval`.
+    let mut unsynced: Option<Instant> = None;
+    let group_bytes = GROUP_BYTES.min(log.largest_group());
+    loop {
+        let first = match (fsync, unsynced) {
+            (Fsync::Interval(every), Some(since)) => {
+                match rx.recv_timeout(every.saturating_sub(since.elapsed())) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        sync(&mut log, counts);
+                        unsynced = None;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            _ => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
+        let mut bytes = 0;
+        let mut trim = None;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Trim(seq) => trim = trim.max(Some(seq)),
+                Job::Commit { payload, done } => {
+                    if payload.len() > group_bytes.min(record::MAX_PAYLOAD) {
+                        // No record the log can hold: answered at once, in no group.
+                        let e = io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!(
+                                "{} bytes is more than one disk buffer record may hold ({group_bytes}); raise buffer.max_bytes",
+                                payload.len()
+                            ),
+                        );
+                        let _ = done.send(Err(Arc::new(e)));
+                    } else {
+                        bytes += payload.len();
+                        group.push((payload, done));
+                    }
+                }
+            }
+            if bytes < group_bytes {
+                next = rx.try_recv().ok();
+            }
         }
-        let n = job.payload.len();
-        group.push(job);
-        n
-    };
-    while let Ok(first) = rx.recv() {
-        let mut bytes = admit(first, &mut group);
-        while bytes < GROUP_BYTES {
-            let Ok(next) = rx.try_recv() else { break };
-            bytes += admit(next, &mut group);
+        if let Some(seq) = trim {
+            match log.trim(seq) {
+                Ok(n) if n > 0 => {
+                    tracing::debug!(segments = n, before = seq, "disk buffer trimmed")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "disk buffer: deleting delivered segments failed; trying again later")
+                }
+            }
         }
-        if group.is_empty() {
-            continue;
+        if !group.is_empty() {
+            append(&mut log, fsync, &mut group, counts);
+            if let (Fsync::Interval(_), None) = (fsync, unsynced) {
+                unsynced = Some(Instant::now());
+            }
         }
-        let payloads: Vec<&[u8]> = group.iter().map(|j| &j.payload[..]).collect();
-        let before = log.stats().syncs;
-        let result = log.append(&payloads);
+        counts.publish(&log);
+    }
+    if unsynced.is_some() {
+        sync(&mut log, counts);
+    }
+}
+
+/// Appends `group` as one group and answers each of its jobs.
+fn append(
+    log: &mut Log,
+    fsync: Fsync,
+    group: &mut Vec<(Bytes, oneshot::Sender<Committed>)>,
+    counts: &Counts,
+) {
+    let payloads: Vec<&[u8]> = group.iter().map(|(p, _)| &p[..]).collect();
+    let before = log.stats().syncs;
+    let started = Instant::now();
+    let result = log.append(&payloads, fsync == Fsync::Always);
+    let synced = log.stats().syncs - before;
+    counts.syncs.fetch_add(synced, Ordering::Relaxed);
+    if synced > 0 {
         counts
-            .syncs
-            .fetch_add(log.stats().syncs - before, Ordering::Relaxed);
-        match result {
-            Ok(first) => {
-                counts
-                    .durable
-                    .store(first + group.len() as u64, Ordering::Release);
-                counts.groups.fetch_add(1, Ordering::Relaxed);
-                counts
-                    .records
-                    .fetch_add(group.len() as u64, Ordering::Relaxed);
-                for (i, job) in group.drain(..).enumerate() {
-                    // A source that stopped waiting (its connection closed) needs no answer.
-                    let _ = job.done.send(Ok(first + i as u64));
-                }
+            .sync_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+    match result {
+        Ok(first) => {
+            counts
+                .durable
+                .store(first + group.len() as u64, Ordering::Release);
+            counts.moved.notify_waiters();
+            counts.groups.fetch_add(1, Ordering::Relaxed);
+            counts
+                .records
+                .fetch_add(group.len() as u64, Ordering::Relaxed);
+            for (i, (_, done)) in group.drain(..).enumerate() {
+                // A source that stopped waiting (its connection closed) needs no answer.
+                let _ = done.send(Ok(first + i as u64));
             }
-            Err(e) => {
-                counts
-                    .failed
-                    .fetch_add(group.len() as u64, Ordering::Relaxed);
-                let e = Arc::new(e);
-                for job in group.drain(..) {
-                    let _ = job.done.send(Err(e.clone()));
-                }
+        }
+        Err(e) => {
+            counts
+                .failed
+                .fetch_add(group.len() as u64, Ordering::Relaxed);
+            let e = Arc::new(e);
+            for (_, done) in group.drain(..) {
+                let _ = done.send(Err(e.clone()));
             }
+        }
+    }
+}
+
+/// The timer's sync under [`Fsync::Interval`]. A failure is only logged: what it covered
+/// was already answered, which is what that setting accepts.
+fn sync(log: &mut Log, counts: &Counts) {
+    let started = Instant::now();
+    match log.sync() {
+        Ok(()) => {
+            counts.syncs.fetch_add(1, Ordering::Relaxed);
+            counts
+                .sync_nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "disk buffer sync failed; data acknowledged in the last interval may not survive a crash of the machine")
         }
     }
 }
@@ -175,7 +298,7 @@ mod tests {
         let mut answers = Vec::new();
         for i in 0..100 {
             let (done, answer) = oneshot::channel();
-            tx.send(Job {
+            tx.send(Job::Commit {
                 payload: Bytes::from(format!("request {i}")),
                 done,
             })
@@ -184,7 +307,7 @@ mod tests {
         }
         drop(tx);
         let counts = Counts::default();
-        run(log, &rx, &counts);
+        run(log, Fsync::Always, &rx, &counts);
         assert_eq!(counts.syncs.load(Ordering::Relaxed), 1);
         assert_eq!(counts.groups.load(Ordering::Relaxed), 1);
         let seqs: Vec<u64> = answers
@@ -198,7 +321,7 @@ mod tests {
     async fn many_writers_share_syncs_and_every_answer_is_durable() {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = Log::open(dir.path(), options()).unwrap();
-        let committer = Committer::start(log).unwrap();
+        let committer = Committer::start(log, Fsync::Always).unwrap();
         // Eight connections, each waiting for its answer before its next request, as a
         // client waiting for acks does.
         let mut tasks = Vec::new();
@@ -248,7 +371,7 @@ mod tests {
             max_bytes: 4 << 10,
         };
         let (log, _) = Log::open(dir.path(), opts).unwrap();
-        let committer = Committer::start(log).unwrap();
+        let committer = Committer::start(log, Fsync::Always).unwrap();
         let p = Bytes::from(vec![b'x'; 1000]);
         let mut ok = 0;
         let err = loop {
@@ -266,7 +389,7 @@ mod tests {
     async fn a_payload_too_large_for_a_record_is_refused_and_the_writer_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = Log::open(dir.path(), options()).unwrap();
-        let committer = Committer::start(log).unwrap();
+        let committer = Committer::start(log, Fsync::Always).unwrap();
         let huge = Bytes::from(vec![0u8; record::MAX_PAYLOAD + 1]);
         let err = committer.commit(huge).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);

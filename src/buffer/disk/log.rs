@@ -153,8 +153,32 @@ impl Log {
         Ok(gone)
     }
 
-    /// Appends one record per payload, and returns once they are durable, with the number of
-    /// the first (the others follow it).
+    /// The most payload bytes one group may hold: half the log, so a group always fits
+    /// once the sinks are past what the log holds.
+    pub fn largest_group(&self) -> usize {
+        usize::try_from(self.options.max_bytes / 2).unwrap_or(usize::MAX)
+    }
+
+    /// Syncs what was appended without a sync. When that fails, the segment is retired as
+    /// after a failed write, and the next group goes to a new one.
+    ///
+    /// # Errors
+    /// The sync failed: what was written since the last one may be lost in a crash of the
+    /// machine.
+    pub fn sync(&mut self) -> io::Result<()> {
+        let Some(w) = &self.active else {
+            return Ok(());
+        };
+        self.stats.syncs += 1;
+        let result = w.sync();
+        if result.is_err() {
+            self.retire(self.next_seq, true)?;
+        }
+        result
+    }
+
+    /// Appends one record per payload, and returns once they are durable (synced when
+    /// `sync`, else written), with the number of the first (the others follow it).
     ///
     /// # Errors
     /// - `StorageFull`: the log is at `max_bytes`, or the disk has no room for a new segment;
@@ -162,14 +186,14 @@ impl Log {
     /// - Any other I/O error: writing the group again into a new segment failed too.
     ///
     /// Either way the records are not durable, and their numbers are given again.
-    pub fn append(&mut self, payloads: &[&[u8]]) -> io::Result<u64> {
+    pub fn append(&mut self, payloads: &[&[u8]], sync: bool) -> io::Result<u64> {
         let first = self.next_seq;
         let mut group = std::mem::take(&mut self.scratch);
         group.clear();
         for (i, p) in payloads.iter().enumerate() {
             record::encode(first + i as u64, p, &mut group);
         }
-        let result = self.write(first, &group);
+        let result = self.write(first, &group, sync);
         self.scratch = group;
         result?;
         self.next_seq += payloads.len() as u64;
@@ -180,19 +204,19 @@ impl Log {
 
     /// Writes and syncs `group` (records from `first` on), rolling to a new segment when the
     /// one being written has no room or fails.
-    fn write(&mut self, first: u64, group: &[u8]) -> io::Result<()> {
+    fn write(&mut self, first: u64, group: &[u8], sync: bool) -> io::Result<()> {
         let need = group.len() as u64;
         if self.active.as_ref().is_none_or(|w| w.room() < need) {
             self.roll(first, need)?;
         }
-        let Err(failed) = self.attempt(group) else {
+        let Err(failed) = self.attempt(group, sync) else {
             return Ok(());
         };
         tracing::warn!(error = %failed, "disk buffer write failed; writing the group again in a new segment");
         self.stats.rewrites += 1;
         self.retire(first, true)?;
         self.roll(first, need)?;
-        if let Err(e) = self.attempt(group) {
+        if let Err(e) = self.attempt(group, sync) {
             // Durable nowhere: the next group starts in a fresh segment, never after this.
             let _ = self.retire(first, true);
             return Err(e);
@@ -202,10 +226,13 @@ impl Log {
 
     /// Appends and syncs `group` to the segment being written. When that fails, the
     /// segment's end goes back to where its last good sync left it.
-    fn attempt(&mut self, group: &[u8]) -> io::Result<()> {
+    fn attempt(&mut self, group: &[u8], sync: bool) -> io::Result<()> {
         let w = self.active.as_mut().expect("a segment to write");
         let good = w.len();
         let result = w.append(group).and_then(|()| {
+            if !sync {
+                return Ok(());
+            }
             #[cfg(test)]
             if self.fail_syncs > 0 {
                 self.fail_syncs -= 1;
@@ -213,7 +240,7 @@ impl Log {
             }
             w.sync()
         });
-        self.stats.syncs += 1;
+        self.stats.syncs += u64::from(sync);
         if result.is_err() {
             w.rewind(good);
         }
@@ -314,14 +341,14 @@ mod tests {
                 .map(|i| format!("group {g} record {i} ").repeat(10).into_bytes())
                 .collect();
             let refs: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
-            let first = log.append(&refs).unwrap();
+            let first = log.append(&refs, true).unwrap();
             for (i, p) in payloads.into_iter().enumerate() {
                 want.push((first + i as u64, p));
             }
         }
         // A group larger than a segment gets a segment of its own size.
         let big = vec![b'b'; 20 << 10];
-        let first = log.append(&[&big]).unwrap();
+        let first = log.append(&[&big], true).unwrap();
         want.push((first, big));
         let stats = log.stats();
         assert_eq!((stats.groups, stats.syncs, stats.rewrites), (51, 51, 0));
@@ -336,7 +363,7 @@ mod tests {
         let (mut log, recovered) = Log::open(dir.path(), options()).unwrap();
         assert!(recovered.cut.is_none() && recovered.quarantined.is_empty());
         assert_eq!(log.next_seq(), want.len() as u64 + 1, "numbering goes on");
-        log.append(&[b"after"]).unwrap();
+        log.append(&[b"after"], true).unwrap();
         let all = read_back(dir.path());
         assert_eq!(
             all.last().unwrap(),
@@ -352,7 +379,7 @@ mod tests {
         let p = vec![b'x'; 1000];
         let mut n = 0;
         let err = loop {
-            match log.append(&[&p]) {
+            match log.append(&[&p], true) {
                 Ok(_) => n += 1,
                 Err(e) => break e,
             }
@@ -374,7 +401,7 @@ mod tests {
         let opts = three_small_segments();
         let (mut log, _) = Log::open(dir.path(), opts).unwrap();
         let p = vec![b'x'; 1000];
-        while log.append(&[&p]).is_ok() {}
+        while log.append(&[&p], true).is_ok() {}
         assert_eq!((log.oldest_seq(), log.next_seq()), (1, 13));
         // Cursors at 6: the first segment (1..=4) is behind them all, the second (5..=8) not.
         let mut es = super::super::cursor::Cursor::open(dir.path(), "es").unwrap();
@@ -382,7 +409,7 @@ mod tests {
         assert_eq!(log.trim(es.seq()).unwrap(), 1);
         assert_eq!(log.oldest_seq(), 5);
         assert_eq!(log.trim(6).unwrap(), 0, "nothing more is wholly behind");
-        log.append(&[&p]).unwrap();
+        log.append(&[&p], true).unwrap();
         drop(log);
         let seqs: Vec<u64> = read_back(dir.path()).iter().map(|r| r.0).collect();
         assert_eq!(seqs, (5..=13).collect::<Vec<_>>());
@@ -397,7 +424,7 @@ mod tests {
                 let p: Vec<Vec<u8>> = (0..3)
                     .map(|i| format!("{:>100}", from + g * 3 + i).into_bytes())
                     .collect();
-                log.append(&p.iter().map(|p| &p[..]).collect::<Vec<_>>())
+                log.append(&p.iter().map(|p| &p[..]).collect::<Vec<_>>(), true)
             })
             .collect()
     }

@@ -145,7 +145,7 @@ impl Tail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::disk::commit::Committer;
+    use crate::buffer::disk::commit::{Committer, Fsync};
     use crate::buffer::disk::log::{Log, Options};
     use bytes::Bytes;
     use std::sync::atomic::Ordering;
@@ -171,7 +171,7 @@ mod tests {
         let (mut log, _) = Log::open(dir.path(), options()).unwrap();
         let payload = |i: u64| format!("{i:>500}").into_bytes();
         for i in 1..=40 {
-            log.append(&[&payload(i)]).unwrap();
+            log.append(&[&payload(i)], true).unwrap();
         }
         assert!(log.segments() > 3);
         let mut tail = Tail::new(dir.path(), 10);
@@ -196,7 +196,7 @@ mod tests {
     async fn a_tail_follows_the_segment_being_written_as_commits_land() {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = Log::open(dir.path(), options()).unwrap();
-        let committer = Committer::start(log).unwrap();
+        let committer = Committer::start(log, Fsync::Always).unwrap();
         let durable = || committer.counts().durable.load(Ordering::Acquire);
         let mut tail = Tail::new(dir.path(), 1);
         assert!(tail.next(durable()).unwrap().is_none(), "nothing yet");
