@@ -47,6 +47,9 @@ pub struct Entry {
     pub events: usize,
     _bytes: OwnedSemaphorePermit,
     _events: OwnedSemaphorePermit,
+    /// With the disk buffer: keeps the log record the batch came from needed by this sink
+    /// until the sink is finished with the batch.
+    _mark: Option<disk::progress::Mark>,
     queue: Arc<Shared>,
     bytes: usize,
 }
@@ -141,6 +144,20 @@ impl QueueSender {
         selection: Selection,
         events: usize,
     ) -> Result<(), Closed> {
+        self.push_marked(batch, selection, events, None).await
+    }
+
+    /// [`QueueSender::push`] of a batch read from the disk buffer, with its `mark`.
+    ///
+    /// # Cancel safety
+    /// As `push`.
+    pub async fn push_marked(
+        &self,
+        batch: Arc<Batch>,
+        selection: Selection,
+        events: usize,
+        mark: Option<disk::progress::Mark>,
+    ) -> Result<(), Closed> {
         let s = &self.shared;
         let bytes = batch.size + ENTRY_BYTES + events * SLOT_BYTES;
         let want_bytes = (bytes as u64).clamp(1, u64::from(s.max_bytes)) as u32;
@@ -165,6 +182,7 @@ impl QueueSender {
             events,
             _bytes: b,
             _events: e,
+            _mark: mark,
             queue: self.shared.clone(),
             bytes,
         };
@@ -197,6 +215,34 @@ pub struct Route {
     pub queue: QueueSender,
 }
 
+impl Route {
+    /// Which of `batch`'s tags this sink matches, one flag per tag.
+    fn mask(&self, batch: &Batch) -> Vec<bool> {
+        batch
+            .tags
+            .iter()
+            .map(|t| self.patterns.iter().any(|p| p.matches(t)))
+            .collect()
+    }
+
+    /// What this sink takes of `batch`: its selection and how many events, or `None`.
+    pub fn select(&self, batch: &Batch) -> Option<(Selection, usize)> {
+        plan(self.mask(batch), batch)
+    }
+}
+
+/// The selection a tag mask makes of `batch`, and its events; `None` when it takes none.
+fn plan(mask: Vec<bool>, batch: &Batch) -> Option<(Selection, usize)> {
+    if mask.iter().all(|m| *m) {
+        Some((None, batch.events.len()))
+    } else if mask.iter().any(|m| *m) {
+        let n = batch.events.iter().filter(|e| mask[e.tag as usize]).count();
+        Some((Some(Arc::from(mask)), n))
+    } else {
+        None
+    }
+}
+
 /// Sends each batch to every sink whose patterns match some of its tags.
 #[derive(Debug, Clone)]
 pub struct Router {
@@ -227,19 +273,12 @@ impl Router {
         let mut wanted = vec![false; batch.tags.len()];
         let mut plans = Vec::with_capacity(self.routes.len());
         for (i, route) in self.routes.iter().enumerate() {
-            let mask: Vec<bool> = batch
-                .tags
-                .iter()
-                .map(|t| route.patterns.iter().any(|p| p.matches(t)))
-                .collect();
+            let mask = route.mask(&batch);
             for (w, m) in wanted.iter_mut().zip(&mask) {
                 *w |= m;
             }
-            if mask.iter().all(|m| *m) {
-                plans.push((i, None, batch.events.len()));
-            } else if mask.iter().any(|m| *m) {
-                let n = batch.events.iter().filter(|e| mask[e.tag as usize]).count();
-                plans.push((i, Some(Arc::from(mask)), n));
+            if let Some((selection, events)) = plan(mask, &batch) {
+                plans.push((i, selection, events));
             }
         }
         if !wanted.iter().all(|w| *w) {

@@ -17,6 +17,8 @@
 //! - [`tail`]: reading the log in order from a cursor, across segments, below the durable
 //!   frontier, on into the segment being written: what replay and a sink reading from disk
 //!   use.
+//! - [`progress`]: how far each sink has got: the first record its reader has not read,
+//!   enrichment still holds, or its queue has not finished with; what its cursor stores.
 //! - [`payload`]: what a record holds: what a source accepted from one read of one stream,
 //!   before enrichment, so replay rebuilds what enrichment held back by running it again.
 //!
@@ -29,6 +31,7 @@ pub mod commit;
 pub mod cursor;
 pub mod log;
 pub mod payload;
+pub mod progress;
 pub mod record;
 pub mod segment;
 pub mod tail;
