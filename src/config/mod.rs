@@ -16,6 +16,7 @@
 //! The built-in default ([`DEFAULT`]) is also `config/default.toml`, so what runs with no
 //! arguments is an example a user can copy.
 
+pub mod buffer;
 mod interpolate;
 pub mod memory;
 mod spanned;
@@ -67,6 +68,7 @@ impl std::error::Error for Error {}
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub global: Global,
+    pub buffer: buffer::Buffer,
     pub enrich: crate::pipeline::Options,
     /// How JSON lines appear in records the sinks write.
     pub shape: crate::sink::jsonl::Shape,
@@ -278,6 +280,8 @@ pub struct Global {
     /// byte bound may hold together.
     pub queue_memory_percent: f64,
     pub max_queue_events: u64,
+    /// Where Outrigger keeps its state: the disk buffer (under `buffer/`).
+    pub data_dir: PathBuf,
     /// What every source together may hold before its data is queued (read buffers beyond
     /// 4 KiB per connection, requests arriving, inflated payloads, batches waiting for queue
     /// room, split lines); unset, sized from the memory limit ([`memory`]).
@@ -305,6 +309,7 @@ impl Default for Global {
             queue_memory_percent: 25.0,
             max_queue_events: 100_000,
             max_input_buffer_bytes: None,
+            data_dir: PathBuf::from("/var/lib/outrigger"),
         }
     }
 }
@@ -378,6 +383,11 @@ pub struct Forward {
     /// Close a connection whose request takes longer than this to arrive in full.
     #[serde(default = "Forward::default_frame_timeout_secs")]
     pub frame_timeout_secs: u64,
+    /// When a request is acknowledged (see [`buffer::Ack`]); unset, what the buffer can
+    /// promise: `queued` with the memory buffer, `durable` with the disk buffer. Always set
+    /// once the configuration is read.
+    #[serde(default)]
+    pub ack: Option<buffer::Ack>,
 }
 
 impl Forward {
@@ -535,6 +545,8 @@ struct Document {
     #[serde(default)]
     telemetry: Option<Spanned<Table>>,
     #[serde(default)]
+    buffer: Option<Spanned<Table>>,
+    #[serde(default)]
     sources: BTreeMap<String, Spanned<Table>>,
     #[serde(default)]
     sinks: BTreeMap<String, Spanned<Table>>,
@@ -671,9 +683,20 @@ impl Parser<'_> {
             }
             None => telemetry::Telemetry::default(),
         };
+        let buffer: buffer::Buffer = match doc.buffer {
+            Some(b) => {
+                let at = b.span().start;
+                let b: buffer::Buffer = self.typed("buffer", at, b.into_inner())?;
+                if let Err((key, message)) = b.check() {
+                    return Err(self.error(Some(at), Some(format!("buffer.{key}")), message));
+                }
+                b
+            }
+            None => buffer::Buffer::default(),
+        };
         let mut sources = Vec::new();
         for (name, table) in doc.sources {
-            sources.push(self.source(name, table)?);
+            sources.push(self.source(name, table, &buffer)?);
         }
         let mut sinks = Vec::new();
         for (name, table) in doc.sinks {
@@ -687,6 +710,7 @@ impl Parser<'_> {
         }
         Ok(Settings {
             global,
+            buffer,
             shape: enrich.shape(),
             enrich: enrich.options(),
             sources,
@@ -726,15 +750,24 @@ impl Parser<'_> {
         Ok(format!("{section}.{name}"))
     }
 
-    fn source(&self, name: String, table: Spanned<Table>) -> Result<Source, Error> {
+    fn source(
+        &self,
+        name: String,
+        table: Spanned<Table>,
+        buffer: &buffer::Buffer,
+    ) -> Result<Source, Error> {
         let at = table.span().start;
         let path = self.check_name("sources", &name, at)?;
         let mut table = table.into_inner();
         let (kind, kind_at) = self.kind(&path, at, &mut table)?;
         let kind = match kind.as_str() {
             "forward" => {
-                let f: Forward = self.typed(&path, at, table)?;
+                let mut f: Forward = self.typed(&path, at, table)?;
                 self.check_forward(&path, at, &f)?;
+                let ack = *f.ack.get_or_insert(buffer::Ack::default_for(buffer));
+                if let Err(message) = ack.check(buffer) {
+                    return Err(self.error(Some(at), Some(format!("{path}.ack")), message));
+                }
                 SourceKind::Forward(f)
             }
             other => {
@@ -1111,6 +1144,42 @@ mod tests {
         assert_eq!(e.line, Some(1));
         let e = parse_str("[bogus]\n").unwrap_err();
         assert!(e.message.contains("unknown field `bogus`"), "{e}");
+    }
+
+    #[test]
+    fn the_disk_buffer_makes_acks_durable_and_refuses_what_it_cannot_promise() {
+        let with = |buffer: &str, ack: &str| {
+            parse_str(&format!(
+                "{buffer}\n[sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n{ack}\n\
+                 [sinks.out]\ntype = \"stdout\"\n"
+            ))
+        };
+        let ack = |s: &Settings| match &s.sources[0].kind {
+            SourceKind::Forward(f) => f.ack,
+        };
+        let memory = with("", "").unwrap();
+        assert!(!memory.buffer.is_disk());
+        assert_eq!(ack(&memory), Some(buffer::Ack::Queued));
+        let disk = "[buffer]\ntype = \"disk\"\nmax_bytes = 1048576\nfsync = \"interval\"";
+        let d = with(disk, "").unwrap();
+        assert!(d.buffer.is_disk());
+        assert_eq!(d.buffer.fsync, buffer::FsyncMode::Interval);
+        assert_eq!(d.buffer.segment_bytes(), 128 << 10);
+        assert_eq!(ack(&d), Some(buffer::Ack::Durable));
+        assert_eq!(
+            ack(&with(disk, "ack = \"delivered\"").unwrap()),
+            Some(buffer::Ack::Delivered)
+        );
+        let e = with(disk, "ack = \"queued\"").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sources.in.ack"));
+        let e = with("", "ack = \"durable\"").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sources.in.ack"));
+        assert!(e.message.contains("buffer.type"), "{}", e.message);
+        let e = with("[buffer]\ntype = \"disk\"\nmax_bytes = 1000", "").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("buffer.max_bytes"));
+        assert_eq!(e.line, Some(1));
+        let e = with("[buffer]\ntype = \"tape\"", "").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("buffer.type"), "{e}");
     }
 
     #[test]
