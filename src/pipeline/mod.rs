@@ -206,6 +206,15 @@ impl Enricher {
     }
 
     /// When held lines must be flushed even if no more input arrives.
+    /// When the oldest line held began.
+    fn oldest(&self) -> Option<Instant> {
+        let m = self.multiline.as_ref().and_then(|m| m.oldest());
+        match (self.partial.oldest(), m) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn deadline(&self) -> Option<Instant> {
         let m = self.multiline.as_ref().and_then(|m| m.deadline());
         match (self.partial.deadline(), m) {

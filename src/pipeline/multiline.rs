@@ -63,6 +63,11 @@ impl Joiner {
         }
     }
 
+    /// When the oldest held block began.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.blocks.iter().map(|b| b.since).min()
+    }
+
     pub fn deadline(&self) -> Option<Instant> {
         self.blocks
             .iter()

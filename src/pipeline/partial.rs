@@ -110,6 +110,11 @@ impl Reassembler {
             .sum()
     }
 
+    /// When the oldest pending line began.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.pending.iter().map(|p| p.since).min()
+    }
+
     /// When the oldest pending line times out.
     pub fn deadline(&self) -> Option<Instant> {
         self.pending

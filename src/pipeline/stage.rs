@@ -97,6 +97,16 @@ impl Stage {
         (!batch.is_empty()).then_some(batch)
     }
 
+    /// When held lines are due, if any are held.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.enricher.as_ref().and_then(Enricher::deadline)
+    }
+
+    /// When the oldest line held began to be held: everything the stage holds arrived since.
+    pub fn held_since(&self) -> Option<std::time::Instant> {
+        self.enricher.as_ref().and_then(Enricher::oldest)
+    }
+
     /// Bytes held in split lines being joined: the source charges them to its memory.
     pub fn held_bytes(&self) -> usize {
         self.enricher.as_ref().map_or(0, Enricher::held_bytes)

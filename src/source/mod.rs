@@ -8,18 +8,77 @@
 
 pub mod budget;
 pub mod forward;
+pub mod replay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 
 use crate::buffer::Router;
+use crate::buffer::disk::commit::Committer;
+use crate::buffer::disk::progress::Progress;
 use crate::config::SourceKind;
+use crate::config::buffer::Ack;
 use crate::pipeline;
 use crate::shutdown::Shutdown;
 use crate::telemetry::SourceMetrics;
 use budget::Budget;
+
+/// Where a source hands over what it accepted.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// The sinks' queues (the memory buffer): acknowledged once every matching queue took it.
+    Queues(Router),
+    /// The disk buffer's log, which the sinks read ([`replay`]).
+    Log(Log),
+}
+
+/// A source's side of the disk buffer.
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub committer: Committer,
+    /// `durable` or `delivered`.
+    pub ack: Ack,
+    /// Every sink's progress, for `ack = "delivered"`.
+    pub sinks: Arc<[Arc<Progress>]>,
+    /// Stream numbers: this start's in the high half, a count in the low (see [`Log::new`]).
+    streams: Arc<AtomicU64>,
+}
+
+impl Log {
+    /// `boot` tells this start's streams from the earlier starts' in the log: the log's next
+    /// record number at the start (any start that wrote a record moved it on).
+    pub fn new(committer: Committer, ack: Ack, sinks: Arc<[Arc<Progress>]>, boot: u64) -> Log {
+        Log {
+            committer,
+            ack,
+            sinks,
+            streams: Arc::new(AtomicU64::new(boot << 32)),
+        }
+    }
+
+    /// A number for a new stream (connection), unique in the log.
+    pub fn stream(&self) -> u64 {
+        self.streams.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Waits until every sink has finished with record `seq`.
+    pub async fn delivered(&self, seq: u64) {
+        for p in self.sinks.iter() {
+            loop {
+                let moved = p.moved.notified();
+                tokio::pin!(moved);
+                moved.as_mut().enable();
+                if p.done() > seq {
+                    break;
+                }
+                moved.await;
+            }
+        }
+    }
+}
 
 /// A source bound to its inputs, ready to run.
 pub enum Source {
@@ -59,16 +118,29 @@ impl Source {
     pub async fn bind(
         name: &str,
         kind: &SourceKind,
-        router: Router,
+        output: Output,
         budget: Budget,
         metrics: SourceMetrics,
         enrich: Option<(Arc<pipeline::Settings>, pipeline::Metrics)>,
     ) -> anyhow::Result<Source> {
         Ok(match kind {
             SourceKind::Forward(f) => Source::Forward(
-                forward::Forward::bind(name, f, router, budget, metrics, enrich).await?,
+                forward::Forward::bind(name, f, output, budget, metrics, enrich).await?,
             ),
         })
+    }
+
+    /// How the disk buffer's records of a source of this kind are read back.
+    pub fn replay_spec(
+        kind: &SourceKind,
+        enrich: Option<(Arc<pipeline::Settings>, pipeline::Metrics)>,
+    ) -> replay::Spec {
+        match kind {
+            SourceKind::Forward(f) => replay::Spec {
+                decode: forward::decode_options(f),
+                enrich,
+            },
+        }
     }
 
     /// The kind, for logs.
@@ -93,7 +165,7 @@ impl Source {
     }
 
     /// Runs until `shutdown` turns true, then drains: returns once everything the source
-    /// accepted has been handed to the router, dropping its router handle.
+    /// accepted has been handed over, dropping its router handle.
     pub async fn run(self, shutdown: Shutdown) {
         match self {
             Source::Forward(f) => f.run(shutdown).await,

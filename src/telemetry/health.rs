@@ -31,6 +31,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::buffer::QueueGauges;
+use crate::buffer::disk::commit::Counts;
 
 /// How often a waiting task is woken to show it is still scheduled. `stuck_after` must be
 /// several of these, so a late tick never reads as stuck.
@@ -50,6 +51,8 @@ pub struct Health {
     draining: AtomicBool,
     tasks: Mutex<Vec<Arc<Beat>>>,
     queues: Mutex<Vec<Watched>>,
+    /// The disk buffer's writer and `buffer.max_bytes`, when there is one.
+    buffer: Mutex<Option<(Arc<Counts>, u64)>>,
 }
 
 /// One watched task's heartbeat.
@@ -81,6 +84,7 @@ impl Health {
             draining: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
             queues: Mutex::new(Vec::new()),
+            buffer: Mutex::new(None),
         }
     }
 
@@ -102,6 +106,12 @@ impl Health {
             max_bytes: max_bytes.max(1),
             max_events: max_events.max(1),
         });
+    }
+
+    /// Counts the disk buffer in readiness: not ready while it cannot write, or holds at
+    /// least `high_water` of `max_bytes`.
+    pub fn watch_buffer(&self, counts: Arc<Counts>, max_bytes: u64) {
+        *self.buffer.lock().unwrap() = Some((counts, max_bytes.max(1)));
     }
 
     /// Wraps a pipeline task so that liveness sees it: its heartbeat is refreshed whenever the
@@ -190,6 +200,22 @@ impl Health {
                         fill * 100.0
                     );
                 }
+            }
+        }
+        if let Some((counts, max)) = &*self.buffer.lock().unwrap() {
+            if let Some(e) = &*counts.failing.lock().unwrap() {
+                sep(&mut why);
+                let _ = write!(why, "disk buffer cannot write: {e}");
+            }
+            let bytes = counts.bytes.load(Ordering::Relaxed);
+            let fill = bytes as f64 / *max as f64;
+            if fill >= self.high_water {
+                sep(&mut why);
+                let _ = write!(
+                    why,
+                    "disk buffer at {:.0}% of buffer.max_bytes ({bytes} of {max} bytes)",
+                    fill * 100.0
+                );
             }
         }
         if why.is_empty() { Ok(()) } else { Err(why) }

@@ -64,6 +64,27 @@ pub struct Metrics {
     enrich_partial: Family<ComponentOutcome, Counter>,
     enrich_multiline: Counters,
     input: crate::source::budget::BudgetMetrics,
+    source_buffer_waits: Counters,
+    buffer: BufferMetrics,
+    sink_buffer_records: Gauges,
+}
+
+/// The disk buffer's own numbers, copied from the log's writer by the cursor keeper.
+#[derive(Debug, Clone, Default)]
+pub struct BufferMetrics {
+    pub bytes: Gauge,
+    pub max_bytes: Gauge,
+    pub segments: Gauge,
+    pub records: Gauge,
+    pub syncs: Counter,
+    pub sync_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    pub write_errors: Counter,
+    pub damaged: Family<Reason, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -119,6 +140,9 @@ impl Metrics {
             enrich_partial: Default::default(),
             enrich_multiline: Default::default(),
             input: Default::default(),
+            source_buffer_waits: Default::default(),
+            buffer: Default::default(),
+            sink_buffer_records: Default::default(),
         };
         // Counters get `_total` appended by the encoder.
         registry.register(
@@ -253,6 +277,55 @@ impl Metrics {
             "Times a connection waited for room in the input budget before reading",
             m.input.waits.clone(),
         );
+        registry.register(
+            "source_buffer_waits",
+            "Times a connection held a request because the disk buffer could not take it \
+             (full, or failing to write)",
+            m.source_buffer_waits.clone(),
+        );
+        let b = &m.buffer;
+        registry.register(
+            "buffer_bytes",
+            "Disk buffer: bytes its segments take",
+            b.bytes.clone(),
+        );
+        registry.register(
+            "buffer_max_bytes",
+            "Disk buffer: buffer.max_bytes",
+            b.max_bytes.clone(),
+        );
+        registry.register(
+            "buffer_segments",
+            "Disk buffer: segment files",
+            b.segments.clone(),
+        );
+        registry.register(
+            "buffer_records",
+            "Disk buffer: records it keeps",
+            b.records.clone(),
+        );
+        registry.register("buffer_syncs", "Disk buffer: syncs", b.syncs.clone());
+        registry.register(
+            "buffer_sync_seconds",
+            "Disk buffer: time spent in syncs (divide by buffer_syncs for the mean)",
+            b.sync_seconds.clone(),
+        );
+        registry.register(
+            "buffer_write_errors",
+            "Disk buffer: requests a write or sync failed for (held and retried, never acknowledged)",
+            b.write_errors.clone(),
+        );
+        registry.register(
+            "buffer_damaged_segments",
+            "Disk buffer: damaged segments found at start, by what was done (cut: the newest, \
+             at its first bad record; quarantined: an older one, set aside)",
+            b.damaged.clone(),
+        );
+        registry.register(
+            "sink_buffer_records",
+            "Disk buffer records a sink has not finished with",
+            m.sink_buffer_records.clone(),
+        );
         let mut process = Registry::default();
         process.register_collector(Box::new(super::process::Process));
         Metrics {
@@ -275,9 +348,22 @@ impl Metrics {
             open_connections: self.source_open_connections.get_or_create_owned(&c),
             acks: self.source_acks.get_or_create_owned(&c),
             unrouted: self.unrouted.get_or_create_owned(&c),
+            buffer_waits: self.source_buffer_waits.get_or_create_owned(&c),
             rejected: self.source_rejected.clone(),
             connection_errors: self.source_connection_errors.clone(),
         }
+    }
+
+    /// The disk buffer's metrics.
+    pub fn buffer(&self) -> &BufferMetrics {
+        &self.buffer
+    }
+
+    /// Records of the disk buffer sink `name` has not finished with.
+    pub fn sink_buffer_records(&self, name: &str) -> Gauge {
+        self.sink_buffer_records.get_or_create_owned(&Component {
+            component: name.to_string(),
+        })
     }
 
     /// The sources' input budget's gauges and counter.
@@ -371,6 +457,7 @@ pub struct SourceMetrics {
     pub open_connections: Gauge,
     pub acks: Counter,
     pub unrouted: Counter,
+    pub buffer_waits: Counter,
     rejected: ReasonCounters,
     connection_errors: ReasonCounters,
 }

@@ -1,17 +1,224 @@
-//! `outrigger buffer dump`: the disk buffer's records as the events they hold. Here, not in
-//! [`crate::buffer::disk`], because reading a record's events takes its source's decoder, and
-//! the buffer knows no source.
+//! The disk buffer as the topology runs it: opened at the start ([`open`]), each sink's
+//! cursor kept in step with its progress ([`Keeper`]); and `outrigger buffer dump`, the
+//! records as the events they hold. Here, not in [`crate::buffer::disk`], because the buffer
+//! knows no source (reading a record's events takes its source's decoder) and no metrics.
 
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use anyhow::Context as _;
 use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
 
+use crate::buffer::disk::commit::{Committer, Counts, Fsync};
+use crate::buffer::disk::cursor::Cursor;
+use crate::buffer::disk::log::{Log, Options as LogOptions};
 use crate::buffer::disk::payload::{Kind, Payload};
+use crate::buffer::disk::progress::Progress;
 use crate::buffer::disk::segment::{self, Reader, Step};
+use crate::config::buffer::{Buffer, FsyncMode};
 use crate::event::Batch;
+use crate::shutdown::Shutdown;
 use crate::sink::jsonl::{self, Shape, TimeCache};
 use crate::source::forward::decode::{self, Options, Skipped};
+use crate::telemetry::metrics::BufferMetrics;
+
+/// How often cursors are moved up to their sinks' progress (each move is a few syncs). What
+/// a sink delivered in the last interval before a crash is sent again after it.
+pub const CURSOR_EVERY: Duration = Duration::from_millis(250);
+
+/// The disk buffer, open.
+pub struct Disk {
+    pub dir: PathBuf,
+    pub committer: Committer,
+    /// The log's next record number at this start.
+    pub boot: u64,
+    /// Each sink's cursor and progress, in the configuration's order.
+    pub sinks: Vec<(String, Cursor, Arc<Progress>)>,
+}
+
+/// Opens the log in `data_dir/buffer` (recovering it after a crash), starts its writer and
+/// reads each sink's cursor.
+///
+/// # Errors
+/// The directory cannot be made, read or written, or a segment cannot be repaired.
+pub fn open(
+    data_dir: &Path,
+    buffer: &Buffer,
+    sinks: &[&str],
+    metrics: &BufferMetrics,
+) -> anyhow::Result<Disk> {
+    let dir = data_dir.join(crate::buffer::disk::DIR);
+    let options = LogOptions {
+        segment_bytes: buffer.segment_bytes(),
+        max_bytes: buffer.max_bytes,
+    };
+    let (log, recovered) = Log::open(&dir, options).with_context(|| {
+        format!(
+            "global.data_dir: opening the disk buffer in {} (it must be writable by this user)",
+            dir.display()
+        )
+    })?;
+    if let Some((at, damage)) = &recovered.cut {
+        metrics
+            .damaged
+            .get_or_create(&crate::telemetry::metrics::Reason { reason: "cut" })
+            .inc();
+        tracing::warn!(
+            at_byte = at,
+            damage = damage.as_str(),
+            "disk buffer: the newest segment ended in a torn or damaged record; cut there (nothing after it was acknowledged)"
+        );
+    }
+    for (q, damage) in &recovered.quarantined {
+        metrics
+            .damaged
+            .get_or_create(&crate::telemetry::metrics::Reason {
+                reason: "quarantined",
+            })
+            .inc();
+        tracing::error!(segment = %q.display(), damage = damage.as_str(), "disk buffer: a damaged segment was set aside as .quarantined; the records after the damage in it are not sent");
+    }
+    let boot = log.next_seq();
+    let oldest = log.oldest_seq();
+    tracing::info!(dir = %dir.display(), segments = log.segments(), records = boot - oldest, bytes = log.bytes(), "disk buffer opened");
+    metrics.max_bytes.set(buffer.max_bytes as i64);
+    let fsync = match buffer.fsync {
+        FsyncMode::Always => Fsync::Always,
+        FsyncMode::Interval => Fsync::Interval(Duration::from_millis(buffer.interval_ms)),
+        FsyncMode::Never => Fsync::Never,
+    };
+    let committer = Committer::start(log, fsync).context("starting the disk buffer's writer")?;
+    let mut places = Vec::new();
+    for name in sinks {
+        let cursor = Cursor::open(&dir, name)
+            .with_context(|| format!("sinks.{name}: reading its disk buffer cursor"))?;
+        let progress = Progress::new(cursor.seq().max(oldest));
+        places.push((name.to_string(), cursor, progress));
+    }
+    Ok(Disk {
+        dir,
+        committer,
+        boot,
+        sinks: places,
+    })
+}
+
+/// Moves each sink's cursor up to its progress, then trims what every cursor is past, and
+/// copies the writer's numbers to the metrics.
+pub struct Keeper {
+    pub committer: Committer,
+    pub cursors: Vec<Cursor>,
+    pub progress: Vec<Arc<Progress>>,
+    /// Each sink's records not finished with.
+    pub unsent: Vec<Gauge>,
+    pub metrics: BufferMetrics,
+    /// What the writer's counts said at the last step, for the counters' increments.
+    last: (u64, u64, u64),
+}
+
+impl Keeper {
+    pub fn new(
+        committer: Committer,
+        places: Vec<(Cursor, Arc<Progress>, Gauge)>,
+        metrics: BufferMetrics,
+    ) -> Keeper {
+        let mut k = Keeper {
+            committer,
+            cursors: Vec::new(),
+            progress: Vec::new(),
+            unsent: Vec::new(),
+            metrics,
+            last: (0, 0, 0),
+        };
+        for (c, p, g) in places {
+            k.cursors.push(c);
+            k.progress.push(p);
+            k.unsent.push(g);
+        }
+        k
+    }
+
+    /// Steps every [`CURSOR_EVERY`] until `stop`, then once more.
+    pub async fn run(mut self, mut stop: Shutdown) -> Keeper {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(CURSOR_EVERY) => {}
+                () = stop.started() => break,
+            }
+            self.step().await;
+        }
+        self.step().await;
+        self
+    }
+
+    /// One round: cursors synced first, then the trim that relies on them.
+    pub async fn step(&mut self) {
+        let done: Vec<u64> = self.progress.iter().map(|p| p.done()).collect();
+        let mut cursors = std::mem::take(&mut self.cursors);
+        let moved = tokio::task::spawn_blocking(move || {
+            let mut result = Ok(());
+            for (c, d) in cursors.iter_mut().zip(&done) {
+                if *d > c.seq()
+                    && let Err(e) = c.advance(*d)
+                {
+                    result = Err(e);
+                }
+            }
+            (cursors, result)
+        })
+        .await;
+        let Ok((cursors, result)) = moved else {
+            return;
+        };
+        self.cursors = cursors;
+        match result {
+            Ok(()) => {
+                if let Some(low) = self.cursors.iter().map(Cursor::seq).min() {
+                    self.committer.trim(low);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "disk buffer: saving a sink's cursor failed; nothing is deleted until it is saved")
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        let c: &Counts = self.committer.counts();
+        let durable = c.durable.load(Ordering::Acquire);
+        let m = &self.metrics;
+        m.bytes.set(c.bytes.load(Ordering::Relaxed) as i64);
+        m.segments.set(c.segments.load(Ordering::Relaxed) as i64);
+        m.records
+            .set(durable.saturating_sub(c.oldest.load(Ordering::Relaxed)) as i64);
+        let now = (
+            c.syncs.load(Ordering::Relaxed),
+            c.sync_nanos.load(Ordering::Relaxed),
+            c.failed.load(Ordering::Relaxed),
+        );
+        m.syncs.inc_by(now.0 - self.last.0);
+        m.sync_seconds.inc_by((now.1 - self.last.1) as f64 / 1e9);
+        m.write_errors.inc_by(now.2 - self.last.2);
+        self.last = now;
+        for (g, p) in self.unsent.iter().zip(&self.progress) {
+            g.set(durable.saturating_sub(p.done()) as i64);
+        }
+    }
+
+    /// Records each sink has not finished with, by cursor: what the next start sends.
+    pub fn left(&self) -> Vec<u64> {
+        let durable = self.committer.counts().durable.load(Ordering::Acquire);
+        self.cursors
+            .iter()
+            .map(|c| durable.saturating_sub(c.seq()))
+            .collect()
+    }
+}
 
 /// What a dump went through.
 #[derive(Debug, Default, PartialEq, Eq)]

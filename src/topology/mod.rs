@@ -15,20 +15,23 @@
 pub mod buffer;
 mod signal;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use tokio::task::JoinSet;
 
+use crate::buffer::disk::progress::Progress;
 use crate::buffer::{Pattern, Queue, QueueGauges, Route, Router};
-use crate::config::{self, ExportSink, Settings, SinkKind};
+use crate::config::{self, ExportSink, Settings, SinkKind, SourceKind};
 use crate::shutdown::{self, Trigger};
 use crate::sink::{Sink, jsonl};
-use crate::source::Source;
 use crate::source::budget::Budget;
+use crate::source::replay::Replay;
+use crate::source::{Output, Source};
 use crate::telemetry::Metrics;
 use crate::telemetry::admin;
 use crate::telemetry::health::Health;
@@ -48,6 +51,14 @@ pub struct Running {
     /// Begins the drain; every source and connection listens for it.
     stop: Trigger,
     sources: JoinSet<()>,
+    /// With the disk buffer: each sink's reader of the log.
+    readers: JoinSet<()>,
+    /// Tells the readers the sources are done: read to the end of the log, then stop.
+    finish: Trigger,
+    /// With the disk buffer: the cursor keeper, its stop, and each sink's progress.
+    keeper: Option<(Trigger, tokio::task::JoinHandle<buffer::Keeper>)>,
+    progress: Vec<Arc<Progress>>,
+    sink_names: Vec<String>,
     sinks: JoinSet<()>,
     /// Aborted once the drain is over: probes must get answers while it runs.
     admin_task: Option<tokio::task::JoinHandle<()>>,
@@ -198,6 +209,32 @@ pub async fn start_with(
     );
     let telemetry = SelfTelemetry::start(&settings.telemetry.otlp, metrics.clone())?;
 
+    let sink_names: Vec<String> = settings.sinks.iter().map(|s| s.name.clone()).collect();
+    let disk = if settings.buffer.is_disk() {
+        let names: Vec<&str> = sink_names.iter().map(String::as_str).collect();
+        let d = buffer::open(&global.data_dir, &settings.buffer, &names, metrics.buffer())?;
+        health.watch_buffer(d.committer.counts().clone(), settings.buffer.max_bytes);
+        Some(d)
+    } else {
+        None
+    };
+    let enrich = crate::pipeline::Settings::new(&settings.enrich).map(|mut s| {
+        s.members = reads_members(settings);
+        Arc::new(s)
+    });
+    let enrich_of = |source: &str| enrich.as_ref().map(|s| (s.clone(), metrics.enrich(source)));
+    // How each source's records in the disk buffer are read back.
+    let specs: HashMap<Bytes, crate::source::replay::Spec> = settings
+        .sources
+        .iter()
+        .map(|s| {
+            let spec = Source::replay_spec(&s.kind, enrich_of(&s.name));
+            (Bytes::from(s.name.clone()), spec)
+        })
+        .collect();
+    let (finish, finish_rx) = shutdown::channel();
+    let mut readers = JoinSet::new();
+
     let mut sinks = JoinSet::new();
     let mut routes = Vec::new();
     let mut queues = Vec::new();
@@ -231,16 +268,36 @@ pub async fn start_with(
         let (tx, rx) = Queue::bounded(max_bytes, cfg.max_queue_events, m.queue.clone());
         m.queue_max_bytes.set(max_bytes as i64);
         m.queue_max_events.set(cfg.max_queue_events as i64);
-        health.watch_queue(&cfg.name, m.queue.clone(), max_bytes, cfg.max_queue_events);
         let patterns = cfg
             .patterns
             .iter()
             .map(|p| Pattern::parse(p).map_err(anyhow::Error::msg))
             .collect::<anyhow::Result<_>>()?;
-        routes.push(Route {
+        let route = Route {
             patterns,
             queue: tx,
-        });
+        };
+        match &disk {
+            // A full queue is the disk's to absorb: readiness watches the buffer instead.
+            Some(d) => {
+                let (_, _, progress) = &d.sinks[queues.len()];
+                let replay = Replay {
+                    sink: cfg.name.clone(),
+                    dir: d.dir.clone(),
+                    counts: d.committer.counts().clone(),
+                    progress: progress.clone(),
+                    from: progress.done(),
+                    route,
+                    sources: specs.clone(),
+                };
+                let task = replay.run(finish_rx.clone());
+                readers.spawn(health.watch(format!("buffer reader {}", cfg.name), task));
+            }
+            None => {
+                health.watch_queue(&cfg.name, m.queue.clone(), max_bytes, cfg.max_queue_events);
+                routes.push(route);
+            }
+        }
         queues.push(m.queue.clone());
         let task = sink.run(cfg.name.clone(), rx, m);
         sinks.spawn(health.watch(format!("sink {}", cfg.name), task));
@@ -254,24 +311,51 @@ pub async fn start_with(
         "input budget sized"
     );
     let budget = Budget::new(max_input as usize, reserve as usize, metrics.input());
-    let enrich = crate::pipeline::Settings::new(&settings.enrich).map(|mut s| {
-        s.members = reads_members(settings);
-        Arc::new(s)
-    });
+    let progress: Vec<Arc<Progress>> = disk
+        .iter()
+        .flat_map(|d| d.sinks.iter().map(|(_, _, p)| p.clone()))
+        .collect();
     let mut bound = Vec::new();
     for cfg in &settings.sources {
         let m = metrics.source(&cfg.name);
-        let router = Router::new(routes.clone(), m.unrouted.clone());
-        let e = enrich
-            .as_ref()
-            .map(|s| (s.clone(), metrics.enrich(&cfg.name)));
-        let source = Source::bind(&cfg.name, &cfg.kind, router, budget.clone(), m, e)
-            .await
-            .with_context(|| format!("sources.{}", cfg.name))?;
+        let output = match &disk {
+            Some(d) => {
+                let SourceKind::Forward(f) = &cfg.kind;
+                let ack = f.ack.unwrap_or(config::buffer::Ack::Durable);
+                let log = crate::source::Log::new(
+                    d.committer.clone(),
+                    ack,
+                    progress.clone().into(),
+                    d.boot,
+                );
+                Output::Log(log)
+            }
+            None => Output::Queues(Router::new(routes.clone(), m.unrouted.clone())),
+        };
+        let source = Source::bind(
+            &cfg.name,
+            &cfg.kind,
+            output,
+            budget.clone(),
+            m,
+            enrich_of(&cfg.name),
+        )
+        .await
+        .with_context(|| format!("sources.{}", cfg.name))?;
         bound.push((cfg.name.clone(), source));
     }
-    // From here on only the sources' routers hold the queues' senders.
+    // From here on only the sources' routers (or the readers) hold the queues' senders.
     drop(routes);
+    let keeper = disk.map(|d| {
+        let places = d
+            .sinks
+            .into_iter()
+            .map(|(name, cursor, p)| (cursor, p, metrics.sink_buffer_records(&name)))
+            .collect();
+        let keeper = buffer::Keeper::new(d.committer, places, metrics.buffer().clone());
+        let (stop, stop_rx) = shutdown::channel();
+        (stop, tokio::spawn(keeper.run(stop_rx)))
+    });
 
     let admin = if settings.global.admin_enabled {
         let addr = settings.global.admin_address;
@@ -309,6 +393,11 @@ pub async fn start_with(
         health,
         stop,
         sources,
+        readers,
+        finish,
+        keeper,
+        progress,
+        sink_names,
         sinks,
         admin_task,
         queues,
@@ -344,6 +433,9 @@ impl Running {
         self.stop.pull();
         let drained = tokio::time::timeout(self.grace, async {
             while self.sources.join_next().await.is_some() {}
+            // Everything accepted is in the log now: the readers read it to its end.
+            self.finish.pull();
+            while self.readers.join_next().await.is_some() {}
             while self.sinks.join_next().await.is_some() {}
         })
         .await;
@@ -353,10 +445,27 @@ impl Running {
         // Counted before aborting: the aborted sinks release what they held.
         let queued_events: i64 = self.queues.iter().map(|q| q.events.get()).sum();
         if drained.is_err() {
+            // What the aborted sinks drop was not delivered: their cursors stay before it.
+            for p in &self.progress {
+                p.freeze();
+            }
             self.sources.abort_all();
+            self.readers.abort_all();
             self.sinks.abort_all();
             // Aborted deliveries end their spans (as `aborted`) before the final flush.
             while self.sinks.join_next().await.is_some() {}
+            while self.readers.join_next().await.is_some() {}
+        }
+        let disk = self.keeper.is_some();
+        if let Some((stop, task)) = self.keeper.take() {
+            stop.pull();
+            if let Ok(keeper) = task.await {
+                for (sink, left) in self.sink_names.iter().zip(keeper.left()) {
+                    if left > 0 {
+                        tracing::warn!(sink = %sink, records = left, "left in the disk buffer: the next start sends them");
+                    }
+                }
+            }
         }
         // After the sinks, so the last batches' spans go too; bounded by its own timeout.
         if let Some(t) = self.telemetry.take() {
@@ -364,6 +473,11 @@ impl Running {
         }
         match drained {
             Ok(()) => Ok(()),
+            // Nothing is lost: what was not delivered is on disk.
+            Err(_) if disk => {
+                tracing::warn!(grace = ?self.grace, "drain incomplete; what was not delivered stays in the disk buffer");
+                Ok(())
+            }
             Err(_) => Err(DrainTimeout {
                 grace: self.grace,
                 queued_events,

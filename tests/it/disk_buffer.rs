@@ -65,3 +65,92 @@ fn buffer_verify_reports_segments_cursors_and_damage() {
         "{text}"
     );
 }
+
+/// Outrigger with the disk buffer in `data` and one `http` sink to `url`.
+async fn buffered(data: &std::path::Path, url: &str, extra: &str) -> crate::harness::Outrigger {
+    crate::harness::Outrigger::with_config(&format!(
+        "[global]\nadmin_enabled = false\ngrace_period_secs = 1\ndata_dir = \"{}\"\n\
+         [buffer]\ntype = \"disk\"\nmax_bytes = 8388608\n\
+         [sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n{extra}\n\
+         [sinks.out]\ntype = \"http\"\nendpoint = \"{url}\"\n\
+         retry_initial_backoff_ms = 20\nretry_max_backoff_ms = 200\nflush_interval_ms = 50\n",
+        data.display()
+    ))
+    .await
+}
+
+/// Sends messages `{"i": i}` for `ids` on one connection, each with a chunk, waiting for each
+/// ack before the next (as Docker's driver with `fluentd-request-ack` does); returns the ids
+/// acknowledged.
+async fn send_acked(o: &crate::harness::Outrigger, ids: std::ops::Range<usize>) -> Vec<usize> {
+    use crate::harness::{ack_bytes, send_and_read_ack, wire};
+    let mut s = o.connect().await;
+    let mut acked = Vec::new();
+    for i in ids {
+        let chunk = format!("c{i}");
+        let m = wire::message("t", 1_700_000_000, &[("i", &i.to_string())], Some(&chunk));
+        match send_and_read_ack(&mut s, &m, std::time::Duration::from_secs(5)).await {
+            Some(a) if a == ack_bytes(&chunk) => acked.push(i),
+            other => panic!("request {i}: {other:?}"),
+        }
+    }
+    acked
+}
+
+/// The ids the backend stored, in the order it stored them.
+fn stored(b: &crate::backend::Backend) -> Vec<usize> {
+    b.accepted()
+        .iter()
+        .flat_map(|r| {
+            String::from_utf8(r.body.to_vec())
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    v["record"]["i"].as_str().unwrap().parse().unwrap()
+                })
+                .collect::<Vec<usize>>()
+        })
+        .collect()
+}
+
+async fn wait_stored(b: &crate::backend::Backend, n: usize) -> Vec<usize> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let d = stored(b);
+        if d.len() >= n || std::time::Instant::now() > deadline {
+            return d;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn what_was_acked_while_the_backend_was_down_is_delivered_after_a_restart() {
+    use crate::backend::{Backend, free_addr};
+    let data = tempfile::tempdir().unwrap();
+    let addr = free_addr().await;
+    let url = format!("http://{addr}");
+    // The backend is down: every request is acknowledged once it is on disk.
+    let mut o = buffered(data.path(), &url, "").await;
+    let acked = send_acked(&o, 0..300).await;
+    assert_eq!(acked.len(), 300);
+    // The drain cannot deliver; it leaves the rest on disk and still ends well.
+    o.stop().await.expect("nothing is lost: the drain succeeds");
+
+    let b = Backend::start_on(addr, 200, vec![]).await;
+    let mut o = buffered(data.path(), &url, "").await;
+    let got = wait_stored(&b, 300).await;
+    assert_eq!(got, (0..300).collect::<Vec<_>>(), "all of them, in order");
+    // New input goes on behind what was replayed.
+    send_acked(&o, 300..310).await;
+    let got = wait_stored(&b, 310).await;
+    assert_eq!(got, (0..310).collect::<Vec<_>>());
+    o.stop().await.unwrap();
+
+    // Once delivered, the cursor says so: a third start sends nothing again.
+    let o = buffered(data.path(), &url, "").await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(stored(&b).len(), 310, "nothing sent twice");
+    drop(o);
+}

@@ -74,6 +74,8 @@ pub struct Counts {
     pub segments: AtomicU64,
     /// The oldest record the log keeps.
     pub oldest: AtomicU64,
+    /// Why the last group could not be written, until one is: for readiness.
+    pub failing: std::sync::Mutex<Option<String>>,
 }
 
 impl Counts {
@@ -90,6 +92,12 @@ impl Counts {
 pub struct Committer {
     tx: Sender<Job>,
     counts: Arc<Counts>,
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer").finish_non_exhaustive()
+    }
 }
 
 impl Committer {
@@ -232,6 +240,7 @@ fn append(
             .sync_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
+    *counts.failing.lock().expect("not poisoned") = result.as_ref().err().map(|e| e.to_string());
     match result {
         Ok(first) => {
             counts

@@ -20,7 +20,7 @@
 //! joined are charged to the sources' shared [`Budget`]; without room, the connection waits
 //! before reading.
 //!
-//! The batch goes to the [`Router`], which waits while a sink's queue is full. Nothing is read
+//! The batch goes to the [`Router`](crate::buffer::Router), which waits while a sink's queue is full. Nothing is read
 //! while it waits, so TCP pushes back on the client. Acks (`{"ack": chunk}`) are written only
 //! after the router has taken the whole batch, and only for requests decoded without loss.
 //!
@@ -37,11 +37,13 @@ use tokio::time::Instant;
 
 use super::decode::{self, Skipped};
 use super::handshake::{self, Challenge, Security};
-use crate::buffer::Router;
+use crate::buffer::disk::payload::{self, Payload};
+use crate::config::buffer::Ack as AckWhen;
 use crate::event::{Ack, AckStatus, Batch};
 use crate::msgpack::{self, Scanner};
 use crate::pipeline::{self, Release, Stage};
 use crate::shutdown::Shutdown;
+use crate::source::Output;
 use crate::source::budget::{Budget, Held, charge};
 use crate::telemetry::SourceMetrics;
 use crate::telemetry::logging::RateLimit;
@@ -60,7 +62,7 @@ pub struct Context {
     pub idle_timeout: Option<Duration>,
     pub frame_timeout: Duration,
     pub security: Option<Security>,
-    pub router: Router,
+    pub output: Output,
     /// Memory shared with every connection of every source (see [`crate::source::budget`]).
     pub budget: Budget,
     pub metrics: SourceMetrics,
@@ -125,8 +127,13 @@ pub struct Conn<S> {
     partial_since: Option<Instant>,
     /// End offsets of the whole requests found in `buf`.
     ends: Vec<usize>,
-    /// Enrichment, and the split lines and stack traces it holds across reads.
+    /// Enrichment, and the split lines and stack traces it holds across reads (with the
+    /// disk buffer, the sinks' readers enrich, and this only makes batches).
     stage: Stage,
+    /// This connection's number in the disk buffer's log.
+    stream_id: u64,
+    /// The stream's fields as the log's records carry them.
+    fields: Vec<(Bytes, Bytes)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -149,8 +156,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 .unwrap_or_else(|| ip.to_string());
             fields.push((key.clone(), Bytes::from(name)));
         }
-        let stage = Stage::new(ctx.enrich.as_ref(), fields.into());
+        let stream_id = match &ctx.output {
+            Output::Log(log) => log.stream(),
+            Output::Queues(_) => 0,
+        };
+        let stage = Stage::new(ctx.enrich.as_ref(), fields.clone().into());
         Conn {
+            stream_id,
+            fields,
             stream,
             peer,
             held: ctx.budget.held(),
@@ -190,7 +203,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             self.handshake(&security, shutdown).await?;
         }
         loop {
-            self.process().await?;
+            self.process(shutdown).await?;
             if shutdown.is_started() {
                 return Err(Close::Shutdown);
             }
@@ -203,9 +216,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Routes the held lines the stage lets go of for `why`. Their requests were acked when
     /// their fragments arrived, so there is nothing to ack now.
     async fn release(&mut self, why: Release) {
+        let Output::Queues(router) = &self.ctx.output else {
+            // The log's readers hold and release lines; nothing is held here.
+            return;
+        };
         if let Some(batch) = self.stage.release(why) {
             self.ctx.metrics.events.inc_by(batch.events.len() as u64);
-            self.ctx.router.send(batch).await;
+            router.send(batch).await;
         }
     }
 
@@ -349,7 +366,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Decodes and hands over every whole request in the buffer.
-    async fn process(&mut self) -> Result<(), Close> {
+    async fn process(&mut self, shutdown: &mut Shutdown) -> Result<(), Close> {
         let (max_frame, max_depth) = (self.ctx.max_frame_bytes, self.ctx.decode.max_depth);
         let mut end = 0;
         let mut broken = None;
@@ -369,7 +386,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         if end > 0 {
             let (requests, size) = self.take(end);
-            self.dispatch(requests, size).await?;
+            self.dispatch(requests, size, shutdown).await?;
             // Time spent waiting on a full queue is not the client's slowness.
             self.partial_since = None;
             // The batch is queued: its memory is the queue's to count now. Split lines the
@@ -409,7 +426,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// A compressed request whose payload cannot get room to inflate ends the batch early:
     /// what came before it is handed over, and the request is decoded again once this
     /// connection holds the budget's reserve (see [`crate::source::budget`]).
-    async fn dispatch(&mut self, requests: Bytes, size: usize) -> Result<(), Close> {
+    async fn dispatch(
+        &mut self,
+        requests: Bytes,
+        size: usize,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), Close> {
         let ctx = self.ctx.clone();
         let mut batch = self.stage.batch(size);
         let mut skipped = Skipped::default();
@@ -417,6 +439,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut not_forward = None;
         let ends = std::mem::take(&mut self.ends);
         let mut start = 0;
+        // Where the requests of the batch being made begin.
+        let mut from = 0;
         let mut i = 0;
         // The request decoded again with the reserve, if any.
         let mut retried = None;
@@ -439,7 +463,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         // What came before goes on (and so does its memory, to the queues);
                         // what the failed attempt took goes back. The rest of the requests
                         // stay behind this one, in order.
-                        self.hand_over(batch, &mut acks, &skipped).await?;
+                        let body = requests.slice(from..start);
+                        self.hand_over(batch, body, &mut acks, &skipped, shutdown)
+                            .await?;
+                        from = start;
                         self.held.shrink_to(self.target(self.buffer(), size));
                         // The rest shares the requests' allocation: it is charged for it
                         // too (twice, while both are queued: the safe side).
@@ -468,7 +495,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             i += 1;
         }
         self.ends = ends;
-        self.hand_over(batch, &mut acks, &skipped).await?;
+        let body = requests.slice(from..start);
+        self.hand_over(batch, body, &mut acks, &skipped, shutdown)
+            .await?;
         match not_forward {
             None => Ok(()),
             Some(b) => Err(Close::error(
@@ -478,13 +507,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Reports what was skipped, enriches and routes `batch`, then writes `acks` (unless a
-    /// sink could not take the batch).
+    /// Reports what was skipped, hands `batch` over (its requests, `body`, to the disk
+    /// buffer; or the batch, enriched, to the queues), then writes `acks` (unless it could
+    /// not be handed over).
     async fn hand_over(
         &mut self,
         mut batch: Batch,
+        body: Bytes,
         acks: &mut Vec<Bytes>,
         skipped: &Skipped,
+        shutdown: &mut Shutdown,
     ) -> Result<(), Close> {
         let ctx = self.ctx.clone();
         if skipped.total() > 0 {
@@ -499,20 +531,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 tracing::warn!(source = %ctx.name, peer = %self.peer, skipped = %reasons.join(","), suppressed, "skipped invalid input, not acknowledged");
             }
         }
-        self.stage.process(&mut batch);
-        if !batch.is_empty() {
-            ctx.metrics.events.inc_by(batch.events.len() as u64);
-            let wait = (!acks.is_empty()).then(|| {
-                let (ack, wait) = Ack::new();
-                batch.ack = Some(ack);
-                wait
-            });
-            ctx.router.send(batch).await;
-            if let Some(wait) = wait
-                && wait.wait().await == AckStatus::Rejected
-            {
-                acks.clear();
+        match &ctx.output {
+            Output::Queues(router) => {
+                self.stage.process(&mut batch);
+                if !batch.is_empty() {
+                    ctx.metrics.events.inc_by(batch.events.len() as u64);
+                    let wait = (!acks.is_empty()).then(|| {
+                        let (ack, wait) = Ack::new();
+                        batch.ack = Some(ack);
+                        wait
+                    });
+                    router.send(batch).await;
+                    if let Some(wait) = wait
+                        && wait.wait().await == AckStatus::Rejected
+                    {
+                        acks.clear();
+                    }
+                }
             }
+            Output::Log(log) if !batch.is_empty() => {
+                let payload = Payload {
+                    kind: payload::Kind::Forward,
+                    stream: self.stream_id,
+                    received: batch.received,
+                    source: Bytes::from(ctx.name.clone()),
+                    fields: self.fields.clone(),
+                    body,
+                };
+                let mut bytes = Vec::with_capacity(payload.body.len() + 64);
+                payload.encode(&mut bytes);
+                let Some(seq) = self.commit(Bytes::from(bytes), shutdown).await? else {
+                    acks.clear();
+                    return Ok(());
+                };
+                ctx.metrics.events.inc_by(batch.events.len() as u64);
+                if log.ack == AckWhen::Delivered && !acks.is_empty() {
+                    tokio::select! {
+                        () = log.delivered(seq) => {}
+                        () = shutdown.started() => {
+                            // Durable, not delivered: the client sends it again (a duplicate
+                            // at worst, never a loss).
+                            acks.clear();
+                            return Err(Close::Shutdown);
+                        }
+                    }
+                }
+            }
+            Output::Log(_) => {}
         }
         if !acks.is_empty() {
             let mut out = Vec::with_capacity(acks.iter().map(|a| a.len() + 5).sum());
@@ -526,6 +591,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             acks.clear();
         }
         Ok(())
+    }
+
+    /// Puts `payload` in the disk buffer's log and returns its record's number; `None` when
+    /// no record can hold it (counted and logged: it is not acknowledged).
+    ///
+    /// While the log cannot take it (its disk or `max_bytes` full, an I/O error) this waits
+    /// and tries again: nothing is read meanwhile, so the client is pushed back on, and
+    /// nothing is acknowledged that is not in the log. Shutdown ends the wait.
+    async fn commit(
+        &mut self,
+        payload: Bytes,
+        shutdown: &mut Shutdown,
+    ) -> Result<Option<u64>, Close> {
+        let ctx = self.ctx.clone();
+        let Output::Log(log) = &ctx.output else {
+            unreachable!("called for the log only");
+        };
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match log.committer.commit(payload.clone()).await {
+                Ok(seq) => return Ok(Some(seq)),
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    ctx.metrics.rejected("too_large_for_buffer", 1);
+                    if let Some(suppressed) = ctx.warn.allow() {
+                        tracing::warn!(source = %ctx.name, peer = %self.peer, error = %e, suppressed, "request not acknowledged");
+                    }
+                    return Ok(None);
+                }
+                Err(e) => {
+                    ctx.metrics.buffer_waits.inc();
+                    if let Some(suppressed) = ctx.warn.allow() {
+                        tracing::warn!(source = %ctx.name, peer = %self.peer, error = %e, suppressed, "disk buffer cannot take the request; holding it (not acknowledged) and trying again");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.started() => return Err(Close::Shutdown),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), Close> {
@@ -595,7 +701,10 @@ mod tests {
             idle_timeout: None,
             frame_timeout: Duration::from_secs(10),
             security: None,
-            router: Router::new(routes.into(), Counter::default()),
+            output: Output::Queues(crate::buffer::Router::new(
+                routes.into(),
+                Counter::default(),
+            )),
             budget: budget.clone(),
             metrics: metrics.source("in"),
             enrich: None,

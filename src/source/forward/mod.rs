@@ -2,7 +2,7 @@
 //!
 //! Owns the listeners (TCP over IPv4 and IPv6, optionally TLS; a Unix socket; the UDP
 //! heartbeat), the connection limit, and one task per connection ([`conn`]). Decoding lives in
-//! [`decode`], the handshake in [`handshake`]. Batches leave through the [`Router`].
+//! [`decode`], the handshake in [`handshake`]. Batches leave through the [`Router`](crate::buffer::Router), or into the disk buffer's log.
 //!
 //! Drain: when `shutdown` turns true the listeners stop accepting, each connection finishes and
 //! acks the requests already in its buffer, then half-closes; `run` returns when every
@@ -26,7 +26,6 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::buffer::Router;
 use crate::config;
 use crate::pipeline;
 use crate::shutdown::Shutdown;
@@ -34,6 +33,17 @@ use crate::source::budget::Budget;
 use crate::telemetry::SourceMetrics;
 use crate::telemetry::logging::RateLimit;
 use conn::{Conn, Context};
+
+/// How a source with these settings decodes requests (also what its disk buffer records
+/// are read back with).
+pub fn decode_options(cfg: &config::Forward) -> decode::Options {
+    decode::Options {
+        tag_prefix: cfg.tag_prefix.as_ref().map(|p| Bytes::from(p.clone())),
+        max_record_bytes: cfg.max_record_bytes,
+        max_decompressed_bytes: cfg.max_decompressed_bytes,
+        max_depth: cfg.max_depth,
+    }
+}
 
 /// The most one connection of a source configured as `cfg` may need to finish one request:
 /// its read buffer at the largest, then the payload inflated from it. The input budget keeps
@@ -64,7 +74,7 @@ impl Forward {
     pub async fn bind(
         name: &str,
         cfg: &config::Forward,
-        router: Router,
+        output: crate::source::Output,
         budget: Budget,
         metrics: SourceMetrics,
         enrich: Option<(Arc<pipeline::Settings>, pipeline::Metrics)>,
@@ -111,18 +121,13 @@ impl Forward {
         let key = |k: &Option<String>| k.as_ref().map(|k| Bytes::from(k.clone()));
         let ctx = Context {
             name: name.to_string(),
-            decode: decode::Options {
-                tag_prefix: key(&cfg.tag_prefix),
-                max_record_bytes: cfg.max_record_bytes,
-                max_decompressed_bytes: cfg.max_decompressed_bytes,
-                max_depth: cfg.max_depth,
-            },
+            decode: decode_options(cfg),
             max_frame_bytes: cfg.max_frame_bytes,
             idle_timeout: (cfg.idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(cfg.idle_timeout_secs)),
             frame_timeout: Duration::from_secs(cfg.frame_timeout_secs.max(1)),
             security,
-            router,
+            output,
             budget,
             metrics,
             enrich,
