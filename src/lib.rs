@@ -10,17 +10,21 @@
 //!   decode, acks)       enrich, join)                                                  http, loki, elasticsearch, otlp)
 //! ```
 //!
+//! With the disk buffer, sources write into [`buffer::disk`]'s log instead of the router, and
+//! each sink's [`source::replay`] reader runs the stage and fills the sink's queue from it.
+//!
 //! - [`event`]: the event and batch types everything else passes around (a forward record or
 //!   a line read from a file; a batch's side table of JSON members); depends on nothing.
 //! - [`msgpack`]: reading MessagePack in place, resumably.
 //! - [`source`]: listeners and connections; the forward protocol; the input budget; the one
-//!   [`source::Source`] enum the topology binds and runs.
+//!   [`source::Source`] enum the topology binds and runs; the disk buffer's readers.
 //! - [`pipeline`]: enrichment (JSON lines and structured records, trace context, severity,
 //!   split and multi-line reassembly), which each source drives through one
 //!   [`pipeline::Stage`] per stream before it queues.
 //! - [`buffer`]: bounded queues and tag routing; the only place that decides to wait. Its
-//!   [`buffer::disk`] is the write-ahead log the disk buffer is being built on (segments,
-//!   group commit, cursors; not yet wired into the sources and sinks).
+//!   [`buffer::disk`] is the write-ahead log of `buffer.type = "disk"` (segments, group
+//!   commit, cursors, each sink's progress): sources write into it, and each sink's reader
+//!   ([`source::replay`]) runs the pipeline over it from the sink's cursor.
 //! - [`sink`]: where events leave: stdout, file, blackhole, and the network exporters with
 //!   their shared delivery loop (`sink::export`), which keeps each stream's order
 //!   (`sink::order`); the exporters' kinds (`sink::KINDS`) and shared settings

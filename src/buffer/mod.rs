@@ -12,8 +12,9 @@
 //! A batch shared by several sinks is one `Arc`; each sink gets a [`Selection`] of the tags it
 //! matched, computed once per distinct tag, not per event.
 //!
-//! [`disk`] is the write-ahead log on disk that `buffer.type = "disk"` will put under these
-//! queues (not yet wired in).
+//! [`disk`] is the write-ahead log `buffer.type = "disk"` puts under these queues: the
+//! sources write into it instead of a router, and each sink's reader fills its queue from it
+//! (waiting when the queue is full, which then costs disk, not memory).
 
 pub mod disk;
 mod pattern;

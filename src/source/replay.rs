@@ -63,6 +63,9 @@ pub struct Replay {
     pub progress: Arc<Progress>,
     /// Where the record to read first is (the sink's cursor).
     pub from: u64,
+    /// The first record this start wrote: streams before it ended with the last start (their
+    /// connections are gone), so their held lines go on once the reader gets here.
+    pub boot: u64,
     pub route: Route,
     /// By source name; a record of a source no longer configured is read with the defaults.
     pub sources: HashMap<Bytes, Spec>,
@@ -109,6 +112,7 @@ impl Replay {
             counts,
             progress,
             from,
+            boot,
             route,
             sources,
         } = self;
@@ -141,6 +145,9 @@ impl Replay {
                 match records {
                     Ok(records) => {
                         for (seq, bytes) in records {
+                            if seq == boot && reader.flush().await.is_err() {
+                                return;
+                            }
                             if reader.record(seq, bytes).await.is_err() {
                                 return;
                             }
@@ -160,6 +167,9 @@ impl Replay {
                     }
                 }
                 continue;
+            }
+            if reader.next < boot && durable >= boot && reader.flush().await.is_err() {
+                return;
             }
             if finishing {
                 break;
@@ -184,12 +194,7 @@ impl Replay {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
-        let ids: Vec<u64> = reader.streams.keys().copied().collect();
-        for id in ids {
-            if reader.release(id, Release::Flush).await.is_err() {
-                return;
-            }
-        }
+        let _ = reader.flush().await;
     }
 }
 
@@ -309,6 +314,16 @@ impl Reader {
             self.send(batch, oldest).await?;
         }
         self.publish();
+        Ok(())
+    }
+
+    /// Lets go of everything every stream holds (their input ended), and forgets them.
+    async fn flush(&mut self) -> Result<(), Gone> {
+        let ids: Vec<u64> = self.streams.keys().copied().collect();
+        for id in ids {
+            self.release(id, Release::Flush).await?;
+        }
+        self.streams.clear();
         Ok(())
     }
 

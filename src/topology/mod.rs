@@ -287,6 +287,7 @@ pub async fn start_with(
                     counts: d.committer.counts().clone(),
                     progress: progress.clone(),
                     from: progress.done(),
+                    boot: d.boot,
                     route,
                     sources: specs.clone(),
                 };

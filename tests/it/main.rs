@@ -6,6 +6,7 @@ mod harness;
 mod backend;
 mod bad_input;
 mod clients;
+mod crash;
 mod deploy;
 mod disk_buffer;
 mod docker;

@@ -1,8 +1,6 @@
-//! The write-ahead log on disk that `buffer.type = "disk"` is built on (in progress: the
-//! record format, the segment files with their recovery, the log over them, its
-//! group-commit writer, the per-sink cursors and what a record holds come first; the
-//! sources' durable acks, replay, and the wiring into the configuration and the sinks
-//! follow).
+//! The write-ahead log of `buffer.type = "disk"`: what the sources accepted, on disk before
+//! it is acknowledged, read by each sink from its own cursor (the readers are
+//! [`crate::source::replay`]; the topology opens the log and keeps the cursors).
 //!
 //! - [`record`]: one record's framing (length, CRC32C, sequence number), as pure functions
 //!   over bytes.
