@@ -284,6 +284,10 @@ impl Metrics {
             m.source_buffer_waits.clone(),
         );
         let b = &m.buffer;
+        // Both series exist from the start, at 0: an alert can watch them.
+        for reason in ["cut", "quarantined"] {
+            b.damaged.get_or_create(&Reason { reason });
+        }
         registry.register(
             "buffer_bytes",
             "Disk buffer: bytes its segments take",

@@ -3,6 +3,7 @@
 
 use std::os::unix::fs::FileExt;
 use std::process::Command;
+use std::time::Duration;
 
 use outrigger::buffer::disk::{cursor::Cursor, record, segment::Writer};
 
@@ -153,4 +154,131 @@ async fn what_was_acked_while_the_backend_was_down_is_delivered_after_a_restart(
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(stored(&b).len(), 310, "nothing sent twice");
     drop(o);
+}
+
+/// A tmpfs of `size` mounted on a new directory, unmounted when dropped: a disk that fills.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `Err` with why when it cannot be mounted (not root, no mount(8)).
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        // SAFETY: geteuid(2) has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("mounting a tmpfs needs root".into());
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs { dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_stops_acks_fails_ready_and_recovers_when_space_returns() {
+    use crate::backend::{Backend, free_addr};
+    use crate::harness::binary::{http_get, sigterm, spawn, wait_exit};
+    use crate::harness::{ack_bytes, read_some, wire};
+    use tokio::io::AsyncWriteExt;
+    let test = "disk_buffer::a_full_disk_stops_acks_fails_ready_and_recovers_when_space_returns";
+    let disk = Tmpfs::mount("3m");
+    let Ok(disk) = disk.map_err(|e| {
+        crate::clients::require(test, "OUTRIGGER_REQUIRE_ROOT", &Err(e));
+    }) else {
+        return;
+    };
+    let data = disk.dir.path();
+    // 2 MiB of the 3 taken by something else: room for two of the buffer's 512 KiB segments
+    // (max_bytes = 4 MiB would allow eight).
+    let filler = data.join("filler");
+    std::fs::write(&filler, vec![0u8; 2 << 20]).unwrap();
+    let addr = free_addr().await;
+    let config = format!(
+        "[global]\nadmin_address = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
+         [buffer]\ntype = \"disk\"\nmax_bytes = 4194304\n\
+         [sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n\
+         [sinks.backend]\ntype = \"http\"\nendpoint = \"http://{addr}\"\n\
+         retry_initial_backoff_ms = 20\nretry_max_backoff_ms = 200\nflush_interval_ms = 50\n",
+        data.display()
+    );
+    let conf = tempfile::tempdir().unwrap();
+    let (child, forward, admin, _logs) = spawn(&config, conf.path());
+    // Killed if the test fails, so the tmpfs can be unmounted.
+    let mut child = crate::harness::binary::Reaped(child);
+    let mut s = tokio::net::TcpStream::connect(&forward).await.unwrap();
+    let line = "x".repeat(8 << 10);
+    let mut acked = 0usize;
+    let stalled = loop {
+        assert!(acked < 1000, "the disk never filled");
+        let chunk = format!("c{acked}");
+        let i = acked.to_string();
+        let m = wire::message(
+            "t",
+            1_700_000_000,
+            &[("i", &i), ("log", &line)],
+            Some(&chunk),
+        );
+        s.write_all(&m).await.unwrap();
+        match read_some(&mut s, Duration::from_secs(2)).await {
+            Some(a) => {
+                assert_eq!(a, ack_bytes(&chunk));
+                acked += 1;
+            }
+            None => break chunk,
+        }
+    };
+    // Two segments' worth went in, then nothing more is acknowledged.
+    assert!(
+        (64..=128).contains(&acked),
+        "{acked} acked before the disk was full"
+    );
+    let ready = http_get(&admin, "/ready");
+    assert!(ready.starts_with("HTTP/1.0 503"), "{ready}");
+    assert!(ready.contains("disk buffer cannot write"), "{ready}");
+
+    // Space returns: the request held all along is acknowledged, and more go in.
+    std::fs::remove_file(&filler).unwrap();
+    let a = read_some(&mut s, Duration::from_secs(10)).await;
+    assert_eq!(a, Some(ack_bytes(&stalled)), "the held request is acked");
+    acked += 1;
+    let ready = http_get(&admin, "/ready");
+    assert!(ready.starts_with("HTTP/1.0 200"), "{ready}");
+    for i in acked..acked + 10 {
+        let chunk = format!("c{i}");
+        let m = wire::message(
+            "t",
+            1_700_000_000,
+            &[("i", &i.to_string()), ("log", "after")],
+            Some(&chunk),
+        );
+        s.write_all(&m).await.unwrap();
+        assert_eq!(
+            read_some(&mut s, Duration::from_secs(5)).await,
+            Some(ack_bytes(&chunk))
+        );
+    }
+    acked += 10;
+
+    // The backend comes up: every acknowledged request is delivered, in order.
+    let b = Backend::start_on(addr, 200, vec![]).await;
+    let got = wait_stored(&b, acked).await;
+    assert_eq!(got, (0..acked).collect::<Vec<_>>());
+    sigterm(&child.0);
+    assert_eq!(wait_exit(&mut child.0, Duration::from_secs(10)), Some(0));
 }

@@ -370,6 +370,17 @@ pub mod binary {
             .unwrap()
     }
 
+    /// A child killed (SIGKILL) and reaped when dropped, so a failing test leaves none
+    /// behind.
+    pub struct Reaped(pub Child);
+
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
     pub fn sigterm(child: &Child) {
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
