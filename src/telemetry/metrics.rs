@@ -286,7 +286,7 @@ impl Metrics {
         let b = &m.buffer;
         // Both series exist from the start, at 0: an alert can watch them.
         for reason in ["cut", "quarantined"] {
-            b.damaged.get_or_create(&Reason { reason });
+            let _ = b.damaged.get_or_create(&Reason { reason });
         }
         registry.register(
             "buffer_bytes",
@@ -380,6 +380,8 @@ impl Metrics {
         let c = Component {
             component: name.to_string(),
         };
+        // At 0 without the disk buffer, so every sink has the series.
+        let _ = self.sink_buffer_records.get_or_create(&c);
         SinkMetrics {
             events: self.sink_events.get_or_create_owned(&c),
             bytes: self.sink_bytes.get_or_create_owned(&c),
