@@ -282,3 +282,83 @@ async fn a_full_disk_stops_acks_fails_ready_and_recovers_when_space_returns() {
     sigterm(&child.0);
     assert_eq!(wait_exit(&mut child.0, Duration::from_secs(10)), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_goes_to_disk_with_memory_flat_and_is_delivered_in_order() {
+    use crate::backend::{Backend, free_addr};
+    use crate::harness::binary::{Reaped, sigterm, spawn, status, wait_exit};
+    use crate::harness::{ack_bytes, wire};
+    use std::io::{Read, Write};
+    const CLIENTS: usize = 8;
+    const EACH: usize = 2_500;
+    let data = tempfile::tempdir().unwrap();
+    let addr = free_addr().await;
+    // A 1 MiB queue: the 10 MB sent below is ten times what memory may hold.
+    let config = format!(
+        "[global]\nadmin_address = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nmax_queue_bytes = 1048576\n\
+         [buffer]\ntype = \"disk\"\nmax_bytes = 268435456\n\
+         [sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n\
+         [sinks.backend]\ntype = \"http\"\nendpoint = \"http://{addr}\"\n\
+         retry_initial_backoff_ms = 20\nretry_max_backoff_ms = 200\nflush_interval_ms = 50\n",
+        data.path().display()
+    );
+    let (child, forward, _admin, _logs) = spawn(&config, data.path());
+    let child = Reaped(child);
+    let pid = child.0.id();
+    let line = "o".repeat(480);
+    // Clients send `i` = client * EACH + n, one request after another's ack, the first
+    // `first` of them, then the rest.
+    let send = |range: std::ops::Range<usize>| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (forward, line, range) = (forward.clone(), line.clone(), range.clone());
+                std::thread::spawn(move || {
+                    let mut s = std::net::TcpStream::connect(&forward).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    for n in range {
+                        let i = (c * EACH + n).to_string();
+                        let tag = format!("app{c}");
+                        let m = wire::message(
+                            &tag,
+                            1_700_000_000,
+                            &[("i", &i), ("log", &line)],
+                            Some(&i),
+                        );
+                        s.write_all(&m).unwrap();
+                        let want = ack_bytes(&i);
+                        let mut got = vec![0; want.len()];
+                        s.read_exact(&mut got)
+                            .expect("acked while the backend is down");
+                        assert_eq!(got, want);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    };
+    send(0..EACH / 5);
+    let early = status(pid, "VmHWM:");
+    send(EACH / 5..EACH);
+    let late = status(pid, "VmHWM:");
+    eprintln!("VmHWM after 1/5 of the outage: {early} kB; after all of it: {late} kB");
+    assert!(
+        late < early + 6 * 1024,
+        "memory grew from {early} kB to {late} kB while the backend was down"
+    );
+    let b = Backend::start_on(addr, 200, vec![]).await;
+    let got = wait_stored(&b, CLIENTS * EACH).await;
+    assert_eq!(got.len(), CLIENTS * EACH);
+    for c in 0..CLIENTS {
+        let mine: Vec<usize> = got.iter().copied().filter(|i| i / EACH == c).collect();
+        assert_eq!(
+            mine,
+            (c * EACH..(c + 1) * EACH).collect::<Vec<_>>(),
+            "client {c}"
+        );
+    }
+    let mut child = child;
+    sigterm(&child.0);
+    assert_eq!(wait_exit(&mut child.0, Duration::from_secs(10)), Some(0));
+}
