@@ -73,14 +73,15 @@ pub fn open(
             "disk buffer: the newest segment ended in a torn or damaged record; cut there (nothing after it was acknowledged)"
         );
     }
-    for (q, damage) in &recovered.quarantined {
+    for q in &recovered.quarantined {
         metrics
             .damaged
             .get_or_create(&crate::telemetry::metrics::Reason {
                 reason: "quarantined",
             })
             .inc();
-        tracing::error!(segment = %q.display(), damage = damage.as_str(), "disk buffer: a damaged segment was set aside as .quarantined; the records after the damage in it are not sent");
+        let copy = q.copy.as_ref().map(|c| c.display().to_string());
+        tracing::error!(copy = ?copy, damage = q.damage.as_str(), lost_records = q.lost, "disk buffer: an older segment is damaged; its records up to the damage are sent, those after it in that segment are lost");
     }
     let boot = log.next_seq();
     let oldest = log.oldest_seq();

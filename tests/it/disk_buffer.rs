@@ -362,3 +362,128 @@ async fn a_long_outage_goes_to_disk_with_memory_flat_and_is_delivered_in_order()
     sigterm(&child.0);
     assert_eq!(wait_exit(&mut child.0, Duration::from_secs(10)), Some(0));
 }
+
+#[tokio::test]
+async fn damaged_segments_lose_only_their_damaged_records_and_every_start_succeeds() {
+    use crate::backend::{Backend, free_addr};
+    use outrigger::buffer::disk::segment;
+    const SENT: usize = 600;
+    let pristine = tempfile::tempdir().unwrap();
+    let down = format!("http://{}", free_addr().await);
+    // Small segments (a 1 MiB log has 128 KiB ones): 600 requests of 1 KiB span several.
+    let extra = "";
+    let config = |data: &std::path::Path, url: &str| {
+        format!(
+            "[global]\nadmin_enabled = false\ngrace_period_secs = 1\ndata_dir = \"{}\"\n\
+             [buffer]\ntype = \"disk\"\nmax_bytes = 1048576\n\
+             [sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n{extra}\n\
+             [sinks.out]\ntype = \"http\"\nendpoint = \"{url}\"\n\
+             retry_initial_backoff_ms = 20\nretry_max_backoff_ms = 200\nflush_interval_ms = 50\n",
+            data.display()
+        )
+    };
+    let mut o = crate::harness::Outrigger::with_config(&config(pristine.path(), &down)).await;
+    let line = "d".repeat(1000);
+    {
+        use crate::harness::{ack_bytes, send_and_read_ack, wire};
+        let mut s = o.connect().await;
+        for i in 0..SENT {
+            let chunk = format!("c{i}");
+            let m = wire::message(
+                "t",
+                1_700_000_000,
+                &[("i", &i.to_string()), ("log", &line)],
+                Some(&chunk),
+            );
+            let a = send_and_read_ack(&mut s, &m, Duration::from_secs(5)).await;
+            assert_eq!(a, Some(ack_bytes(&chunk)));
+        }
+    }
+    o.stop().await.unwrap();
+    let log = pristine.path().join(outrigger::buffer::disk::DIR);
+    let findings = segment::inspect(&log).unwrap();
+    assert!(findings.len() >= 4, "{} segments", findings.len());
+    // Record numbers are request ids + the first record's number.
+    let base = findings[0].first_seq;
+
+    let mut rng = 0x0dd_ba11_u64;
+    let mut next = |below: u64| {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) % below
+    };
+    for round in 0..10 {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join(outrigger::buffer::disk::DIR);
+        std::fs::create_dir(&dir).unwrap();
+        for e in std::fs::read_dir(&log).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+        let f = &findings[next(findings.len() as u64) as usize];
+        let path = dir.join(f.path.file_name().unwrap());
+        let at = next(f.end);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let how = if next(2) == 0 {
+            file.set_len(at).unwrap();
+            "truncated"
+        } else {
+            let mut b = [0u8; 1];
+            std::os::unix::fs::FileExt::read_at(&file, &mut b, at).unwrap();
+            file.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
+            "flipped"
+        };
+        drop(file);
+        let b = Backend::start(vec![]).await;
+        // The start always succeeds.
+        let mut o = crate::harness::Outrigger::with_config(&config(data.path(), &b.url())).await;
+        let damaged = o
+            .wait_metric(
+                "outrigger_buffer_damaged_segments_total{reason=\"cut\"}",
+                0.0,
+            )
+            .await
+            + o.metric("outrigger_buffer_damaged_segments_total{reason=\"quarantined\"}");
+        // What is left arrives; wait until it stops growing.
+        let mut got = stored(&b);
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = stored(&b);
+            if now.len() == got.len() && !now.is_empty() {
+                break;
+            }
+            got = now;
+        }
+        o.stop().await.unwrap();
+        let missing: Vec<usize> = (0..SENT).filter(|i| !got.contains(i)).collect();
+        let in_segment = |i: &usize| {
+            let seq = (*i as u64) + base;
+            seq >= f.first_seq && f.limit.is_none_or(|l| seq < l)
+        };
+        eprintln!(
+            "round {round}: {how} {} at byte {at}: {} records lost, {damaged} damaged segments counted",
+            f.path.file_name().unwrap().to_string_lossy(),
+            missing.len()
+        );
+        let mut sorted = got.clone();
+        sorted.dedup();
+        assert_eq!(got, sorted, "round {round}: in order, once each");
+        // Only records of the damaged segment, from the damage to its end, are lost.
+        assert!(missing.iter().all(in_segment), "round {round}: {missing:?}");
+        if let (Some(first), Some(last)) = (missing.first(), missing.last()) {
+            assert_eq!(last - first + 1, missing.len(), "round {round}: one run");
+            assert_eq!(damaged, 1.0, "round {round}: the damage is counted");
+            let seg_end = f.limit.map_or(SENT as u64 + base, |l| l) - base;
+            assert_eq!(
+                *last as u64 + 1,
+                seg_end,
+                "round {round}: to the segment's end"
+            );
+        }
+    }
+}

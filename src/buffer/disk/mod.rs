@@ -76,7 +76,7 @@ pub fn verify(dir: &Path, out: &mut impl Write) -> io::Result<bool> {
                 let then = if f.newest {
                     "a start cuts the segment there (nothing after it was acknowledged)"
                 } else {
-                    "a start sets the segment aside as .quarantined"
+                    "a start keeps its records up to there, skips the rest of it, and keeps a copy as .quarantined"
                 };
                 writeln!(out, "; damaged at byte {at} ({}): {then}", damage.as_str())?;
             }
@@ -92,7 +92,10 @@ pub fn verify(dir: &Path, out: &mut impl Write) -> io::Result<bool> {
             let c = cursor::Cursor::open(dir, sink)?;
             writeln!(out, "cursor {sink}: next record {}", c.seq())?;
         } else {
-            writeln!(out, "{name}: set aside by an earlier start, not read")?;
+            writeln!(
+                out,
+                "{name}: a damaged segment as an earlier start found it (a copy, not read)"
+            )?;
         }
     }
     writeln!(

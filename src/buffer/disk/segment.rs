@@ -8,8 +8,10 @@
 //!
 //! [`recover`] decides, at start, what of the files can be trusted: the newest segment (the
 //! one being written when the process stopped) ends at its first torn or damaged record, since
-//! nothing after it was acknowledged; an older segment with damage is set aside as
-//! `*.quarantined` for an operator, and the log goes on without it. Neither stops the start.
+//! nothing after it was acknowledged; an older segment with damage is read up to it, the
+//! records after it in that segment are skipped (counted: the next segment says where they
+//! end), and a copy of the damaged file is kept as `*.quarantined` for an operator. Neither
+//! stops the start.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -323,10 +325,20 @@ pub struct Kept {
 pub struct Recovered {
     /// The segments to read, oldest first; the last one is written on.
     pub segments: Vec<Kept>,
-    /// Older segments with damage, renamed `*.quarantined`, and why.
-    pub quarantined: Vec<(PathBuf, Damage)>,
+    /// Older segments with damage, now ending where it began.
+    pub quarantined: Vec<Quarantined>,
     /// Where the newest segment was cut, and why, when it ended in a torn or damaged record.
     pub cut: Option<(u64, Damage)>,
+}
+
+/// An older segment that [`recover`] found damaged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// The copy of it as it was found (`None` when it could not be made: no room).
+    pub copy: Option<PathBuf>,
+    pub damage: Damage,
+    /// Records skipped after the damage (the next segment's first number tells).
+    pub lost: u64,
 }
 
 /// What reading one segment through found, before anything is repaired.
@@ -343,6 +355,8 @@ pub struct Finding {
     pub damage: Option<(u64, Damage)>,
     /// Records missing between this segment and the next (from, to exclusive).
     pub gap: Option<(u64, u64)>,
+    /// Where the next segment begins, when one does.
+    pub limit: Option<u64>,
     /// The newest segment: the one written on when the process stopped.
     pub newest: bool,
 }
@@ -406,6 +420,7 @@ pub fn inspect(dir: &Path) -> io::Result<Vec<Finding>> {
             end,
             damage,
             gap,
+            limit,
             newest: Some(i) == newest,
         });
     }
@@ -422,13 +437,23 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
     let mut out = Recovered::default();
     for f in inspect(dir)? {
         match f.damage {
-            Some((_, damage)) if !f.newest => {
+            Some((at, damage)) if !f.newest => {
                 let mut aside = f.path.clone().into_os_string();
                 aside.push(".quarantined");
-                std::fs::rename(&f.path, &aside)?;
-                sync_dir(dir)?;
-                out.quarantined.push((PathBuf::from(aside), damage));
-                continue;
+                let aside = PathBuf::from(aside);
+                // Evidence for an operator, as best the disk allows: the log goes on without.
+                let copy = match std::fs::copy(&f.path, &aside).and_then(|_| sync_dir(dir)) {
+                    Ok(()) => Some(aside),
+                    Err(e) => {
+                        tracing::warn!(segment = %f.path.display(), error = %e, "could not keep a copy of a damaged disk buffer segment");
+                        let _ = std::fs::remove_file(&aside);
+                        None
+                    }
+                };
+                // It ends at the damage from now on: the records after it are a gap.
+                zero_from(&f.path, at)?;
+                let lost = f.limit.map_or(0, |l| l.saturating_sub(f.next_seq));
+                out.quarantined.push(Quarantined { copy, damage, lost });
             }
             Some((at, damage)) => {
                 zero_from(&f.path, at)?;
@@ -583,22 +608,32 @@ mod tests {
 
         let r = recover(dir.path()).unwrap();
         assert_eq!(r.quarantined.len(), 1);
-        assert_eq!(r.quarantined[0].1, Damage::Checksum);
+        let q = &r.quarantined[0];
+        assert_eq!(q.damage, Damage::Checksum);
+        let copy = q.copy.clone().expect("a copy");
         assert!(
-            !b.exists() && r.quarantined[0].0.exists(),
-            "set aside, not deleted"
+            b.exists() && copy.exists(),
+            "read up to the damage, and copied"
         );
         let kept: Vec<_> = r
             .segments
             .iter()
             .map(|k| (k.first_seq, k.next_seq))
             .collect();
-        assert_eq!(kept, [(1, 100), (200, 299)], "the torn last record is gone");
+        // Byte 500 is in the middle one's records: those before it are kept.
+        let upto = kept[1].1;
+        assert!((101..110).contains(&upto), "{kept:?}");
+        assert_eq!(q.lost, 200 - upto, "the rest of the middle one");
+        assert_eq!(
+            kept,
+            [(1, 100), (100, upto), (200, 299)],
+            "the torn last record is gone"
+        );
         let (cut, damage) = r.cut.unwrap();
         // In an allocated file a write cut short leaves zeros, not a short file: its
         // checksum is what fails.
         assert_eq!(damage, Damage::Checksum);
-        assert_eq!(cut, r.segments[1].end);
+        assert_eq!(cut, r.segments[2].end);
         // The tail was zeroed: the newest now ends cleanly, and writing resumes there.
         assert_eq!(
             read_all(&c, 200),
@@ -608,13 +643,9 @@ mod tests {
         w.append(&records(299..300)).unwrap();
         assert_eq!(read_all(&c, 200).0, (200..300).collect::<Vec<_>>());
         assert_eq!(read_all(&a, 1).0.len(), 99);
-        // The quarantined segment is where the records between the others are; once it is
-        // deleted, they are missing, and that is said, not hidden.
+        // The records skipped are missing, and that is said, not hidden.
         let gaps: Vec<_> = inspect(dir.path()).unwrap().iter().map(|f| f.gap).collect();
-        assert_eq!(gaps, [None, None]);
-        std::fs::remove_file(&r.quarantined[0].0).unwrap();
-        let gaps: Vec<_> = inspect(dir.path()).unwrap().iter().map(|f| f.gap).collect();
-        assert_eq!(gaps, [Some((100, 200)), None]);
+        assert_eq!(gaps, [None, Some((upto, 200)), None]);
         // A second start finds nothing more to do.
         let again = recover(dir.path()).unwrap();
         assert!(again.quarantined.is_empty() && again.cut.is_none());
