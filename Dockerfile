@@ -18,11 +18,15 @@ WORKDIR /build
 # to load.
 COPY Cargo.toml Cargo.lock ./
 COPY loadgen/Cargo.toml ./loadgen/
+# A failing step inside a pipe fails the build.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Every bench Cargo.toml declares gets a stub: the manifest does not load without them.
 RUN mkdir -p src benches loadgen/src \
     && echo 'fn main() {}' > src/main.rs \
     && echo 'fn main() {}' > loadgen/src/main.rs \
     && touch src/lib.rs \
-    && for b in forward_decode enrich encode; do echo 'fn main() {}' > "benches/$b.rs"; done \
+    && sed -n '/^\[\[bench\]\]/{n;s/^name = "\(.*\)"$/\1/p}' Cargo.toml \
+       | while read -r b; do echo 'fn main() {}' > "benches/$b.rs"; done \
     && cargo build --release --locked --package outrigger --bin outrigger \
     && rm -rf src
 
@@ -32,7 +36,8 @@ COPY src ./src
 # The copied files may be older than the stand-ins' build: touch them so cargo rebuilds.
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked --package outrigger --bin outrigger \
-    && ./target/release/outrigger --version
+    && ./target/release/outrigger --version \
+    && mkdir -p /build/state
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 
@@ -49,6 +54,9 @@ LABEL org.opencontainers.image.title="outrigger" \
 
 # The base image already holds /etc/ssl/certs/ca-certificates.crt (for https:// exporters).
 COPY --from=builder /build/target/release/outrigger /outrigger
+# The state directory (global.data_dir), owned by the user the process runs as: a named
+# volume mounted there starts with this ownership, so the disk buffer can be written.
+COPY --from=builder --chown=65532:65532 /build/state /var/lib/outrigger
 COPY config/container.toml /etc/outrigger/outrigger.toml
 
 # Read by `outrigger` and by `outrigger health`, so the health check asks the admin address

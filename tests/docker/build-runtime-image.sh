@@ -42,6 +42,7 @@ cp "$binary" "$context/outrigger"
 cp "$root/config/container.toml" "$context/container.toml"
 cp -L "$ca_bundle" "$context/ca-certificates.crt"
 cp "$root/tests/docker/Dockerfile.local" "$context/Dockerfile"
+mkdir "$context/state"
 
 revision="$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)"
 # The commit's time, not now: the same commit gives the same image (and a cache hit).

@@ -95,6 +95,33 @@ fn kubernetes_configmap_is_a_valid_config_within_the_grace_period() {
         s.global.grace_period_secs
     );
     assert!(daemonset.contains("containerPort: 2020") && daemonset.contains("path: /ready"));
+
+    // The disk buffer is on the node, in a directory the non-root process owns: a hostPath
+    // (made root-owned 0755 when missing, untouched by fsGroup) handed over by an init
+    // container to the UID the container runs as.
+    assert!(s.buffer.is_disk());
+    let data_dir = s.global.data_dir.to_str().unwrap();
+    assert!(
+        daemonset.contains(&format!(
+            "path: {data_dir}\n            type: DirectoryOrCreate"
+        )),
+        "a hostPath at data_dir"
+    );
+    let uid = yaml_number(&daemonset, "runAsUser");
+    let init = daemonset
+        .split_once("initContainers:")
+        .expect("an init container")
+        .1
+        .split_once("containers:")
+        .unwrap()
+        .0;
+    assert!(
+        init.contains(&format!(
+            r#"command: ["chown", "{uid}:{uid}", "{data_dir}"]"#
+        )),
+        "{init}"
+    );
+    assert!(init.contains(&format!("mountPath: {data_dir}")));
 }
 
 #[test]

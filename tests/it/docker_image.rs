@@ -275,3 +275,179 @@ fn delivered(b: &Backend) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// The disk buffer in Outrigger's own container, arranged as the DaemonSet does it: the data
+/// directory is made root-owned 0755 on the host (as a hostPath `DirectoryOrCreate` is), an
+/// init container (root) hands it to UID 65532, and the hardened container writes its log
+/// there. An application logs through Docker's driver with acks while the backend is down;
+/// then `docker kill -s KILL`, the backend comes up, and `docker start`: every acked line
+/// arrives, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn hardened_image_keeps_acked_lines_across_docker_kill() {
+    let test = "docker_image::hardened_image_keeps_acked_lines_across_docker_kill";
+    if !image_ready(test).await {
+        return;
+    }
+    let backend_addr = free_addr().await;
+    let (forward, admin) = (free_addr().await.port(), free_addr().await.port());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outrigger.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[global]\nadmin_address = \"0.0.0.0:{admin}\"\ngrace_period_secs = 5\n\
+             data_dir = \"/var/lib/outrigger\"\n\n\
+             [buffer]\ntype = \"disk\"\nmax_bytes = 16777216\n\n\
+             [sources.forward]\ntype = \"forward\"\naddress = \"0.0.0.0:{forward}\"\n\n\
+             [sinks.backend]\ntype = \"http\"\nendpoint = \"http://localhost:{}\"\n\
+             flush_interval_ms = 100\nretry_initial_backoff_ms = 50\nretry_max_backoff_ms = 500\n",
+            backend_addr.port()
+        ),
+    )
+    .unwrap();
+    // Root-owned 0755, as the kubelet makes a missing hostPath directory.
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let outrigger = unique_name("kill");
+    let init = unique_name("kill-init");
+    let app = unique_name("kill-app");
+    let _cleanup = Containers(vec![outrigger.clone(), init.clone(), app.clone()]);
+    let volume = format!("{}:/var/lib/outrigger", data.display());
+
+    let out = docker(&[
+        "run",
+        "--name",
+        &init,
+        "-v",
+        &volume,
+        APP_IMAGE,
+        "chown",
+        "65532:65532",
+        "/var/lib/outrigger",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mount = format!("{}:/etc/outrigger/outrigger.toml:ro", config.display());
+    let out = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &outrigger,
+        "--network",
+        "host",
+        "--read-only",
+        "--cap-drop=ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--user",
+        "65532:65532",
+        "--memory",
+        "256m",
+        "-v",
+        &mount,
+        "-v",
+        &volume,
+        IMAGE,
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "docker run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready(&admin_addr) {
+        assert!(
+            Instant::now() < deadline,
+            "never ready: {}",
+            diagnose(&outrigger).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mut cmd = Command::new("docker");
+    cmd.args(["run", "--rm", "--name", &app, "--log-driver", "fluentd"])
+        .args([
+            "--log-opt",
+            &format!("fluentd-address=tcp://127.0.0.1:{forward}"),
+        ])
+        .args(["--log-opt", "fluentd-request-ack=true"])
+        .args(["--log-opt", "tag=docker.{{.Name}}"])
+        .args([
+            APP_IMAGE,
+            "sh",
+            "-c",
+            &format!(
+                "i=1; while [ $i -le {LINES} ]; do echo \"kill e2e line $i\"; i=$((i + 1)); done"
+            ),
+        ]);
+    let out = run_container(cmd, &app).await;
+    assert!(
+        out.status.success(),
+        "docker run {app}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every line is acked, none delivered (the backend is down): all of them are on disk.
+    let out = docker(&["kill", "-s", "KILL", &outrigger]).await;
+    assert!(
+        out.status.success(),
+        "docker kill: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(inspect(&outrigger, "{{.State.Running}}").await, "false");
+
+    let backend = Backend::start_on(backend_addr, 200, vec![]).await;
+    let out = docker(&["start", &outrigger]).await;
+    assert!(
+        out.status.success(),
+        "docker start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delivered(&backend).len() < LINES && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = delivered(&backend);
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for (line, _) in &got {
+        *counts.entry(line.clone()).or_default() += 1;
+    }
+    let missing: Vec<usize> = (1..=LINES)
+        .filter(|i| !counts.contains_key(&format!("kill e2e line {i}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {LINES} acked lines lost across docker kill (first {:?}): {}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        diagnose(&outrigger).await
+    );
+    let twice = counts.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "{LINES} lines acked before docker kill, {} delivered after docker start",
+        got.len()
+    );
+    assert_eq!(twice, 0, "nothing was in flight at the kill: nothing twice");
+    let out = docker(&["stop", "-t", "20", &outrigger]).await;
+    assert!(out.status.success());
+    assert_eq!(inspect(&outrigger, "{{.State.ExitCode}}").await, "0");
+}
+
+/// Whether `/ready` at `addr` answers 200 now.
+fn ready(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = write!(s, "GET /ready HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200")
+}
