@@ -487,3 +487,31 @@ async fn damaged_segments_lose_only_their_damaged_records_and_every_start_succee
         }
     }
 }
+
+#[tokio::test]
+async fn with_ack_delivered_an_ack_waits_for_the_backend() {
+    use crate::backend::{Backend, free_addr};
+    use crate::harness::{ack_bytes, read_some, wire};
+    use tokio::io::AsyncWriteExt;
+    let data = tempfile::tempdir().unwrap();
+    let addr = free_addr().await;
+    let mut o = buffered(
+        data.path(),
+        &format!("http://{addr}"),
+        "ack = \"delivered\"",
+    )
+    .await;
+    let mut s = o.connect().await;
+    let m = wire::message("t", 1_700_000_000, &[("i", "0")], Some("c0"));
+    s.write_all(&m).await.unwrap();
+    // On disk, but the backend is down: no ack yet.
+    assert_eq!(read_some(&mut s, Duration::from_secs(1)).await, None);
+    let b = Backend::start_on(addr, 200, vec![]).await;
+    assert_eq!(
+        read_some(&mut s, Duration::from_secs(10)).await,
+        Some(ack_bytes("c0")),
+        "acked once delivered"
+    );
+    assert_eq!(stored(&b), [0]);
+    o.stop().await.unwrap();
+}
