@@ -139,6 +139,17 @@ struct RunArgs {
     /// its default settings, sending to a stand-in backend that loadgen runs on 127.0.0.1.
     #[arg(long, default_value = "blackhole", value_parser = Kind::NAMES)]
     sink: String,
+    /// Where the started Outrigger buffers: `memory` (the queues), or `disk` (`[buffer]
+    /// type = "disk"`, fsync always, its log in the run's temporary directory).
+    #[arg(long, default_value = "memory", value_parser = ["memory", "disk"])]
+    buffer: String,
+    /// With `--buffer disk`: `buffer.fsync`.
+    #[arg(long, default_value = "always", value_parser = ["always", "interval", "never"])]
+    fsync: String,
+    /// Every request asks for an ack (a `chunk` option) and the next is sent only once it
+    /// came, as Docker's `fluentd-request-ack` does; message and forward modes.
+    #[arg(long)]
+    acks: bool,
     /// The sink whose `outrigger_sink_events_total` counts delivered events; default: the
     /// name loadgen gives the `--sink` it configures (`null` for the blackhole, else the
     /// exporter's name, `otlp_http` for `otlp-http`). For --target.
@@ -261,6 +272,9 @@ impl Measured {
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mode = Mode::parse(&args.mode).expect("clap checked the mode");
+    if args.acks && !matches!(mode, Mode::Message | Mode::Forward) {
+        bail!("--acks works with --mode message or forward");
+    }
     if args.events == 0 || args.connections == 0 || args.runs == 0 {
         bail!("--events, --connections and --runs must be at least 1");
     }
@@ -440,9 +454,10 @@ fn measure(
         let stream = TcpStream::connect_timeout(&target.forward, Duration::from_secs(5))
             .with_context(|| format!("connecting to {}", target.forward))?;
         let (frames, corpus, start) = (frames.clone(), corpus.clone(), start.clone());
+        let acks = args.acks;
         threads.push(std::thread::spawn(move || {
             send(
-                stream, &frames, &corpus, mode, from, events, &start, deadline,
+                stream, &frames, &corpus, mode, from, events, &start, deadline, acks,
             )
         }));
     }
@@ -521,6 +536,7 @@ fn send(
     events: usize,
     start: &Barrier,
     deadline: Instant,
+    acks: bool,
 ) -> anyhow::Result<u64> {
     let per = frames.per_frame;
     let whole = events / per;
@@ -532,9 +548,17 @@ fn send(
     };
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
     start.wait();
-    let mut sent = write_frames(&mut stream, frames, first, whole)?;
-    stream.write_all(&rest.bytes)?;
-    sent += rest.bytes.len() as u64;
+    let mut sent = if acks {
+        stream.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now())))?;
+        let sent = write_acked(&mut stream, frames, first, whole)?;
+        sent + write_acked(&mut stream, &rest, 0, rest.ends.len())?
+    } else {
+        write_frames(&mut stream, frames, first, whole)?
+    };
+    if !acks {
+        stream.write_all(&rest.bytes)?;
+        sent += rest.bytes.len() as u64;
+    }
     stream.shutdown(Shutdown::Write)?;
     // Bounded: each read waits at most until the run's deadline.
     let mut sink = [0u8; 4096];
@@ -572,6 +596,43 @@ fn write_frames(
         sent += bytes.len() as u64;
         left -= take;
         at = (at + take) % n;
+    }
+    Ok(sent)
+}
+
+/// [`write_frames`], each request asking for an ack (its empty options map replaced by
+/// `{"chunk": …}`) and the next written only once the ack came.
+fn write_acked(
+    stream: &mut TcpStream,
+    frames: &Frames,
+    first: usize,
+    count: usize,
+) -> std::io::Result<u64> {
+    let n = frames.ends.len();
+    let start = |i: usize| if i == 0 { 0 } else { frames.ends[i - 1] };
+    let (mut sent, mut request, mut ack) = (0u64, Vec::new(), Vec::new());
+    for k in 0..count {
+        let i = (first + k) % n;
+        let bytes = &frames.bytes[start(i)..frames.ends[i]];
+        // Message and Forward requests end with their options: an empty map.
+        assert_eq!(
+            bytes.last(),
+            Some(&0x80),
+            "a request ending in empty options"
+        );
+        let chunk = format!("{k:016x}");
+        request.clear();
+        request.extend_from_slice(&bytes[..bytes.len() - 1]);
+        request.extend_from_slice(b"\x81\xa5chunk\xb0");
+        request.extend_from_slice(chunk.as_bytes());
+        stream.write_all(&request)?;
+        sent += request.len() as u64;
+        // {"ack": "<chunk>"}
+        ack.resize(5 + 1 + 16, 0);
+        stream.read_exact(&mut ack)?;
+        if &ack[6..] != chunk.as_bytes() {
+            return Err(std::io::Error::other("an ack for another request"));
+        }
     }
     Ok(sent)
 }
@@ -634,7 +695,7 @@ fn spawn(args: &RunArgs, backend: Option<SocketAddr>) -> anyhow::Result<Target> 
     ));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("outrigger.toml");
-    std::fs::write(&config, config_text(args, forward, admin, backend))?;
+    std::fs::write(&config, config_text(args, forward, admin, backend, &dir))?;
     let stderr = std::fs::File::create(dir.join("stderr.log"))?;
     let child = Command::new(&bin)
         .arg("--config")
@@ -678,14 +739,28 @@ fn spawn(args: &RunArgs, backend: Option<SocketAddr>) -> anyhow::Result<Target> 
 
 /// The configuration of an Outrigger that loadgen starts itself; `backend` is the stand-in
 /// receiver of an exporter sink.
-fn config_text(args: &RunArgs, forward: u16, admin: u16, backend: Option<SocketAddr>) -> String {
+fn config_text(
+    args: &RunArgs,
+    forward: u16,
+    admin: u16,
+    backend: Option<SocketAddr>,
+    dir: &Path,
+) -> String {
     let mut text = format!(
-        "[global]\nlog_level = \"warn\"\nadmin_address = \"127.0.0.1:{admin}\"\ngrace_period_secs = 10\n\n\
+        "[global]\nlog_level = \"warn\"\nadmin_address = \"127.0.0.1:{admin}\"\ngrace_period_secs = 10\n\
+         data_dir = \"{}\"\n\n\
          [sources.forward]\ntype = \"forward\"\naddress = \"127.0.0.1:{forward}\"\nheartbeat_enabled = false\n\n\
          [sinks.{}]\n{}",
+        dir.join("data").display(),
         args.sink_name(),
         args.kind().sink_config(backend)
     );
+    if args.buffer == "disk" {
+        text.push_str(&format!(
+            "\n[buffer]\ntype = \"disk\"\nmax_bytes = 8589934592\nfsync = \"{}\"\n",
+            args.fsync
+        ));
+    }
     if args.enrich == "off" {
         text.push_str("\n[enrich]\nenabled = false\n");
     }
@@ -888,7 +963,7 @@ mod tests {
             let args = Cli::try_parse_from(["loadgen", "--enrich", flag])
                 .unwrap()
                 .run;
-            let text = config_text(&args, 24224, 2020, None);
+            let text = config_text(&args, 24224, 2020, None, Path::new("/tmp/x"));
             let settings = outrigger::config::parse("loadgen.toml", &text, |_| None)
                 .unwrap_or_else(|e| panic!("--enrich {flag}: {e}\n{text}"));
             assert_eq!(settings.enrich.enabled, enabled, "--enrich {flag}");
@@ -903,7 +978,7 @@ mod tests {
             let args = Cli::try_parse_from(["loadgen", "--sink", kind])
                 .unwrap()
                 .run;
-            let text = config_text(&args, 24224, 2020, Some(backend));
+            let text = config_text(&args, 24224, 2020, Some(backend), Path::new("/tmp/x"));
             let settings = outrigger::config::parse("loadgen.toml", &text, |_| None)
                 .unwrap_or_else(|e| panic!("--sink {kind}: {e}\n{text}"));
             assert_eq!(settings.sinks.len(), 1, "--sink {kind}");

@@ -40,6 +40,9 @@ use crate::telemetry::logging::RateLimit;
 /// The most record bytes read from disk in one go (off the runtime's threads).
 const CHUNK_BYTES: usize = 1 << 20;
 
+/// At most this many records behind the frontier, the reader reads them on its own thread.
+const INLINE_RECORDS: u64 = 16;
+
 /// How often held lines are checked for being due while records keep coming.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
 
@@ -137,9 +140,18 @@ impl Replay {
             let at = tail.as_ref().map_or(durable, Tail::position);
             if at < durable {
                 let t = tail.take().expect("there");
-                let read = tokio::task::spawn_blocking(move || chunk(t, durable)).await;
-                let Ok((t, records)) = read else {
-                    return;
+                // A reader keeping up reads what was just written, from the page cache: a
+                // copy, cheaper than the hand-off to a blocking thread and back (which costs
+                // more than the read when requests come one ack at a time). A backlog is read
+                // off the runtime's threads.
+                let (t, records) = if durable - at <= INLINE_RECORDS {
+                    chunk(t, durable)
+                } else {
+                    let read = tokio::task::spawn_blocking(move || chunk(t, durable)).await;
+                    let Ok(read) = read else {
+                        return;
+                    };
+                    read
                 };
                 tail = Some(t);
                 match records {

@@ -48,6 +48,10 @@ impl Tail {
     /// A file cannot be read, or a record below the frontier is damaged in the segment being
     /// written (the disk lost what it said it kept).
     pub fn next(&mut self, durable: u64) -> io::Result<Option<(u64, &[u8])>> {
+        // Whether the segment being written was read again since it last seemed to end: the
+        // reader's buffer may hold what was there before the record now below the frontier
+        // was written (zeros, or a record half written), and forgets it at an end.
+        let mut reread = false;
         loop {
             if self.next >= durable {
                 return Ok(None);
@@ -75,6 +79,7 @@ impl Tail {
                     self.next = self.next.max(limit.expect("checked"));
                     self.current = None;
                 }
+                Step::End { .. } | Step::Bad { .. } if !reread => reread = true,
                 Step::End { .. } => {
                     // The newest segment, or it was when it was opened: a newer one may have
                     // begun since.
