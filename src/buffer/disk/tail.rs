@@ -197,6 +197,21 @@ mod tests {
         assert!(first > 2 && first <= 25, "{first}");
     }
 
+    #[test]
+    fn a_record_written_after_the_tail_read_up_to_it_is_read_at_once() {
+        // The tail's buffer holds what followed record 1 when it was read (the segment's
+        // zeros); record 2 is written there next, and must not read as the end.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(dir.path(), options()).unwrap();
+        let mut tail = Tail::new(dir.path(), 1);
+        for i in 1..=20u64 {
+            let p = format!("record {i}").into_bytes();
+            log.append(&[&p], true).unwrap();
+            let got = tail.next(log.next_seq()).unwrap().map(|(s, p)| (s, p.to_vec()));
+            assert_eq!(got, Some((i, p)), "record {i}");
+        }
+    }
+
     #[tokio::test]
     async fn a_tail_follows_the_segment_being_written_as_commits_land() {
         let dir = tempfile::tempdir().unwrap();
