@@ -218,7 +218,7 @@ fn chunk(mut tail: Tail, durable: u64) -> (Tail, std::io::Result<Vec<(u64, Bytes
         match tail.next(durable) {
             Ok(Some((seq, payload))) => {
                 bytes += payload.len();
-                out.push((seq, Bytes::copy_from_slice(payload)));
+                out.push((seq, payload));
                 if bytes >= CHUNK_BYTES {
                     break Ok(());
                 }
@@ -303,7 +303,7 @@ impl Reader {
             return Ok(());
         };
         batch.size += batch.footprint();
-        let mark = self.progress.mark(oldest);
+        let mark = self.progress.mark(oldest, batch.received.secs);
         self.route
             .queue
             .push_marked(Arc::new(batch), selection, events, Some(mark))

@@ -67,19 +67,36 @@ pub struct Metrics {
     source_buffer_waits: Counters,
     buffer: BufferMetrics,
     sink_buffer_records: Gauges,
+    sink_buffer_oldest: Gauges,
 }
 
-/// The disk buffer's own numbers, copied from the log's writer by the cursor keeper.
-#[derive(Debug, Clone, Default)]
+/// The disk buffer's own numbers, copied from the log's writer by the cursor keeper (the
+/// sync times are observed by the writer itself).
+#[derive(Debug, Clone)]
 pub struct BufferMetrics {
     pub bytes: Gauge,
     pub max_bytes: Gauge,
     pub segments: Gauge,
     pub records: Gauge,
     pub syncs: Counter,
-    pub sync_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    pub sync_seconds: Histogram,
     pub write_errors: Counter,
     pub damaged: Family<Reason, Counter>,
+}
+
+impl Default for BufferMetrics {
+    fn default() -> BufferMetrics {
+        BufferMetrics {
+            bytes: Gauge::default(),
+            max_bytes: Gauge::default(),
+            segments: Gauge::default(),
+            records: Gauge::default(),
+            syncs: Counter::default(),
+            sync_seconds: crate::buffer::disk::commit::sync_histogram(),
+            write_errors: Counter::default(),
+            damaged: Family::default(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -143,6 +160,7 @@ impl Metrics {
             source_buffer_waits: Default::default(),
             buffer: Default::default(),
             sink_buffer_records: Default::default(),
+            sink_buffer_oldest: Default::default(),
         };
         // Counters get `_total` appended by the encoder.
         registry.register(
@@ -311,7 +329,7 @@ impl Metrics {
         registry.register("buffer_syncs", "Disk buffer: syncs", b.syncs.clone());
         registry.register(
             "buffer_sync_seconds",
-            "Disk buffer: time spent in syncs (divide by buffer_syncs for the mean)",
+            "Disk buffer: time of each group's write and sync",
             b.sync_seconds.clone(),
         );
         registry.register(
@@ -324,6 +342,11 @@ impl Metrics {
             "Disk buffer: damaged segments found at start, by what was done (cut: the newest, \
              at its first bad record; quarantined: an older one, set aside)",
             b.damaged.clone(),
+        );
+        registry.register(
+            "sink_buffer_oldest_seconds",
+            "Age of the oldest disk buffer record a sink has read and not finished with (0: none)",
+            m.sink_buffer_oldest.clone(),
         );
         registry.register(
             "sink_buffer_records",
@@ -363,11 +386,16 @@ impl Metrics {
         &self.buffer
     }
 
-    /// Records of the disk buffer sink `name` has not finished with.
-    pub fn sink_buffer_records(&self, name: &str) -> Gauge {
-        self.sink_buffer_records.get_or_create_owned(&Component {
+    /// Records of the disk buffer sink `name` has not finished with, and the age of the
+    /// oldest it has read.
+    pub fn sink_buffer(&self, name: &str) -> (Gauge, Gauge) {
+        let c = Component {
             component: name.to_string(),
-        })
+        };
+        (
+            self.sink_buffer_records.get_or_create_owned(&c),
+            self.sink_buffer_oldest.get_or_create_owned(&c),
+        )
     }
 
     /// The sources' input budget's gauges and counter.
@@ -382,6 +410,7 @@ impl Metrics {
         };
         // At 0 without the disk buffer, so every sink has the series.
         let _ = self.sink_buffer_records.get_or_create(&c);
+        let _ = self.sink_buffer_oldest.get_or_create(&c);
         SinkMetrics {
             events: self.sink_events.get_or_create_owned(&c),
             bytes: self.sink_bytes.get_or_create_owned(&c),

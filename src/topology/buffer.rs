@@ -92,7 +92,8 @@ pub fn open(
         FsyncMode::Interval => Fsync::Interval(Duration::from_millis(buffer.interval_ms)),
         FsyncMode::Never => Fsync::Never,
     };
-    let committer = Committer::start(log, fsync).context("starting the disk buffer's writer")?;
+    let committer = Committer::start_with(log, fsync, metrics.sync_seconds.clone())
+        .context("starting the disk buffer's writer")?;
     let mut places = Vec::new();
     for name in sinks {
         let cursor = Cursor::open(&dir, name)
@@ -114,17 +115,17 @@ pub struct Keeper {
     pub committer: Committer,
     pub cursors: Vec<Cursor>,
     pub progress: Vec<Arc<Progress>>,
-    /// Each sink's records not finished with.
-    pub unsent: Vec<Gauge>,
+    /// Each sink's records not finished with, and the age of the oldest it read.
+    pub unsent: Vec<(Gauge, Gauge)>,
     pub metrics: BufferMetrics,
     /// What the writer's counts said at the last step, for the counters' increments.
-    last: (u64, u64, u64),
+    last: (u64, u64),
 }
 
 impl Keeper {
     pub fn new(
         committer: Committer,
-        places: Vec<(Cursor, Arc<Progress>, Gauge)>,
+        places: Vec<(Cursor, Arc<Progress>, (Gauge, Gauge))>,
         metrics: BufferMetrics,
     ) -> Keeper {
         let mut k = Keeper {
@@ -133,7 +134,7 @@ impl Keeper {
             progress: Vec::new(),
             unsent: Vec::new(),
             metrics,
-            last: (0, 0, 0),
+            last: (0, 0),
         };
         for (c, p, g) in places {
             k.cursors.push(c);
@@ -199,15 +200,15 @@ impl Keeper {
             .set(durable.saturating_sub(c.oldest.load(Ordering::Relaxed)) as i64);
         let now = (
             c.syncs.load(Ordering::Relaxed),
-            c.sync_nanos.load(Ordering::Relaxed),
             c.failed.load(Ordering::Relaxed),
         );
         m.syncs.inc_by(now.0 - self.last.0);
-        m.sync_seconds.inc_by((now.1 - self.last.1) as f64 / 1e9);
-        m.write_errors.inc_by(now.2 - self.last.2);
+        m.write_errors.inc_by(now.1 - self.last.1);
         self.last = now;
-        for (g, p) in self.unsent.iter().zip(&self.progress) {
-            g.set(durable.saturating_sub(p.done()) as i64);
+        let now = crate::event::Timestamp::now().secs;
+        for ((records, oldest), p) in self.unsent.iter().zip(&self.progress) {
+            records.set(durable.saturating_sub(p.done()) as i64);
+            oldest.set(p.oldest_received().map_or(0, |at| (now - at).max(0)));
         }
     }
 

@@ -351,7 +351,7 @@ pub async fn start_with(
         let places = d
             .sinks
             .into_iter()
-            .map(|(name, cursor, p)| (cursor, p, metrics.sink_buffer_records(&name)))
+            .map(|(name, cursor, p)| (cursor, p, metrics.sink_buffer(&name)))
             .collect();
         let keeper = buffer::Keeper::new(d.committer, places, metrics.buffer().clone());
         let (stop, stop_rx) = shutdown::channel();

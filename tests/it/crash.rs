@@ -135,6 +135,16 @@ fn kill9(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// A backend on `addr`, once the last one there has let go of the port.
+async fn backend_on(addr: std::net::SocketAddr) -> Backend {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpListener::bind(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} stays in use");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Backend::start_on(addr, 200, vec![]).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_rounds_lose_nothing_that_was_acked() {
     let data = tempfile::tempdir().unwrap();
@@ -148,7 +158,7 @@ async fn sigkill_rounds_lose_nothing_that_was_acked() {
         let backend = match *state {
             "down" => None,
             "slow" => {
-                let b = Backend::start_on(addr, 200, vec![]).await;
+                let b = backend_on(addr).await;
                 *b.state.chaos.lock().unwrap() = Some(Chaos {
                     delay: (Duration::from_millis(50), Duration::from_millis(300)),
                     fail_percent: 20,
@@ -156,7 +166,7 @@ async fn sigkill_rounds_lose_nothing_that_was_acked() {
                 });
                 Some(b)
             }
-            _ => Some(Backend::start_on(addr, 200, vec![]).await),
+            _ => Some(backend_on(addr).await),
         };
         let (mut child, forward, _admin, _logs) = spawn(&config(data.path(), addr), data.path());
         let stop = Arc::new(AtomicBool::new(false));
@@ -184,12 +194,10 @@ async fn sigkill_rounds_lose_nothing_that_was_acked() {
         if let Some(b) = backend {
             tokens(&b, &mut seen);
             drop(b);
-            // Its listener closes once the aborted task is dropped.
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     // Up for good: a last start delivers what the rounds left.
-    let b = Backend::start_on(addr, 200, vec![]).await;
+    let b = backend_on(addr).await;
     let (mut child, _, _, _) = spawn(&config(data.path(), addr), data.path());
     let deadline = Instant::now() + Duration::from_secs(60);
     let missing = loop {

@@ -29,8 +29,9 @@ struct State {
     /// The first record the reader has not read, or the oldest whose pieces enrichment
     /// still holds.
     floor: u64,
-    /// Records with batches in the sink's hands: how many batches each.
-    outstanding: BTreeMap<u64, u32>,
+    /// Records with batches in the sink's hands: how many batches each, and when the
+    /// oldest of them was received (Unix seconds).
+    outstanding: BTreeMap<u64, (u32, i64)>,
 }
 
 impl Progress {
@@ -67,20 +68,26 @@ impl Progress {
         }
     }
 
-    /// A batch holding events of record `seq` (or of pieces held since it) goes to the sink:
-    /// the record stays needed until the mark is dropped.
-    pub fn mark(self: &Arc<Self>, seq: u64) -> Mark {
-        *self
-            .state
-            .lock()
-            .expect("not poisoned")
-            .outstanding
-            .entry(seq)
-            .or_default() += 1;
+    /// A batch holding events of record `seq` (or of pieces held since it), received at
+    /// `received` (Unix seconds), goes to the sink: the record stays needed until the mark
+    /// is dropped.
+    pub fn mark(self: &Arc<Self>, seq: u64, received: i64) -> Mark {
+        let mut s = self.state.lock().expect("not poisoned");
+        let e = s.outstanding.entry(seq).or_insert((0, received));
+        e.0 += 1;
+        e.1 = e.1.min(received);
+        drop(s);
         Mark {
             progress: self.clone(),
             seq,
         }
+    }
+
+    /// When the oldest record the sink has read and not finished with was received (Unix
+    /// seconds), if there is one: how far behind the sink is.
+    pub fn oldest_received(&self) -> Option<i64> {
+        let s = self.state.lock().expect("not poisoned");
+        s.outstanding.first_key_value().map(|(_, (_, at))| *at)
     }
 
     /// From now on nothing finishes: the sink's tasks are about to be aborted, and what they
@@ -105,7 +112,7 @@ impl Drop for Mark {
         }
         {
             let mut s = p.state.lock().expect("not poisoned");
-            if let Some(n) = s.outstanding.get_mut(&self.seq) {
+            if let Some((n, _)) = s.outstanding.get_mut(&self.seq) {
                 *n -= 1;
                 if *n == 0 {
                     s.outstanding.remove(&self.seq);
@@ -126,16 +133,19 @@ mod tests {
         assert_eq!(p.done(), 1);
         p.set_floor(4);
         assert_eq!(p.done(), 4, "1..=3 read, nothing in the sink's hands");
-        let two = p.mark(2);
-        let three = p.mark(3);
-        let three_again = p.mark(3);
+        let two = p.mark(2, 100);
+        let three = p.mark(3, 90);
+        let three_again = p.mark(3, 95);
         p.set_floor(10);
         assert_eq!(p.done(), 2);
+        assert_eq!(p.oldest_received(), Some(100), "record 2's");
         drop(three);
         drop(two);
+        assert_eq!(p.oldest_received(), Some(90), "record 3's oldest batch");
         assert_eq!(p.done(), 3, "a second batch of record 3 is still out");
         drop(three_again);
         assert_eq!(p.done(), 10);
+        assert_eq!(p.oldest_received(), None);
         p.set_floor(7);
         assert_eq!(p.done(), 7, "a piece of record 7 is held");
     }
@@ -143,7 +153,7 @@ mod tests {
     #[test]
     fn after_a_freeze_dropped_batches_stay_unfinished() {
         let p = Progress::new(1);
-        let m = p.mark(5);
+        let m = p.mark(5, 0);
         p.set_floor(9);
         p.freeze();
         drop(m);

@@ -200,7 +200,10 @@ pub struct Reader {
     base: u64,
     /// The next record starts at `buf[start]`.
     start: usize,
+    /// What was read is `buf[..len]`; the rest is room, zeroed once when it was made (so
+    /// reading again does not clear it again).
     buf: Vec<u8>,
+    len: usize,
     /// The file holds nothing past what `buf` holds.
     eof: bool,
     /// The sequence number the next record must have, once known.
@@ -218,6 +221,7 @@ impl Reader {
             base: 0,
             start: 0,
             buf: Vec::new(),
+            len: 0,
             eof: false,
             expect: first_seq,
         })
@@ -234,7 +238,7 @@ impl Reader {
     /// A read failed.
     pub fn step(&mut self) -> io::Result<Step<'_>> {
         loop {
-            let rest = &self.buf[self.start..];
+            let rest = &self.buf[self.start..self.len];
             // The bytes the record here needs, as far as its header tells.
             let need = if rest.len() < HEADER {
                 HEADER
@@ -282,24 +286,27 @@ impl Reader {
     /// Drops what was read past the next record's start, so the next step reads the file
     /// again from there.
     fn forget_rest(&mut self) {
-        self.buf.truncate(self.start);
+        self.len = self.start;
         self.eof = false;
     }
 
     /// Reads on until the buffer holds `need` bytes from the next record, or the file ends.
     fn fill(&mut self, need: usize) -> io::Result<()> {
         // Drop what was read already, keeping the record in progress.
-        self.buf.drain(..self.start);
+        self.buf.copy_within(self.start..self.len, 0);
+        self.len -= self.start;
         self.base += self.start as u64;
         self.start = 0;
         let want = need.max(READ);
-        while self.buf.len() < need {
-            let have = self.buf.len();
-            self.buf.resize(have + want, 0);
+        while self.len < need {
+            let have = self.len;
+            if self.buf.len() < have + want {
+                self.buf.resize(have + want, 0);
+            }
             let n = self
                 .file
-                .read_at(&mut self.buf[have..], self.base + have as u64)?;
-            self.buf.truncate(have + n);
+                .read_at(&mut self.buf[have..have + want], self.base + have as u64)?;
+            self.len = have + n;
             if n == 0 {
                 self.eof = true;
                 break;

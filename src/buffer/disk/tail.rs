@@ -11,6 +11,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+
 use super::segment::{self, Reader, Step};
 
 /// A reader of the log from a given record on.
@@ -22,7 +24,6 @@ pub struct Tail {
     /// The segment being read: its first number, where the next one begins (when one does),
     /// and its reader.
     current: Option<(u64, Option<u64>, Reader)>,
-    payload: Vec<u8>,
 }
 
 impl Tail {
@@ -33,7 +34,6 @@ impl Tail {
             dir: dir.to_path_buf(),
             next: from.max(1),
             current: None,
-            payload: Vec::new(),
         }
     }
 
@@ -47,7 +47,7 @@ impl Tail {
     /// # Errors
     /// A file cannot be read, or a record below the frontier is damaged in the segment being
     /// written (the disk lost what it said it kept).
-    pub fn next(&mut self, durable: u64) -> io::Result<Option<(u64, &[u8])>> {
+    pub fn next(&mut self, durable: u64) -> io::Result<Option<(u64, Bytes)>> {
         // Whether the segment being written was read again since it last seemed to end: the
         // reader's buffer may hold what was there before the record now below the frontier
         // was written (zeros, or a record half written), and forgets it at an end.
@@ -68,10 +68,10 @@ impl Tail {
                 }
                 Step::Record { seq, .. } if seq < self.next => {}
                 Step::Record { seq, payload } => {
-                    self.payload.clear();
-                    self.payload.extend_from_slice(payload);
+                    // Its own allocation, of its size: the events made from it keep it.
+                    let payload = Bytes::copy_from_slice(payload);
                     self.next = seq + 1;
-                    return Ok(Some((seq, &self.payload)));
+                    return Ok(Some((seq, payload)));
                 }
                 Step::End { .. } | Step::Bad { .. } if limit.is_some() => {
                     // A sealed segment ends here: on to the next (a gap, if records are
@@ -152,7 +152,6 @@ mod tests {
     use super::*;
     use crate::buffer::disk::commit::{Committer, Fsync};
     use crate::buffer::disk::log::{Log, Options};
-    use bytes::Bytes;
     use std::sync::atomic::Ordering;
 
     fn options() -> Options {
@@ -207,7 +206,10 @@ mod tests {
         for i in 1..=20u64 {
             let p = format!("record {i}").into_bytes();
             log.append(&[&p], true).unwrap();
-            let got = tail.next(log.next_seq()).unwrap().map(|(s, p)| (s, p.to_vec()));
+            let got = tail
+                .next(log.next_seq())
+                .unwrap()
+                .map(|(s, p)| (s, p.to_vec()));
             assert_eq!(got, Some((i, p)), "record {i}");
         }
     }
