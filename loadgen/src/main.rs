@@ -254,6 +254,8 @@ struct Measured {
     wall_s: f64,
     cpu_s: Option<f64>,
     peak_rss_mib: Option<f64>,
+    /// Disk buffer syncs during the run (none with the memory buffer).
+    syncs: u64,
 }
 
 impl Measured {
@@ -404,8 +406,14 @@ fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
 
 fn line(label: &str, args: &RunArgs, mode: Mode, r: &Measured) -> String {
     format!(
-        "{label}: mode={} enrich={} sink={} connections={} events={} bytes={} wall_s={:.3} events_per_s={:.0} cpu_s={} cpu_s_per_1M={} events_per_cpu_s={} peak_rss_mib={}",
+        "{label}: mode={} buffer={} acks={} enrich={} sink={} connections={} events={} bytes={} wall_s={:.3} events_per_s={:.0} cpu_s={} cpu_s_per_1M={} events_per_cpu_s={} peak_rss_mib={} syncs_per_s={:.0}",
         mode.name(),
+        if args.buffer == "disk" {
+            format!("disk/{}", args.fsync)
+        } else {
+            args.buffer.clone()
+        },
+        args.acks,
         if args.target.is_some() {
             "as-configured"
         } else {
@@ -421,6 +429,7 @@ fn line(label: &str, args: &RunArgs, mode: Mode, r: &Measured) -> String {
         fmt_opt(r.cpu_per_million(), 3),
         fmt_opt(r.events_per_cpu_s(), 0),
         fmt_opt(r.peak_rss_mib, 1),
+        r.syncs as f64 / r.wall_s,
     )
 }
 
@@ -440,6 +449,7 @@ fn measure(
     let base_rejected = metric(&before, "outrigger_source_rejected_total", None).unwrap_or(0);
     let base_errors =
         metric(&before, "outrigger_source_connection_errors_total", None).unwrap_or(0);
+    let base_syncs = metric(&before, "outrigger_buffer_syncs_total", None).unwrap_or(0);
 
     // Connect everything and split the events before the clock starts.
     let n = args.connections;
@@ -514,7 +524,17 @@ fn measure(
             args.events
         );
     }
+    // The cursor keeper copies the writer's count every 250 ms.
+    std::thread::sleep(Duration::from_millis(300));
+    let syncs = metric(
+        &scrape(&target.metrics)?,
+        "outrigger_buffer_syncs_total",
+        None,
+    )
+    .unwrap_or(0)
+        - base_syncs;
     Ok(Measured {
+        syncs,
         events: args.events as u64,
         bytes,
         wall_s: done.duration_since(t0).as_secs_f64(),

@@ -21,6 +21,10 @@ pub struct Buffer {
     pub fsync: FsyncMode,
     /// With `fsync = "interval"`: the longest a written group waits for its sync.
     pub interval_ms: u64,
+    /// Memory for the latest records as their source decoded them, so the sinks' readers
+    /// that keep up do not decode them again (0: they always decode). Not a bound on what
+    /// is kept: the log holds that.
+    pub recent_bytes: u64,
 }
 
 impl Default for Buffer {
@@ -30,6 +34,7 @@ impl Default for Buffer {
             max_bytes: 1 << 30,
             fsync: FsyncMode::Always,
             interval_ms: 1000,
+            recent_bytes: 4 << 20,
         }
     }
 }

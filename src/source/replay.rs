@@ -30,6 +30,7 @@ use crate::buffer::Route;
 use crate::buffer::disk::commit::Counts;
 use crate::buffer::disk::payload::{Kind, Payload};
 use crate::buffer::disk::progress::Progress;
+use crate::buffer::disk::recent::Recent;
 use crate::buffer::disk::tail::Tail;
 use crate::event::Batch;
 use crate::pipeline::{self, Release, Stage};
@@ -69,6 +70,10 @@ pub struct Replay {
     /// The first record this start wrote: streams before it ended with the last start (their
     /// connections are gone), so their held lines go on once the reader gets here.
     pub boot: u64,
+    /// The latest records as their source decoded them, and this reader's place among
+    /// their readers.
+    pub recent: Arc<Recent>,
+    pub index: usize,
     pub route: Route,
     /// By source name; a record of a source no longer configured is read with the defaults.
     pub sources: HashMap<Bytes, Spec>,
@@ -116,10 +121,14 @@ impl Replay {
             progress,
             from,
             boot,
+            recent,
+            index,
             route,
             sources,
         } = self;
         let mut reader = Reader {
+            recent,
+            index,
             sink,
             progress,
             route,
@@ -238,6 +247,8 @@ fn chunk(mut tail: Tail, durable: u64) -> (Tail, std::io::Result<Vec<(u64, Bytes
 struct Gone;
 
 struct Reader {
+    recent: Arc<Recent>,
+    index: usize,
     sink: String,
     progress: Arc<Progress>,
     route: Route,
@@ -278,14 +289,21 @@ impl Reader {
             last: now,
         });
         stream.last = now;
-        let mut batch = stream.stage.batch(bytes.len());
-        batch.received = payload.received;
-        let mut skipped = Skipped::default();
-        match payload.kind {
-            Kind::Forward => {
-                decode::requests(&payload.body, &mut batch, &spec.decode, &mut skipped)
+        // Decoded already, as the source did, when it is still in memory.
+        let mut batch = match self.recent.take(self.index, seq) {
+            Some(b) => b,
+            None => {
+                let mut batch = stream.stage.batch(bytes.len());
+                batch.received = payload.received;
+                let mut skipped = Skipped::default();
+                match payload.kind {
+                    Kind::Forward => {
+                        decode::requests(&payload.body, &mut batch, &spec.decode, &mut skipped)
+                    }
+                }
+                batch
             }
-        }
+        };
         // The oldest record this batch may hold pieces of.
         let pinned = stream.pin();
         stream.stage.process(&mut batch);

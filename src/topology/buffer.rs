@@ -18,6 +18,7 @@ use crate::buffer::disk::cursor::Cursor;
 use crate::buffer::disk::log::{Log, Options as LogOptions};
 use crate::buffer::disk::payload::{Kind, Payload};
 use crate::buffer::disk::progress::Progress;
+use crate::buffer::disk::recent::Recent;
 use crate::buffer::disk::segment::{self, Reader, Step};
 use crate::config::buffer::{Buffer, FsyncMode};
 use crate::event::Batch;
@@ -38,6 +39,8 @@ pub struct Disk {
     pub boot: u64,
     /// Each sink's cursor and progress, in the configuration's order.
     pub sinks: Vec<(String, Cursor, Arc<Progress>)>,
+    /// The latest records as decoded, for the readers.
+    pub recent: Arc<Recent>,
 }
 
 /// Opens the log in `data_dir/buffer` (recovering it after a crash), starts its writer and
@@ -92,8 +95,17 @@ pub fn open(
         FsyncMode::Interval => Fsync::Interval(Duration::from_millis(buffer.interval_ms)),
         FsyncMode::Never => Fsync::Never,
     };
-    let committer = Committer::start_with(log, fsync, metrics.sync_seconds.clone())
-        .context("starting the disk buffer's writer")?;
+    let recent = Arc::new(Recent::new(
+        usize::try_from(buffer.recent_bytes).unwrap_or(usize::MAX),
+        sinks.len(),
+    ));
+    let committer = Committer::start_with(
+        log,
+        fsync,
+        metrics.sync_seconds.clone(),
+        Some(recent.clone()),
+    )
+    .context("starting the disk buffer's writer")?;
     let mut places = Vec::new();
     for name in sinks {
         let cursor = Cursor::open(&dir, name)
@@ -106,6 +118,7 @@ pub fn open(
         committer,
         boot,
         sinks: places,
+        recent,
     })
 }
 

@@ -288,6 +288,8 @@ pub async fn start_with(
                     progress: progress.clone(),
                     from: progress.done(),
                     boot: d.boot,
+                    recent: d.recent.clone(),
+                    index: queues.len(),
                     route,
                     sources: specs.clone(),
                 };

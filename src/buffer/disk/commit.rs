@@ -26,7 +26,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{Notify, oneshot};
 
 use super::log::Log;
+use super::recent::Recent;
 use super::record;
+use crate::event::Batch;
 
 /// The most payload bytes one group gathers before it is written: a bound on the write
 /// (and on the memory a group holds), far above what a sync's worth of requests usually is.
@@ -50,6 +52,8 @@ pub enum Fsync {
 enum Job {
     Commit {
         payload: Bytes,
+        /// The payload's events as the source decoded them, for [`Recent`].
+        batch: Option<Batch>,
         done: oneshot::Sender<Committed>,
     },
     /// Delete the segments wholly before this record.
@@ -135,14 +139,19 @@ impl Committer {
     /// # Errors
     /// The thread cannot be spawned.
     pub fn start(log: Log, fsync: Fsync) -> io::Result<Committer> {
-        Committer::start_with(log, fsync, sync_histogram())
+        Committer::start_with(log, fsync, sync_histogram(), None)
     }
 
     /// [`Committer::start`], observing each sync's time into `sync_seconds`.
     ///
     /// # Errors
     /// The thread cannot be spawned.
-    pub fn start_with(log: Log, fsync: Fsync, sync_seconds: Histogram) -> io::Result<Committer> {
+    pub fn start_with(
+        log: Log,
+        fsync: Fsync,
+        sync_seconds: Histogram,
+        recent: Option<Arc<Recent>>,
+    ) -> io::Result<Committer> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let counts = Arc::new(Counts::new(sync_seconds));
         counts.durable.store(log.next_seq(), Ordering::Release);
@@ -150,14 +159,28 @@ impl Committer {
         let c = counts.clone();
         std::thread::Builder::new()
             .name("outrigger-log".into())
-            .spawn(move || run(log, fsync, &rx, &c))?;
+            .spawn(move || run(log, fsync, &rx, &c, recent.as_deref()))?;
         Ok(Committer { tx, counts })
     }
 
     /// Hands `payload` to the log; the answer comes once it is durable, or could not be.
     pub fn commit(&self, payload: Bytes) -> impl Future<Output = Committed> + use<> {
+        self.commit_decoded(payload, None)
+    }
+
+    /// [`Committer::commit`], with the payload's events as the source decoded them (before
+    /// enrichment), which the readers that keep up take instead of decoding it again.
+    pub fn commit_decoded(
+        &self,
+        payload: Bytes,
+        batch: Option<Batch>,
+    ) -> impl Future<Output = Committed> + use<> {
         let (done, answer) = oneshot::channel();
-        let sent = self.tx.send(Job::Commit { payload, done });
+        let sent = self.tx.send(Job::Commit {
+            payload,
+            batch,
+            done,
+        });
         async move {
             if sent.is_err() {
                 return Err(Arc::new(io::Error::other(
@@ -185,8 +208,8 @@ impl Committer {
 
 /// The writer thread: takes what is waiting (at least one job, at most [`GROUP_BYTES`]),
 /// appends it as one group, answers every job in it, and again, until every sender is gone.
-fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts) {
-    let mut group: Vec<(Bytes, oneshot::Sender<Committed>)> = Vec::new();
+fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts, recent: Option<&Recent>) {
+    let mut group: Vec<Pending> = Vec::new();
     // Written since the last sync, under `Fsync::Interval`.
     let mut unsynced: Option<Instant> = None;
     let group_bytes = GROUP_BYTES.min(log.largest_group());
@@ -214,7 +237,11 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts) {
         while let Some(job) = next.take() {
             match job {
                 Job::Trim(seq) => trim = trim.max(Some(seq)),
-                Job::Commit { payload, done } => {
+                Job::Commit {
+                    payload,
+                    batch,
+                    done,
+                } => {
                     if payload.len() > group_bytes.min(record::MAX_PAYLOAD) {
                         // No record the log can hold: answered at once, in no group.
                         let e = io::Error::new(
@@ -227,7 +254,7 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts) {
                         let _ = done.send(Err(Arc::new(e)));
                     } else {
                         bytes += payload.len();
-                        group.push((payload, done));
+                        group.push((payload, batch, done));
                     }
                 }
             }
@@ -247,7 +274,7 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts) {
             }
         }
         if !group.is_empty() {
-            append(&mut log, fsync, &mut group, counts);
+            append(&mut log, fsync, &mut group, counts, recent);
             if let Fsync::Interval(every) = fsync {
                 let since = *unsynced.get_or_insert_with(Instant::now);
                 // Groups that keep coming must not put the sync off.
@@ -264,14 +291,19 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts) {
     }
 }
 
-/// Appends `group` as one group and answers each of its jobs.
+/// A job in the group being made: its payload, its decoded batch, its answer.
+type Pending = (Bytes, Option<Batch>, oneshot::Sender<Committed>);
+
+/// Appends `group` as one group and answers each of its jobs; the batches go to `recent`
+/// before the frontier moves past them.
 fn append(
     log: &mut Log,
     fsync: Fsync,
-    group: &mut Vec<(Bytes, oneshot::Sender<Committed>)>,
+    group: &mut Vec<Pending>,
     counts: &Counts,
+    recent: Option<&Recent>,
 ) {
-    let payloads: Vec<&[u8]> = group.iter().map(|(p, _)| &p[..]).collect();
+    let payloads: Vec<&[u8]> = group.iter().map(|(p, _, _)| &p[..]).collect();
     let before = log.stats().syncs;
     let started = Instant::now();
     let result = log.append(&payloads, fsync == Fsync::Always);
@@ -286,6 +318,13 @@ fn append(
     *counts.failing.lock().expect("not poisoned") = result.as_ref().err().map(|e| e.to_string());
     match result {
         Ok(first) => {
+            if let Some(recent) = recent {
+                for (i, (_, batch, _)) in group.iter_mut().enumerate() {
+                    if let Some(b) = batch.take() {
+                        recent.put(first + i as u64, b);
+                    }
+                }
+            }
             counts
                 .durable
                 .store(first + group.len() as u64, Ordering::Release);
@@ -294,7 +333,7 @@ fn append(
             counts
                 .records
                 .fetch_add(group.len() as u64, Ordering::Relaxed);
-            for (i, (_, done)) in group.drain(..).enumerate() {
+            for (i, (_, _, done)) in group.drain(..).enumerate() {
                 // A source that stopped waiting (its connection closed) needs no answer.
                 let _ = done.send(Ok(first + i as u64));
             }
@@ -304,7 +343,7 @@ fn append(
                 .failed
                 .fetch_add(group.len() as u64, Ordering::Relaxed);
             let e = Arc::new(e);
-            for (_, done) in group.drain(..) {
+            for (_, _, done) in group.drain(..) {
                 let _ = done.send(Err(e.clone()));
             }
         }
@@ -350,6 +389,7 @@ mod tests {
             let (done, answer) = oneshot::channel();
             tx.send(Job::Commit {
                 payload: Bytes::from(format!("request {i}")),
+                batch: None,
                 done,
             })
             .unwrap();
@@ -357,7 +397,7 @@ mod tests {
         }
         drop(tx);
         let counts = Counts::default();
-        run(log, Fsync::Always, &rx, &counts);
+        run(log, Fsync::Always, &rx, &counts, None);
         assert_eq!(counts.syncs.load(Ordering::Relaxed), 1);
         assert_eq!(counts.groups.load(Ordering::Relaxed), 1);
         let seqs: Vec<u64> = answers

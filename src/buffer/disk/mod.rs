@@ -17,6 +17,8 @@
 //!   use.
 //! - [`progress`]: how far each sink has got: the first record its reader has not read,
 //!   enrichment still holds, or its queue has not finished with; what its cursor stores.
+//! - [`recent`]: the latest records as their source decoded them, so readers that keep up
+//!   do not decode them again.
 //! - [`payload`]: what a record holds: what a source accepted from one read of one stream,
 //!   before enrichment, so replay rebuilds what enrichment held back by running it again.
 //!
@@ -30,6 +32,7 @@ pub mod cursor;
 pub mod log;
 pub mod payload;
 pub mod progress;
+pub mod recent;
 pub mod record;
 pub mod segment;
 pub mod tail;

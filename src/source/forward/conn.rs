@@ -20,9 +20,12 @@
 //! joined are charged to the sources' shared [`Budget`]; without room, the connection waits
 //! before reading.
 //!
-//! The batch goes to the [`Router`](crate::buffer::Router), which waits while a sink's queue is full. Nothing is read
-//! while it waits, so TCP pushes back on the client. Acks (`{"ack": chunk}`) are written only
-//! after the router has taken the whole batch, and only for requests decoded without loss.
+//! The batch goes to the [`Router`](crate::buffer::Router), which waits while a sink's queue
+//! is full. Nothing is read while it waits, so TCP pushes back on the client. Acks
+//! (`{"ack": chunk}`) are written only after the router has taken the whole batch, and only
+//! for requests decoded without loss. With the disk buffer the batch's requests, as read, go
+//! into the log instead (one record per batch), and acks wait until the record is durable
+//! (or, with `ack = "delivered"`, delivered); while the log cannot take it, nothing is read.
 //!
 //! A connection is closed when the byte stream cannot be trusted any more (malformed or
 //! oversized request, non-forward data, a timeout); a well-formed request with bad content is
@@ -560,11 +563,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 };
                 let mut bytes = Vec::with_capacity(payload.body.len() + 64);
                 payload.encode(&mut bytes);
-                let Some(seq) = self.commit(Bytes::from(bytes), shutdown).await? else {
+                let events = batch.events.len() as u64;
+                let Some(seq) = self.commit(Bytes::from(bytes), batch, shutdown).await? else {
                     acks.clear();
                     return Ok(());
                 };
-                ctx.metrics.events.inc_by(batch.events.len() as u64);
+                ctx.metrics.events.inc_by(events);
                 if log.ack == AckWhen::Delivered && !acks.is_empty() {
                     tokio::select! {
                         () = log.delivered(seq) => {}
@@ -593,8 +597,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Ok(())
     }
 
-    /// Puts `payload` in the disk buffer's log and returns its record's number; `None` when
-    /// no record can hold it (counted and logged: it is not acknowledged).
+    /// Puts `payload` (`batch`'s requests) in the disk buffer's log and returns its record's
+    /// number; `None` when no record can hold it (counted and logged: it is not
+    /// acknowledged).
     ///
     /// While the log cannot take it (its disk or `max_bytes` full, an I/O error) this waits
     /// and tries again: nothing is read meanwhile, so the client is pushed back on, and
@@ -602,6 +607,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn commit(
         &mut self,
         payload: Bytes,
+        batch: Batch,
         shutdown: &mut Shutdown,
     ) -> Result<Option<u64>, Close> {
         let ctx = self.ctx.clone();
@@ -609,8 +615,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             unreachable!("called for the log only");
         };
         let mut backoff = Duration::from_millis(50);
+        // The decoded events go along the first time (the readers then need not decode
+        // them again); a retry sends the bytes alone.
+        let mut batch = Some(batch);
         loop {
-            match log.committer.commit(payload.clone()).await {
+            match log
+                .committer
+                .commit_decoded(payload.clone(), batch.take())
+                .await
+            {
                 Ok(seq) => return Ok(Some(seq)),
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
                     ctx.metrics.rejected("too_large_for_buffer", 1);
