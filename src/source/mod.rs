@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 
-use crate::buffer::Router;
 use crate::buffer::disk::commit::Committer;
 use crate::buffer::disk::progress::Progress;
+use crate::buffer::{Pattern, Router};
 use crate::config::SourceKind;
 use crate::config::buffer::Ack;
 use crate::pipeline;
@@ -43,6 +43,9 @@ pub struct Log {
     pub ack: Ack,
     /// Every sink's progress, for `ack = "delivered"`.
     pub sinks: Arc<[Arc<Progress>]>,
+    /// Every sink's patterns, to count what no sink matches (written to the log all the
+    /// same: it is what the client sent).
+    pub patterns: Arc<[Pattern]>,
     /// Stream numbers: this start's in the high half, a count in the low (see [`Log::new`]).
     streams: Arc<AtomicU64>,
 }
@@ -50,13 +53,37 @@ pub struct Log {
 impl Log {
     /// `boot` tells this start's streams from the earlier starts' in the log: the log's next
     /// record number at the start (any start that wrote a record moved it on).
-    pub fn new(committer: Committer, ack: Ack, sinks: Arc<[Arc<Progress>]>, boot: u64) -> Log {
+    pub fn new(
+        committer: Committer,
+        ack: Ack,
+        sinks: Arc<[Arc<Progress>]>,
+        patterns: Arc<[Pattern]>,
+        boot: u64,
+    ) -> Log {
         Log {
             committer,
             ack,
             sinks,
+            patterns,
             streams: Arc::new(AtomicU64::new(boot << 32)),
         }
+    }
+
+    /// Events of `batch` whose tag no sink matches.
+    pub fn unrouted(&self, batch: &crate::event::Batch) -> usize {
+        let wanted: Vec<bool> = batch
+            .tags
+            .iter()
+            .map(|t| self.patterns.iter().any(|p| p.matches(t)))
+            .collect();
+        if wanted.iter().all(|w| *w) {
+            return 0;
+        }
+        batch
+            .events
+            .iter()
+            .filter(|e| !wanted[e.tag as usize])
+            .count()
     }
 
     /// A number for a new stream (connection), unique in the log.

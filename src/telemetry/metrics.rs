@@ -82,6 +82,7 @@ pub struct BufferMetrics {
     pub sync_seconds: Histogram,
     pub write_errors: Counter,
     pub damaged: Family<Reason, Counter>,
+    pub lost_records: Counter,
 }
 
 impl Default for BufferMetrics {
@@ -95,6 +96,7 @@ impl Default for BufferMetrics {
             sync_seconds: crate::buffer::disk::commit::sync_histogram(),
             write_errors: Counter::default(),
             damaged: Family::default(),
+            lost_records: Counter::default(),
         }
     }
 }
@@ -342,6 +344,11 @@ impl Metrics {
             "Disk buffer: damaged segments found at start, by what was done (cut: the newest, \
              at its first bad record; quarantined: an older one, set aside)",
             b.damaged.clone(),
+        );
+        registry.register(
+            "buffer_lost_records",
+            "Disk buffer: records skipped after damage in an older segment, found at start",
+            b.lost_records.clone(),
         );
         registry.register(
             "sink_buffer_oldest_seconds",

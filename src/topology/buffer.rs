@@ -83,6 +83,7 @@ pub fn open(
                 reason: "quarantined",
             })
             .inc();
+        metrics.lost_records.inc_by(q.lost);
         let copy = q.copy.as_ref().map(|c| c.display().to_string());
         tracing::error!(copy = ?copy, damage = q.damage.as_str(), lost_records = q.lost, "disk buffer: an older segment is damaged; its records up to the damage are sent, those after it in that segment are lost");
     }

@@ -237,6 +237,7 @@ pub async fn start_with(
 
     let mut sinks = JoinSet::new();
     let mut routes = Vec::new();
+    let mut all_patterns: Vec<Pattern> = Vec::new();
     let mut queues = Vec::new();
     for cfg in &settings.sinks {
         let sink = match &cfg.kind {
@@ -268,11 +269,12 @@ pub async fn start_with(
         let (tx, rx) = Queue::bounded(max_bytes, cfg.max_queue_events, m.queue.clone());
         m.queue_max_bytes.set(max_bytes as i64);
         m.queue_max_events.set(cfg.max_queue_events as i64);
-        let patterns = cfg
+        let patterns: Vec<Pattern> = cfg
             .patterns
             .iter()
             .map(|p| Pattern::parse(p).map_err(anyhow::Error::msg))
             .collect::<anyhow::Result<_>>()?;
+        all_patterns.extend(patterns.iter().cloned());
         let route = Route {
             patterns,
             queue: tx,
@@ -329,6 +331,7 @@ pub async fn start_with(
                     d.committer.clone(),
                     ack,
                     progress.clone().into(),
+                    all_patterns.clone().into(),
                     d.boot,
                 );
                 Output::Log(log)

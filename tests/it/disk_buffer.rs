@@ -449,6 +449,9 @@ async fn damaged_segments_lose_only_their_damaged_records_and_every_start_succee
             )
             .await
             + o.metric("outrigger_buffer_damaged_segments_total{reason=\"quarantined\"}");
+        let lost = o.metric("outrigger_buffer_lost_records_total");
+        let quarantined =
+            o.metric("outrigger_buffer_damaged_segments_total{reason=\"quarantined\"}");
         // What is left arrives; wait until it stops growing.
         let mut got = stored(&b);
         loop {
@@ -478,6 +481,9 @@ async fn damaged_segments_lose_only_their_damaged_records_and_every_start_succee
         if let (Some(first), Some(last)) = (missing.first(), missing.last()) {
             assert_eq!(last - first + 1, missing.len(), "round {round}: one run");
             assert_eq!(damaged, 1.0, "round {round}: the damage is counted");
+            if quarantined > 0.0 {
+                assert_eq!(lost as usize, missing.len(), "round {round}: lost, counted");
+            }
             let seg_end = f.limit.map_or(SENT as u64 + base, |l| l) - base;
             assert_eq!(
                 *last as u64 + 1,
@@ -514,4 +520,31 @@ async fn with_ack_delivered_an_ack_waits_for_the_backend() {
     );
     assert_eq!(stored(&b), [0]);
     o.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn what_no_sink_matches_is_counted_as_unrouted_and_still_acked() {
+    use crate::harness::{Outrigger, ack_bytes, send_and_read_ack, wire};
+    let data = tempfile::tempdir().unwrap();
+    let o = Outrigger::with_config(&format!(
+        "[global]\nadmin_enabled = false\ndata_dir = \"{}\"\n[buffer]\ntype = \"disk\"\n\
+         [sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n\
+         [sinks.out]\ntype = \"file\"\npath = \"{{out}}\"\nmatch = [\"app.*\"]\n",
+        data.path().display()
+    ))
+    .await;
+    let mut s = o.connect().await;
+    for (tag, chunk) in [("app.web", "a"), ("other", "b")] {
+        let m = wire::message(tag, 1_700_000_000, &[("log", tag)], Some(chunk));
+        let a = send_and_read_ack(&mut s, &m, Duration::from_secs(5)).await;
+        assert_eq!(a, Some(ack_bytes(chunk)));
+    }
+    let lines = o.wait_lines(1).await;
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["tag"], "app.web");
+    assert_eq!(
+        o.wait_metric("outrigger_unrouted_events_total{component=\"in\"}", 1.0)
+            .await,
+        1.0
+    );
 }

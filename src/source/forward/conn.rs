@@ -564,11 +564,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 let mut bytes = Vec::with_capacity(payload.body.len() + 64);
                 payload.encode(&mut bytes);
                 let events = batch.events.len() as u64;
+                let unrouted = log.unrouted(&batch) as u64;
                 let Some(seq) = self.commit(Bytes::from(bytes), batch, shutdown).await? else {
                     acks.clear();
                     return Ok(());
                 };
                 ctx.metrics.events.inc_by(events);
+                ctx.metrics.unrouted.inc_by(unrouted);
                 if log.ack == AckWhen::Delivered && !acks.is_empty() {
                     tokio::select! {
                         () = log.delivered(seq) => {}
