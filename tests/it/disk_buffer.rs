@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use outrigger::buffer::disk::{cursor::Cursor, record, segment::Writer};
 
+use crate::export::{delivered as stored, wait_delivered as wait_stored};
 use crate::harness::binary::bin;
 
 #[test]
@@ -96,34 +97,6 @@ async fn send_acked(o: &crate::harness::Outrigger, ids: std::ops::Range<usize>) 
         }
     }
     acked
-}
-
-/// The ids the backend stored, in the order it stored them.
-fn stored(b: &crate::backend::Backend) -> Vec<usize> {
-    b.accepted()
-        .iter()
-        .flat_map(|r| {
-            String::from_utf8(r.body.to_vec())
-                .unwrap()
-                .lines()
-                .map(|l| {
-                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                    v["record"]["i"].as_str().unwrap().parse().unwrap()
-                })
-                .collect::<Vec<usize>>()
-        })
-        .collect()
-}
-
-async fn wait_stored(b: &crate::backend::Backend, n: usize) -> Vec<usize> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let d = stored(b);
-        if d.len() >= n || std::time::Instant::now() > deadline {
-            return d;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

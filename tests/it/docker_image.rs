@@ -133,32 +133,20 @@ async fn hardened_image_exports_and_drains_on_docker_stop() {
     let app = unique_name("image-app");
     let _cleanup = Containers(vec![outrigger.clone(), app.clone()]);
 
-    let mount = format!("{}:/etc/outrigger/outrigger.toml:ro", config.display());
-    let out = docker(&[
-        "run",
-        "-d",
-        "--name",
+    let out = run_hardened(
         &outrigger,
-        "--network",
-        "host",
-        "--read-only",
-        "--cap-drop=ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "--user",
-        "65532:65532",
-        "--memory",
-        "256m",
-        "--health-interval",
-        "1s",
-        "--health-timeout",
-        "3s",
-        "--health-retries",
-        "3",
-        "-v",
-        &mount,
-        IMAGE,
-    ])
+        &config,
+        &[
+            "--memory",
+            "256m",
+            "--health-interval",
+            "1s",
+            "--health-timeout",
+            "3s",
+            "--health-retries",
+            "3",
+        ],
+    )
     .await;
     assert!(
         out.status.success(),
@@ -181,29 +169,7 @@ async fn hardened_image_exports_and_drains_on_docker_stop() {
         diagnose(&outrigger).await
     );
 
-    // One stream only: Docker's driver mixes up acks when a container writes both (README).
-    let mut cmd = Command::new("docker");
-    cmd.args(["run", "--rm", "--name", &app, "--log-driver", "fluentd"])
-        .args([
-            "--log-opt",
-            &format!("fluentd-address=tcp://127.0.0.1:{forward}"),
-        ])
-        .args(["--log-opt", "fluentd-request-ack=true"])
-        .args(["--log-opt", "tag=docker.{{.Name}}"])
-        .args([
-            APP_IMAGE,
-            "sh",
-            "-c",
-            &format!(
-                "i=1; while [ $i -le {LINES} ]; do echo \"image e2e line $i\"; i=$((i + 1)); done"
-            ),
-        ]);
-    let out = run_container(cmd, &app).await;
-    assert!(
-        out.status.success(),
-        "docker run {app}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    log_with_acks(&app, forward, "image e2e").await;
     // Every line was acknowledged before `docker run` returned, and the sink holds them all
     // (its flush interval has not passed): from here on only the drain can deliver them.
     let before_stop = delivered(&backend).len();
@@ -234,23 +200,61 @@ async fn hardened_image_exports_and_drains_on_docker_stop() {
     assert_eq!(inspect(&outrigger, "{{.State.OOMKilled}}").await, "false");
 
     let got = delivered(&backend);
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for (line, container) in &got {
         assert_eq!(container, &app, "container.name of {line:?}");
-        *counts.entry(line.clone()).or_default() += 1;
     }
-    let missing: Vec<usize> = (1..=LINES)
-        .filter(|i| !counts.contains_key(&format!("image e2e line {i}")))
-        .collect();
+    let (missing, twice) = tally(&got, "image e2e");
     assert!(
         missing.is_empty(),
         "{} of {LINES} acked lines never delivered (first {:?})",
         missing.len(),
         &missing[..missing.len().min(10)]
     );
-    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
     assert_eq!(got.len(), LINES, "unexpected extra lines");
+}
+
+/// Runs container `app` on the fluentd driver with `fluentd-request-ack`, printing
+/// "`prefix` line 1" to "`prefix` line LINES" on stdout (one stream only: Docker's driver
+/// mixes up acks when a container writes both, see the README); returns once every line was
+/// acknowledged.
+async fn log_with_acks(app: &str, forward: u16, prefix: &str) {
+    let mut cmd = Command::new("docker");
+    cmd.args(["run", "--rm", "--name", app, "--log-driver", "fluentd"])
+        .args([
+            "--log-opt",
+            &format!("fluentd-address=tcp://127.0.0.1:{forward}"),
+        ])
+        .args(["--log-opt", "fluentd-request-ack=true"])
+        .args(["--log-opt", "tag=docker.{{.Name}}"])
+        .args([
+            APP_IMAGE,
+            "sh",
+            "-c",
+            &format!(
+                "i=1; while [ $i -le {LINES} ]; do echo \"{prefix} line $i\"; i=$((i + 1)); done"
+            ),
+        ]);
+    let out = run_container(cmd, app).await;
+    assert!(
+        out.status.success(),
+        "docker run {app}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Of the lines `log_with_acks(.., prefix)` printed: the numbers never delivered, and the
+/// lines delivered more than once.
+fn tally(got: &[(String, String)], prefix: &str) -> (Vec<usize>, Vec<(String, usize)>) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for (line, _) in got {
+        *counts.entry(line.clone()).or_default() += 1;
+    }
+    let missing = (1..=LINES)
+        .filter(|i| !counts.contains_key(&format!("{prefix} line {i}")))
+        .collect();
+    let twice = counts.into_iter().filter(|(_, n)| *n > 1).collect();
+    (missing, twice)
 }
 
 /// Each delivered event's line and container name, from the backend's NDJSON bodies.
@@ -333,29 +337,7 @@ async fn hardened_image_keeps_acked_lines_across_docker_kill() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mount = format!("{}:/etc/outrigger/outrigger.toml:ro", config.display());
-    let out = docker(&[
-        "run",
-        "-d",
-        "--name",
-        &outrigger,
-        "--network",
-        "host",
-        "--read-only",
-        "--cap-drop=ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "--user",
-        "65532:65532",
-        "--memory",
-        "256m",
-        "-v",
-        &mount,
-        "-v",
-        &volume,
-        IMAGE,
-    ])
-    .await;
+    let out = run_hardened(&outrigger, &config, &["--memory", "256m", "-v", &volume]).await;
     assert!(
         out.status.success(),
         "docker run: {}",
@@ -372,28 +354,7 @@ async fn hardened_image_keeps_acked_lines_across_docker_kill() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let mut cmd = Command::new("docker");
-    cmd.args(["run", "--rm", "--name", &app, "--log-driver", "fluentd"])
-        .args([
-            "--log-opt",
-            &format!("fluentd-address=tcp://127.0.0.1:{forward}"),
-        ])
-        .args(["--log-opt", "fluentd-request-ack=true"])
-        .args(["--log-opt", "tag=docker.{{.Name}}"])
-        .args([
-            APP_IMAGE,
-            "sh",
-            "-c",
-            &format!(
-                "i=1; while [ $i -le {LINES} ]; do echo \"kill e2e line $i\"; i=$((i + 1)); done"
-            ),
-        ]);
-    let out = run_container(cmd, &app).await;
-    assert!(
-        out.status.success(),
-        "docker run {app}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    log_with_acks(&app, forward, "kill e2e").await;
     // Every line is acked, none delivered (the backend is down): all of them are on disk.
     let out = docker(&["kill", "-s", "KILL", &outrigger]).await;
     assert!(
@@ -415,13 +376,7 @@ async fn hardened_image_keeps_acked_lines_across_docker_kill() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let got = delivered(&backend);
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for (line, _) in &got {
-        *counts.entry(line.clone()).or_default() += 1;
-    }
-    let missing: Vec<usize> = (1..=LINES)
-        .filter(|i| !counts.contains_key(&format!("kill e2e line {i}")))
-        .collect();
+    let (missing, twice) = tally(&got, "kill e2e");
     assert!(
         missing.is_empty(),
         "{} of {LINES} acked lines lost across docker kill (first {:?}): {}",
@@ -429,15 +384,43 @@ async fn hardened_image_keeps_acked_lines_across_docker_kill() {
         &missing[..missing.len().min(10)],
         diagnose(&outrigger).await
     );
-    let twice = counts.values().filter(|n| **n > 1).count();
     eprintln!(
         "{LINES} lines acked before docker kill, {} delivered after docker start",
         got.len()
     );
-    assert_eq!(twice, 0, "nothing was in flight at the kill: nothing twice");
+    assert!(
+        twice.is_empty(),
+        "nothing was in flight at the kill: {twice:?} twice"
+    );
     let out = docker(&["stop", "-t", "20", &outrigger]).await;
     assert!(out.status.success());
     assert_eq!(inspect(&outrigger, "{{.State.ExitCode}}").await, "0");
+}
+
+/// Starts Outrigger's image as container `name`, detached, hardened as in production
+/// (the host's network, read-only root, no capabilities, no new privileges, UID 65532) with
+/// `config` as its configuration and `extra` options (memory limit, volumes).
+pub(crate) async fn run_hardened(name: &str, config: &std::path::Path, extra: &[&str]) -> Output {
+    let mount = format!("{}:/etc/outrigger/outrigger.toml:ro", config.display());
+    let mut args = vec![
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--read-only",
+        "--cap-drop=ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--user",
+        "65532:65532",
+        "-v",
+        &mount,
+    ];
+    args.extend_from_slice(extra);
+    args.push(IMAGE);
+    docker(&args).await
 }
 
 /// Whether `/ready` at `addr` answers 200 now.

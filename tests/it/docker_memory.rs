@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use crate::backend::{Backend, free_addr};
 use crate::clients::run_blocking;
 use crate::docker::{IMAGE as APP_IMAGE, unique_name};
-use crate::docker_image::{Containers, IMAGE, diagnose, docker, image_ready, inspect, wait_for};
+use crate::docker_image::{
+    Containers, IMAGE, diagnose, image_ready, inspect, run_hardened, wait_for,
+};
 use crate::loki::entries;
 
 const APPS: usize = 8;
@@ -98,28 +100,11 @@ async fn own_container_stays_within_128_mib_with_its_backend_down() {
     all.extend(apps.iter().cloned());
     let _cleanup = Containers(all);
 
-    let mount = format!("{}:/etc/outrigger/outrigger.toml:ro", config.display());
-    let out = docker(&[
-        "run",
-        "-d",
-        "--name",
+    let out = run_hardened(
         &outrigger,
-        "--network",
-        "host",
-        "--read-only",
-        "--cap-drop=ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "--user",
-        "65532:65532",
-        "--memory",
-        "128m",
-        "--memory-swap",
-        "128m",
-        "-v",
-        &mount,
-        IMAGE,
-    ])
+        &config,
+        &["--memory", "128m", "--memory-swap", "128m"],
+    )
     .await;
     assert!(
         out.status.success(),

@@ -21,7 +21,7 @@ async fn outrigger(url: &str, extra: &str) -> Outrigger {
 }
 
 /// The ids delivered (every line of every accepted request), in order.
-fn delivered(b: &Backend) -> Vec<usize> {
+pub(crate) fn delivered(b: &Backend) -> Vec<usize> {
     b.accepted()
         .iter()
         .flat_map(|r| {
@@ -37,7 +37,7 @@ fn delivered(b: &Backend) -> Vec<usize> {
         .collect()
 }
 
-async fn wait_delivered(b: &Backend, n: usize) -> Vec<usize> {
+pub(crate) async fn wait_delivered(b: &Backend, n: usize) -> Vec<usize> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let d = delivered(b);
