@@ -213,9 +213,12 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts, recent: 
     // Written since the last sync, under `Fsync::Interval`.
     let mut unsynced: Option<Instant> = None;
     let group_bytes = GROUP_BYTES.min(log.largest_group());
+    // A job that did not fit the last group: the first of the next.
+    let mut carry: Option<Job> = None;
     loop {
-        let first = match (fsync, unsynced) {
-            (Fsync::Interval(every), Some(since)) => {
+        let first = match (carry.take(), fsync, unsynced) {
+            (Some(job), _, _) => job,
+            (None, Fsync::Interval(every), Some(since)) => {
                 match rx.recv_timeout(every.saturating_sub(since.elapsed())) {
                     Ok(job) => job,
                     Err(RecvTimeoutError::Timeout) => {
@@ -226,7 +229,7 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts, recent: 
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
-            _ => match rx.recv() {
+            (None, _, _) => match rx.recv() {
                 Ok(job) => job,
                 Err(_) => break,
             },
@@ -235,6 +238,14 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts, recent: 
         let mut trim = None;
         let mut next = Some(first);
         while let Some(job) = next.take() {
+            // A group stays within what one segment can be made for.
+            if let Job::Commit { payload, .. } = &job
+                && !group.is_empty()
+                && bytes + payload.len() + record::HEADER > group_bytes
+            {
+                carry = Some(job);
+                break;
+            }
             match job {
                 Job::Trim(seq) => trim = trim.max(Some(seq)),
                 Job::Commit {
@@ -242,7 +253,7 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts, recent: 
                     batch,
                     done,
                 } => {
-                    if payload.len() > group_bytes.min(record::MAX_PAYLOAD) {
+                    if payload.len() + record::HEADER > group_bytes.min(record::MAX_PAYLOAD) {
                         // No record the log can hold: answered at once, in no group.
                         let e = io::Error::new(
                             io::ErrorKind::InvalidInput,
@@ -253,7 +264,7 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts, recent: 
                         );
                         let _ = done.send(Err(Arc::new(e)));
                     } else {
-                        bytes += payload.len();
+                        bytes += payload.len() + record::HEADER;
                         group.push((payload, batch, done));
                     }
                 }
@@ -405,6 +416,39 @@ mod tests {
             .map(|mut a| a.try_recv().unwrap().unwrap())
             .collect();
         assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_group_stays_within_what_a_segment_can_be_made_for() {
+        // A 512 KiB log takes groups of at most 256 KiB: six 50 KiB payloads waiting at
+        // once go in two groups, not one of 300 KiB.
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            segment_bytes: 64 << 10,
+            max_bytes: 512 << 10,
+        };
+        let (log, _) = Log::open(dir.path(), opts).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut answers = Vec::new();
+        for _ in 0..6 {
+            let (done, answer) = oneshot::channel();
+            tx.send(Job::Commit {
+                payload: Bytes::from(vec![b'g'; 50 << 10]),
+                batch: None,
+                done,
+            })
+            .unwrap();
+            answers.push(answer);
+        }
+        drop(tx);
+        let counts = Counts::default();
+        run(log, Fsync::Always, &rx, &counts, None);
+        assert_eq!(counts.groups.load(Ordering::Relaxed), 2);
+        let seqs: Vec<u64> = answers
+            .into_iter()
+            .map(|mut a| a.try_recv().unwrap().unwrap())
+            .collect();
+        assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,11 @@ pub struct Log {
     bytes: u64,
     scratch: Vec<u8>,
     stats: Stats,
+    /// Written to the segment being written since its last sync (`append` without `sync`).
+    unsynced: bool,
+    /// The group being appended reached a file before it failed: a reader may have read
+    /// those bytes, so their numbers are not given again.
+    burned: bool,
     /// Syncs still to fail, for the tests of what a failed sync leaves.
     #[cfg(test)]
     fail_syncs: u32,
@@ -83,11 +88,17 @@ impl Log {
             .back()
             .map_or(1, |k| k.next_seq)
             .max(super::cursor::highest(dir)?);
-        // The newest segment is written on where its records end; the others are sealed.
-        let active = sealed
-            .pop_back()
-            .map(|last| Writer::resume(&last.path, last.end))
-            .transpose()?;
+        // The newest segment is written on where its records end; the others are sealed. Not
+        // when a cursor is past its last record (the log lost what a sink had been sent: a
+        // crash of the machine without syncs, a cut tail): the next record's number would
+        // not follow its last one, so the next group starts a segment of its own.
+        let resumable = sealed.back().is_some_and(|k| k.next_seq == next_seq);
+        let active = if resumable {
+            let last = sealed.pop_back().expect("checked");
+            Some(Writer::resume(&last.path, last.end)?)
+        } else {
+            None
+        };
         let log = Log {
             dir: dir.to_path_buf(),
             options,
@@ -97,6 +108,8 @@ impl Log {
             bytes,
             scratch: Vec::new(),
             stats: Stats::default(),
+            unsynced: false,
+            burned: false,
             #[cfg(test)]
             fail_syncs: 0,
         };
@@ -140,10 +153,11 @@ impl Log {
     /// A segment cannot be deleted, or the directory synced.
     pub fn trim(&mut self, seq: u64) -> io::Result<usize> {
         let mut gone = 0;
-        while self.sealed.front().is_some_and(|k| k.next_seq <= seq) {
-            let k = self.sealed.pop_front().expect("checked");
+        while let Some(k) = self.sealed.front().filter(|k| k.next_seq <= seq) {
+            // Forgotten only once gone: a deletion that fails is tried again next time.
             let len = std::fs::metadata(&k.path)?.len();
             std::fs::remove_file(&k.path)?;
+            self.sealed.pop_front();
             self.bytes -= len;
             gone += 1;
         }
@@ -171,6 +185,7 @@ impl Log {
         };
         self.stats.syncs += 1;
         let result = w.sync();
+        self.unsynced = false;
         if result.is_err() {
             self.retire(self.next_seq, true)?;
         }
@@ -193,8 +208,12 @@ impl Log {
         for (i, p) in payloads.iter().enumerate() {
             record::encode(first + i as u64, p, &mut group);
         }
+        self.burned = false;
         let result = self.write(first, &group, sync);
         self.scratch = group;
+        if result.is_err() && self.burned {
+            self.next_seq += payloads.len() as u64;
+        }
         result?;
         self.next_seq += payloads.len() as u64;
         self.stats.groups += 1;
@@ -213,6 +232,7 @@ impl Log {
             return Ok(());
         };
         tracing::warn!(error = %failed, "disk buffer write failed; writing the group again in a new segment");
+        self.burned = true;
         self.stats.rewrites += 1;
         self.retire(first, true)?;
         self.roll(first, need)?;
@@ -241,8 +261,9 @@ impl Log {
             w.sync()
         });
         self.stats.syncs += u64::from(sync);
-        if result.is_err() {
-            w.rewind(good);
+        match &result {
+            Ok(()) => self.unsynced = !sync,
+            Err(_) => w.rewind(good),
         }
         result
     }
@@ -256,6 +277,14 @@ impl Log {
         let Some(w) = self.active.take() else {
             return Ok(());
         };
+        // A segment left behind is synced first (`fsync = "interval"` would otherwise leave
+        // its last groups to the kernel's writeback).
+        if !failed && std::mem::take(&mut self.unsynced) {
+            self.stats.syncs += 1;
+            if let Err(e) = w.sync() {
+                tracing::error!(segment = %w.path().display(), error = %e, "disk buffer sync failed; data acknowledged in the last interval may not survive a crash of the machine");
+            }
+        }
         if segment::first_seq(w.path()) == Some(first) {
             let len = std::fs::metadata(w.path()).map_or(0, |m| m.len());
             std::fs::remove_file(w.path())?;
@@ -458,7 +487,13 @@ mod tests {
             drop(log);
             let seqs: Vec<u64> = read_back(dir.path()).iter().map(|r| r.0).collect();
             assert_eq!(seqs, acked, "{before} groups before, {failures} failures");
-            assert_eq!(acked, (1..=acked.len() as u64).collect::<Vec<_>>());
+            // A group refused after its bytes reached a file leaves its numbers unused: a
+            // reader may have read those bytes, and must not take others for them.
+            let burned = if failures == 1 { 0 } else { 3 };
+            let want: Vec<u64> = (1..=acked.len() as u64 + burned)
+                .filter(|n| !(before * 3 + 1..=before * 3 + burned).contains(n))
+                .collect();
+            assert_eq!(acked, want);
             let r = segment::recover(dir.path()).unwrap();
             assert!(r.quarantined.is_empty() && r.cut.is_none(), "{r:?}");
         }
@@ -482,6 +517,28 @@ mod tests {
         }
         let (log, _) = Log::open(dir.path(), options()).unwrap();
         assert_eq!(log.next_seq(), 31);
+    }
+
+    #[test]
+    fn a_cursor_past_the_newest_record_starts_a_new_segment_not_a_gap_in_the_old_one() {
+        // The segments kept records 1..=30, a cursor says 40 (the log lost what it had sent:
+        // a crash of the machine without syncs). Record 40 must not follow record 30 in the
+        // same segment, where it would read as damage.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(dir.path(), options()).unwrap();
+        groups(&mut log, 1, 10);
+        super::super::cursor::Cursor::open(dir.path(), "es")
+            .unwrap()
+            .advance(40)
+            .unwrap();
+        drop(log);
+        let (mut log, _) = Log::open(dir.path(), options()).unwrap();
+        assert_eq!(log.append(&[b"after"], true).unwrap(), 40);
+        drop(log);
+        let r = segment::recover(dir.path()).unwrap();
+        assert!(r.cut.is_none() && r.quarantined.is_empty(), "{r:?}");
+        let seqs: Vec<u64> = read_back(dir.path()).iter().map(|r| r.0).collect();
+        assert_eq!(seqs, (1..=30).chain([40]).collect::<Vec<_>>());
     }
 
     #[test]
