@@ -253,7 +253,7 @@ impl Enricher {
                 &mut self.members,
                 &mut tally,
             );
-            self.push(batch, e, &mut tally);
+            self.push(batch, e, &mut tally, Instant::now());
         }
         self.finish(batch);
         self.count(&tally);
@@ -339,17 +339,18 @@ impl Enricher {
             enrich(&self.settings, &mut e, &fields, &mut self.members, tally);
             e.meta.joined = true;
             e.meta.incomplete = d.cut.is_some();
-            self.push(batch, e, tally);
+            self.push(batch, e, tally, d.since);
         }
     }
 
-    /// Hands `e` to the stack-trace joiner when it is on, else to the batch.
-    fn push(&mut self, batch: &mut Batch, e: Event, tally: &mut Tally) {
+    /// Hands `e` (what it holds held since `since`) to the stack-trace joiner when it is
+    /// on, else to the batch.
+    fn push(&mut self, batch: &mut Batch, e: Event, tally: &mut Tally, since: Instant) {
         match &mut self.multiline {
             None => batch.events.push(e),
             Some(m) => {
                 let tag = batch.tags[e.tag as usize].clone();
-                let ready = m.push(e, tag);
+                let ready = m.push(e, tag, since);
                 self.add_joined(batch, ready, tally);
             }
         }

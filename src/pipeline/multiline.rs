@@ -75,8 +75,9 @@ impl Joiner {
             .min()
     }
 
-    /// Takes an enriched event; returns what is ready.
-    pub fn push(&mut self, e: Event, tag: Bytes) -> Vec<Ready> {
+    /// Takes an enriched event, whose content has been held since `since` (now, or when the
+    /// first piece of a split line arrived); returns what is ready.
+    pub fn push(&mut self, e: Event, tag: Bytes, since: Instant) -> Vec<Ready> {
         let mut out = Vec::new();
         let line = e.meta.line.map(|s| e.slice(s).to_vec());
         let key = key(&e, &tag);
@@ -118,7 +119,7 @@ impl Joiner {
             first: e,
             lines: 1,
             closed: false,
-            since: Instant::now(),
+            since,
         });
         out
     }
@@ -261,7 +262,7 @@ mod tests {
         let mut j = Joiner::new(settings());
         let mut out = Vec::new();
         for l in lines {
-            out.extend(j.push(event(l), Bytes::from_static(b"t")));
+            out.extend(j.push(event(l), Bytes::from_static(b"t"), Instant::now()));
         }
         out.extend(j.flush());
         out.into_iter()
@@ -325,7 +326,10 @@ mod tests {
     fn plain_lines_pass_one_by_one_and_time_out() {
         assert_eq!(join(&["a", "b", "c"]), ["a", "b", "c"]);
         let mut j = Joiner::new(settings());
-        assert!(j.push(event("held"), Bytes::from_static(b"t")).is_empty());
+        assert!(
+            j.push(event("held"), Bytes::from_static(b"t"), Instant::now())
+                .is_empty()
+        );
         let out = j.expire(Instant::now() + Duration::from_secs(1));
         assert_eq!(out.len(), 1);
         assert!(!out[0].event.meta.joined);

@@ -52,6 +52,8 @@ pub struct Done {
     pub line: Vec<u8>,
     /// `None` when complete; else why it was emitted early.
     pub cut: Option<Cut>,
+    /// When its first piece arrived: what the line holds has been held since.
+    pub since: Instant,
 }
 
 /// Why a line was emitted before its last fragment.
@@ -156,6 +158,7 @@ impl Reassembler {
                 first: p.first.clone(),
                 line: std::mem::take(&mut p.line),
                 cut: Some(Cut::Overflow),
+                since: p.since,
             });
         }
         p.line.extend_from_slice(piece);
@@ -220,6 +223,7 @@ fn finish(p: Pending, cut: Option<Cut>) -> Done {
         first: p.first,
         line: p.line,
         cut,
+        since: p.since,
     }
 }
 

@@ -240,6 +240,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_joined_line_the_stack_trace_joiner_holds_is_held_since_its_first_piece() {
+        // The disk buffer's readers tie what a stage holds to records by this time: a split
+        // line completed by a later batch and then held as a possible stack trace's first
+        // line still holds the first batch's piece.
+        let options = crate::config::Enrich {
+            multiline: crate::config::Multiline {
+                enabled: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .options();
+        let s = (
+            Arc::new(Settings::new(&options).unwrap()),
+            Metrics::default(),
+        );
+        let mut stage = Stage::new(Some(&s), Arc::new([]));
+        let before_first = std::time::Instant::now();
+        let mut b = batch_of(&stage, &[record("Exception in ", Some(("p", 1, false)))]);
+        stage.process(&mut b);
+        std::thread::sleep(Duration::from_millis(5));
+        let before_last = std::time::Instant::now();
+        let mut b = batch_of(&stage, &[record("main", Some(("p", 2, true)))]);
+        stage.process(&mut b);
+        assert!(b.events.is_empty(), "held by the stack-trace joiner");
+        let since = stage.held_since().expect("something held");
+        assert!(
+            since >= before_first && since < before_last,
+            "held since its first piece"
+        );
+    }
+
+    #[tokio::test]
     async fn pieces_join_across_batches_and_shed_lets_go_of_them() {
         let s = settings();
         let mut stage = Stage::new(Some(&s), Arc::new([]));
