@@ -200,7 +200,8 @@ impl Log {
     ///   nothing was written that anyone will read.
     /// - Any other I/O error: writing the group again into a new segment failed too.
     ///
-    /// Either way the records are not durable, and their numbers are given again.
+    /// Either way the records are not durable. Their numbers are given again when nothing of
+    /// them reached a file; otherwise not (a reader may have read those bytes).
     pub fn append(&mut self, payloads: &[&[u8]], sync: bool) -> io::Result<u64> {
         let first = self.next_seq;
         let mut group = std::mem::take(&mut self.scratch);
