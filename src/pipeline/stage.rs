@@ -215,8 +215,8 @@ mod tests {
         assert!(stage.release(Release::Flush).is_none());
     }
 
-    #[tokio::test]
-    async fn a_cut_split_line_keeps_its_mark_through_the_stack_trace_joiner() {
+    /// Settings with the stack-trace joiner on.
+    fn multiline() -> (Arc<Settings>, Metrics) {
         let options = crate::config::Enrich {
             multiline: crate::config::Multiline {
                 enabled: true,
@@ -225,10 +225,15 @@ mod tests {
             ..Default::default()
         }
         .options();
-        let s = (
+        (
             Arc::new(Settings::new(&options).unwrap()),
             Metrics::default(),
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn a_cut_split_line_keeps_its_mark_through_the_stack_trace_joiner() {
+        let s = multiline();
         let mut stage = Stage::new(Some(&s), Arc::new([]));
         let mut b = batch_of(&stage, &[record("he", Some(("p", 1, false)))]);
         stage.process(&mut b);
@@ -244,18 +249,7 @@ mod tests {
         // The disk buffer's readers tie what a stage holds to records by this time: a split
         // line completed by a later batch and then held as a possible stack trace's first
         // line still holds the first batch's piece.
-        let options = crate::config::Enrich {
-            multiline: crate::config::Multiline {
-                enabled: true,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .options();
-        let s = (
-            Arc::new(Settings::new(&options).unwrap()),
-            Metrics::default(),
-        );
+        let s = multiline();
         let mut stage = Stage::new(Some(&s), Arc::new([]));
         let before_first = std::time::Instant::now();
         let mut b = batch_of(&stage, &[record("Exception in ", Some(("p", 1, false)))]);

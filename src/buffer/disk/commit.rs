@@ -394,28 +394,36 @@ mod tests {
         // Every job is in the channel before the thread looks: one group, one sync.
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = Log::open(dir.path(), options()).unwrap();
+        let payloads = (0..100).map(|i| Bytes::from(format!("request {i}")));
+        let (counts, seqs) = run_waiting(log, payloads);
+        assert_eq!(counts.syncs.load(Ordering::Relaxed), 1);
+        assert_eq!(counts.groups.load(Ordering::Relaxed), 1);
+        assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
+    }
+
+    /// Runs the writer over `log` with `payloads` all waiting before it looks, to the end;
+    /// returns its counts and the number each payload got.
+    fn run_waiting(log: Log, payloads: impl Iterator<Item = Bytes>) -> (Counts, Vec<u64>) {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut answers = Vec::new();
-        for i in 0..100 {
+        for payload in payloads {
             let (done, answer) = oneshot::channel();
-            tx.send(Job::Commit {
-                payload: Bytes::from(format!("request {i}")),
+            let job = Job::Commit {
+                payload,
                 batch: None,
                 done,
-            })
-            .unwrap();
+            };
+            tx.send(job).unwrap();
             answers.push(answer);
         }
         drop(tx);
         let counts = Counts::default();
         run(log, Fsync::Always, &rx, &counts, None);
-        assert_eq!(counts.syncs.load(Ordering::Relaxed), 1);
-        assert_eq!(counts.groups.load(Ordering::Relaxed), 1);
-        let seqs: Vec<u64> = answers
+        let seqs = answers
             .into_iter()
             .map(|mut a| a.try_recv().unwrap().unwrap())
             .collect();
-        assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
+        (counts, seqs)
     }
 
     #[test]
@@ -428,26 +436,9 @@ mod tests {
             max_bytes: 512 << 10,
         };
         let (log, _) = Log::open(dir.path(), opts).unwrap();
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let mut answers = Vec::new();
-        for _ in 0..6 {
-            let (done, answer) = oneshot::channel();
-            tx.send(Job::Commit {
-                payload: Bytes::from(vec![b'g'; 50 << 10]),
-                batch: None,
-                done,
-            })
-            .unwrap();
-            answers.push(answer);
-        }
-        drop(tx);
-        let counts = Counts::default();
-        run(log, Fsync::Always, &rx, &counts, None);
+        let payloads = (0..6).map(|_| Bytes::from(vec![b'g'; 50 << 10]));
+        let (counts, seqs) = run_waiting(log, payloads);
         assert_eq!(counts.groups.load(Ordering::Relaxed), 2);
-        let seqs: Vec<u64> = answers
-            .into_iter()
-            .map(|mut a| a.try_recv().unwrap().unwrap())
-            .collect();
         assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
     }
 
