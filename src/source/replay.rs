@@ -2,7 +2,8 @@
 //!
 //! With `buffer.type = "disk"` the sources put what they accept into the log and nowhere
 //! else; each sink has one of these, which reads the log from the sink's cursor in order,
-//! decodes each record as its source would have, runs it through the pipeline (one
+//! decodes each record as its source would have (or, keeping up, takes the batch the source
+//! decoded, from [`Recent`]), runs it through the pipeline (one
 //! [`Stage`] per stream, so split lines and stack traces join as they arrived) and queues what
 //! the sink's patterns match. A start after a crash is nothing special: the reader begins at
 //! the cursor, which is before everything the sink had not finished with.
