@@ -34,6 +34,10 @@ use crate::event::Batch;
 /// (and on the memory a group holds), far above what a sync's worth of requests usually is.
 pub const GROUP_BYTES: usize = 8 << 20;
 
+/// The longest a group waits for writers that are likely to come (see [`run`]): below a
+/// sync's time, so a group costs at most about two syncs' time.
+pub const GROUP_WAIT: Duration = Duration::from_micros(200);
+
 /// A commit's answer: the record's number, or the error that kept it from being durable.
 pub type Committed = Result<u64, Arc<io::Error>>;
 
@@ -215,6 +219,8 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts, recent: 
     let group_bytes = GROUP_BYTES.min(log.largest_group());
     // A job that did not fit the last group: the first of the next.
     let mut carry: Option<Job> = None;
+    // Jobs in the last group: as many writers as that are likely to come back at once.
+    let mut last_jobs = 0usize;
     loop {
         let first = match (carry.take(), fsync, unsynced) {
             (Some(job), _, _) => job,
@@ -237,6 +243,12 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts, recent: 
         let mut bytes = 0;
         let mut trim = None;
         let mut next = Some(first);
+        // Writers that each wait for their answer (a client waiting for every ack) come back
+        // one after another once a sync answers them: a group made of the first to come
+        // would sync again for each of the others. So, while the last group had several, this
+        // one waits a little for as many, at most GROUP_WAIT.
+        let wait_until =
+            (fsync == Fsync::Always && last_jobs > 1).then(|| Instant::now() + GROUP_WAIT);
         while let Some(job) = next.take() {
             // A group stays within what one segment can be made for.
             if let Job::Commit { payload, .. } = &job
@@ -271,6 +283,15 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts, recent: 
             }
             if bytes < group_bytes {
                 next = rx.try_recv().ok();
+                if next.is_none()
+                    && group.len() < last_jobs
+                    && let Some(until) = wait_until
+                {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if !left.is_zero() {
+                        next = rx.recv_timeout(left).ok();
+                    }
+                }
             }
         }
         if let Some(seq) = trim {
@@ -285,6 +306,7 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts, recent: 
             }
         }
         if !group.is_empty() {
+            last_jobs = group.len();
             append(&mut log, fsync, &mut group, counts, recent);
             if let Fsync::Interval(every) = fsync {
                 let since = *unsynced.get_or_insert_with(Instant::now);
