@@ -178,6 +178,11 @@ pub struct Frames {
 }
 
 impl Frames {
+    /// Where request `i` begins in `bytes` (it ends at `ends[i]`).
+    pub fn start(&self, i: usize) -> usize {
+        if i == 0 { 0 } else { self.ends[i - 1] }
+    }
+
     /// `frames` requests of `per_frame` records starting at record `start` (wrapping).
     pub fn build(
         corpus: &[Record],

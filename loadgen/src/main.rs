@@ -5,6 +5,8 @@
 //! target/release/loadgen --mode message --events 1000000 --connections 1 --runs 3
 //! target/release/loadgen --mode message --events 1000000 --enrich off   # decode only
 //! target/release/loadgen --mode message --events 1000000 --runs 3 --sink elasticsearch
+//! target/release/loadgen --mode message --events 1000000 --buffer disk --sink elasticsearch
+//! target/release/loadgen --mode message --events 40000 --connections 8 --acks --buffer disk
 //! target/release/loadgen corpus --out testdata/docker-corpus.jsonl   # regenerate the corpus
 //! target/release/loadgen fuzz-seeds --out fuzz/seeds                 # seeds for fuzz/
 //! ```
@@ -607,11 +609,10 @@ fn write_frames(
     count: usize,
 ) -> std::io::Result<u64> {
     let n = frames.ends.len();
-    let start = |i: usize| if i == 0 { 0 } else { frames.ends[i - 1] };
     let (mut at, mut left, mut sent) = (first % n, count, 0u64);
     while left > 0 {
         let take = left.min(n - at);
-        let bytes = &frames.bytes[start(at)..frames.ends[at + take - 1]];
+        let bytes = &frames.bytes[frames.start(at)..frames.ends[at + take - 1]];
         stream.write_all(bytes)?;
         sent += bytes.len() as u64;
         left -= take;
@@ -629,11 +630,10 @@ fn write_acked(
     count: usize,
 ) -> std::io::Result<u64> {
     let n = frames.ends.len();
-    let start = |i: usize| if i == 0 { 0 } else { frames.ends[i - 1] };
     let (mut sent, mut request, mut ack) = (0u64, Vec::new(), Vec::new());
     for k in 0..count {
         let i = (first + k) % n;
-        let bytes = &frames.bytes[start(i)..frames.ends[i]];
+        let bytes = &frames.bytes[frames.start(i)..frames.ends[i]];
         // Message and Forward requests end with their options: an empty map.
         assert_eq!(
             bytes.last(),

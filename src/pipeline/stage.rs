@@ -61,6 +61,11 @@ impl Stage {
         }
     }
 
+    /// The fields every event of the stream gets besides its own.
+    pub fn fields(&self) -> &Arc<[(Bytes, Bytes)]> {
+        &self.fields
+    }
+
     /// Enriches `batch` in place. Pieces of split lines are taken out and come back, joined,
     /// in the batch that completes them (or in a [`release`](Stage::release)).
     pub fn process(&mut self, batch: &mut Batch) {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
+use bytes::Bytes;
 
 use crate::buffer::disk::commit::Committer;
 use crate::buffer::disk::progress::Progress;
@@ -46,6 +47,8 @@ pub struct Log {
     /// Every sink's patterns, to count what no sink matches (written to the log all the
     /// same: it is what the client sent).
     pub patterns: Arc<[Pattern]>,
+    /// The source's name, as each of its records carries it.
+    pub source: Bytes,
     /// Stream numbers: this start's in the high half, a count in the low (see [`Log::new`]).
     streams: Arc<AtomicU64>,
 }
@@ -54,6 +57,7 @@ impl Log {
     /// `boot` tells this start's streams from the earlier starts' in the log: the log's next
     /// record number at the start (any start that wrote a record moved it on).
     pub fn new(
+        source: &str,
         committer: Committer,
         ack: Ack,
         sinks: Arc<[Arc<Progress>]>,
@@ -61,6 +65,7 @@ impl Log {
         boot: u64,
     ) -> Log {
         Log {
+            source: Bytes::from(source.to_string()),
             committer,
             ack,
             sinks,

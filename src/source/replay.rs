@@ -134,6 +134,7 @@ impl Replay {
             progress,
             route,
             sources,
+            default: Spec::default(),
             streams: HashMap::new(),
             pins: BTreeSet::new(),
             next: from,
@@ -254,6 +255,8 @@ struct Reader {
     progress: Arc<Progress>,
     route: Route,
     sources: HashMap<Bytes, Spec>,
+    /// For a record of a source no longer configured.
+    default: Spec,
     streams: HashMap<u64, Stream>,
     /// Each stream's pin, to find the oldest: (record, stream).
     pins: BTreeSet<(u64, u64)>,
@@ -277,15 +280,11 @@ impl Reader {
                 return Ok(());
             }
         };
-        let spec = self
-            .sources
-            .get(&payload.source)
-            .cloned()
-            .unwrap_or_default();
+        let spec = self.sources.get(&payload.source).unwrap_or(&self.default);
         let id = payload.stream;
         let now = Instant::now();
         let stream = self.streams.entry(id).or_insert_with(|| Stream {
-            stage: Stage::new(spec.enrich.as_ref(), payload.fields.clone().into()),
+            stage: Stage::new(spec.enrich.as_ref(), payload.fields.clone()),
             begun: VecDeque::new(),
             last: now,
         });

@@ -267,7 +267,7 @@ pub fn dump(dir: &Path, out: &mut impl Write) -> io::Result<Dumped> {
                 continue;
             };
             let mut batch = Batch {
-                fields: p.fields.into(),
+                fields: p.fields,
                 received: p.received,
                 ..Default::default()
             };
@@ -320,7 +320,7 @@ mod tests {
             stream: 1,
             received: Timestamp::default(),
             source: Bytes::from_static(b"in"),
-            fields: vec![(Bytes::from_static(b"peer"), Bytes::from_static(b"10.0.0.9"))],
+            fields: Arc::from([(Bytes::from_static(b"peer"), Bytes::from_static(b"10.0.0.9"))]),
             body: Bytes::from(body),
         };
         let mut bytes = Vec::new();

@@ -328,6 +328,7 @@ pub async fn start_with(
                 let SourceKind::Forward(f) = &cfg.kind;
                 let ack = f.ack.unwrap_or(config::buffer::Ack::Durable);
                 let log = crate::source::Log::new(
+                    &cfg.name,
                     d.committer.clone(),
                     ack,
                     progress.clone().into(),

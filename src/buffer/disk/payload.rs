@@ -14,6 +14,8 @@
 //! body: the rest (for forward requests: the whole requests, as read)
 //! ```
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::event::Timestamp;
@@ -39,7 +41,7 @@ pub struct Payload {
     pub source: Bytes,
     /// Fields every event of the stream gets (the peer's address under
     /// `source_address_key`).
-    pub fields: Vec<(Bytes, Bytes)>,
+    pub fields: Arc<[(Bytes, Bytes)]>,
     pub body: Bytes,
 }
 
@@ -73,7 +75,7 @@ impl Payload {
         out.extend_from_slice(&short(self.source.len()).to_le_bytes());
         out.extend_from_slice(&self.source);
         out.extend_from_slice(&short(self.fields.len()).to_le_bytes());
-        for (k, v) in &self.fields {
+        for (k, v) in self.fields.iter() {
             out.extend_from_slice(&short(k.len()).to_le_bytes());
             out.extend_from_slice(k);
             let v_len = u32::try_from(v.len()).expect("a field value is small");
@@ -124,7 +126,7 @@ impl Payload {
             stream,
             received: Timestamp { secs, nanos },
             source,
-            fields,
+            fields: fields.into(),
             body,
         })
     }
@@ -143,7 +145,7 @@ mod tests {
                 nanos: 5,
             },
             source: Bytes::from_static(b"forward"),
-            fields: vec![(Bytes::from_static(b"peer"), Bytes::from_static(b"10.0.0.1"))],
+            fields: Arc::from([(Bytes::from_static(b"peer"), Bytes::from_static(b"10.0.0.1"))]),
             body: Bytes::from_static(b"\x93\xa3app\x01\x80"),
         }
     }

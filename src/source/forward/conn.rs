@@ -135,8 +135,6 @@ pub struct Conn<S> {
     stage: Stage,
     /// This connection's number in the disk buffer's log.
     stream_id: u64,
-    /// The stream's fields as the log's records carry them.
-    fields: Vec<(Bytes, Bytes)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -163,10 +161,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Output::Log(log) => log.stream(),
             Output::Queues(_) => 0,
         };
-        let stage = Stage::new(ctx.enrich.as_ref(), fields.clone().into());
+        let stage = Stage::new(ctx.enrich.as_ref(), fields.into());
         Conn {
             stream_id,
-            fields,
             stream,
             peer,
             held: ctx.budget.held(),
@@ -557,8 +554,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     kind: payload::Kind::Forward,
                     stream: self.stream_id,
                     received: batch.received,
-                    source: Bytes::from(ctx.name.clone()),
-                    fields: self.fields.clone(),
+                    source: log.source.clone(),
+                    fields: self.stage.fields().clone(),
                     body,
                 };
                 let mut bytes = Vec::with_capacity(payload.body.len() + 64);
