@@ -131,7 +131,7 @@ pub struct Conn<S> {
     /// End offsets of the whole requests found in `buf`.
     ends: Vec<usize>,
     /// Enrichment, and the split lines and stack traces it holds across reads (with the
-    /// disk buffer, the sinks' readers enrich, and this only makes batches).
+    /// disk buffer, none: the sinks' readers enrich, and this only makes batches).
     stage: Stage,
     /// This connection's number in the disk buffer's log.
     stream_id: u64,
@@ -157,11 +157,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 .unwrap_or_else(|| ip.to_string());
             fields.push((key.clone(), Bytes::from(name)));
         }
-        let stream_id = match &ctx.output {
-            Output::Log(log) => log.stream(),
-            Output::Queues(_) => 0,
+        // With the disk buffer the sinks' readers enrich: this stage only makes batches.
+        let (stream_id, enrich) = match &ctx.output {
+            Output::Log(log) => (log.stream(), None),
+            Output::Queues(_) => (0, ctx.enrich.as_ref()),
         };
-        let stage = Stage::new(ctx.enrich.as_ref(), fields.into());
+        let stage = Stage::new(enrich, fields.into());
         Conn {
             stream_id,
             stream,
