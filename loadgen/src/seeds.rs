@@ -12,6 +12,9 @@
 //! - `enrich/`: a control byte (see `fuzz/fuzz_targets/enrich.rs`) and a log line: every line
 //!   of `testdata/enrich/*.jsonl`, a sample of corpus lines, bare ID and time values, and a few
 //!   lines with the control bits that reach split lines, stack traces and the tight limits.
+//! - `disk_record/`: bytes as a disk-buffer segment holds them: the forward seeds as records
+//!   one after another, then zeros (a segment's preallocated end); the same cut inside its
+//!   last record (a torn tail); and one record with a byte of its payload flipped.
 //!
 //! Deterministic: the same files every time. Existing files of the same name are replaced.
 
@@ -28,7 +31,12 @@ const STRIDE: usize = 100;
 pub fn write(out: &Path, records: &[Record], enrich_cases: &Path) -> anyhow::Result<()> {
     let forward = forward_seeds(records);
     let enrich = enrich_seeds(records, enrich_cases)?;
-    for (dir, seeds) in [("forward_decode", &forward), ("enrich", &enrich)] {
+    let disk = disk_seeds(&forward);
+    for (dir, seeds) in [
+        ("forward_decode", &forward),
+        ("enrich", &enrich),
+        ("disk_record", &disk),
+    ] {
         let dir = out.join(dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         for (name, bytes) in seeds {
@@ -143,6 +151,52 @@ fn hand_made() -> Vec<(String, Vec<u8>)> {
     }
     string_map(&mut f, &[]);
     seeds.push(("forward-partial".to_string(), f));
+    seeds
+}
+
+/// Segment-shaped inputs: each forward seed as one record's payload, as a connection's read
+/// is logged.
+fn disk_seeds(forward: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+    use outrigger::buffer::disk::payload::{Kind, Payload};
+    use outrigger::buffer::disk::record;
+    use outrigger::event::Timestamp;
+
+    let fields: std::sync::Arc<[(bytes::Bytes, bytes::Bytes)]> = vec![(
+        bytes::Bytes::from_static(b"source_addr"),
+        bytes::Bytes::from_static(b"10.0.0.7:5170"),
+    )]
+    .into();
+    let mut segment = Vec::new();
+    let mut payload = Vec::new();
+    for (i, (_, body)) in forward.iter().enumerate() {
+        payload.clear();
+        Payload {
+            kind: Kind::Forward,
+            stream: 1 + i as u64 % 3,
+            received: Timestamp {
+                secs: 1_700_000_000 + i as i64,
+                nanos: 250_000_000,
+            },
+            source: bytes::Bytes::from_static(b"forward"),
+            fields: if i % 2 == 0 {
+                fields.clone()
+            } else {
+                Vec::new().into()
+            },
+            body: bytes::Bytes::copy_from_slice(body),
+        }
+        .encode(&mut payload);
+        record::encode(100 + i as u64, &payload, &mut segment);
+    }
+    let whole = segment.len();
+    let mut seeds = Vec::new();
+    let mut zeros = segment.clone();
+    zeros.resize(whole + 4096, 0);
+    seeds.push(("segment".to_string(), zeros));
+    seeds.push(("torn-tail".to_string(), segment[..whole - 7].to_vec()));
+    let mut flipped = segment.clone();
+    flipped[record::HEADER + 40] ^= 0x20;
+    seeds.push(("flipped".to_string(), flipped));
     seeds
 }
 
