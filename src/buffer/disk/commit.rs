@@ -53,9 +53,13 @@ pub enum Fsync {
     Never,
 }
 
+// Nearly every job is a commit, moved once through the channel: boxing it would cost an
+// allocation per request to save the rare trim some bytes.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     Commit {
-        payload: Bytes,
+        /// The record's payload, in parts written one after another.
+        payload: [Bytes; 2],
         /// The payload's events as the source decoded them, for [`Recent`].
         batch: Option<Batch>,
         done: oneshot::Sender<Committed>,
@@ -169,14 +173,15 @@ impl Committer {
 
     /// Hands `payload` to the log; the answer comes once it is durable, or could not be.
     pub fn commit(&self, payload: Bytes) -> impl Future<Output = Committed> + use<> {
-        self.commit_decoded(payload, None)
+        self.commit_decoded([payload, Bytes::new()], None)
     }
 
-    /// [`Committer::commit`], with the payload's events as the source decoded them (before
-    /// enrichment), which the readers that keep up take instead of decoding it again.
+    /// [`Committer::commit`] of a payload in two parts (a header and a body as received, so
+    /// the body is written from where it is), with its events as the source decoded them
+    /// (before enrichment), which the readers that keep up take instead of decoding it again.
     pub fn commit_decoded(
         &self,
-        payload: Bytes,
+        payload: [Bytes; 2],
         batch: Option<Batch>,
     ) -> impl Future<Output = Committed> + use<> {
         let (done, answer) = oneshot::channel();
@@ -253,7 +258,7 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts, recent: 
             // A group stays within what one segment can be made for.
             if let Job::Commit { payload, .. } = &job
                 && !group.is_empty()
-                && bytes + payload.len() + record::HEADER > group_bytes
+                && bytes + size(payload) + record::HEADER > group_bytes
             {
                 carry = Some(job);
                 break;
@@ -265,18 +270,18 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts, recent: 
                     batch,
                     done,
                 } => {
-                    if payload.len() + record::HEADER > group_bytes.min(record::MAX_PAYLOAD) {
+                    if size(&payload) + record::HEADER > group_bytes.min(record::MAX_PAYLOAD) {
                         // No record the log can hold: answered at once, in no group.
                         let e = io::Error::new(
                             io::ErrorKind::InvalidInput,
                             format!(
                                 "{} bytes is more than one disk buffer record may hold ({group_bytes}); raise buffer.max_bytes",
-                                payload.len()
+                                size(&payload)
                             ),
                         );
                         let _ = done.send(Err(Arc::new(e)));
                     } else {
-                        bytes += payload.len() + record::HEADER;
+                        bytes += size(&payload) + record::HEADER;
                         group.push((payload, batch, done));
                     }
                 }
@@ -325,7 +330,11 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts, recent: 
 }
 
 /// A job in the group being made: its payload, its decoded batch, its answer.
-type Pending = (Bytes, Option<Batch>, oneshot::Sender<Committed>);
+type Pending = ([Bytes; 2], Option<Batch>, oneshot::Sender<Committed>);
+
+fn size(payload: &[Bytes; 2]) -> usize {
+    payload[0].len() + payload[1].len()
+}
 
 /// Appends `group` as one group and answers each of its jobs; the batches go to `recent`
 /// before the frontier moves past them.
@@ -336,10 +345,14 @@ fn append(
     counts: &Counts,
     recent: Option<&Recent>,
 ) {
-    let payloads: Vec<&[u8]> = group.iter().map(|(p, _, _)| &p[..]).collect();
+    let parts: Vec<[&[u8]; 2]> = group
+        .iter()
+        .map(|(p, _, _)| [&p[0][..], &p[1][..]])
+        .collect();
+    let payloads: Vec<&[&[u8]]> = parts.iter().map(|p| &p[..]).collect();
     let before = log.stats().syncs;
     let started = Instant::now();
-    let result = log.append(&payloads, fsync == Fsync::Always);
+    let result = log.append_parts(&payloads, fsync == Fsync::Always);
     let synced = log.stats().syncs - before;
     counts.syncs.fetch_add(synced, Ordering::Relaxed);
     if synced > 0 {
@@ -431,7 +444,7 @@ mod tests {
         for payload in payloads {
             let (done, answer) = oneshot::channel();
             let job = Job::Commit {
-                payload,
+                payload: [payload, Bytes::new()],
                 batch: None,
                 done,
             };

@@ -39,6 +39,16 @@ pub struct Stats {
     pub rewrites: u64,
 }
 
+/// Parts at least this large are written from where they are; smaller ones are copied
+/// beside their record's header (a piece of its own would cost the kernel more than the copy).
+const COPY_BELOW: usize = 16 << 10;
+
+/// A piece of a group as it is written: bytes of the group's own buffer, or a part in place.
+enum Piece<'a> {
+    Own(std::ops::Range<usize>),
+    InPlace(&'a [u8]),
+}
+
 /// An open log, written by one thread.
 #[derive(Debug)]
 pub struct Log {
@@ -203,15 +213,51 @@ impl Log {
     /// Either way the records are not durable. Their numbers are given again when nothing of
     /// them reached a file; otherwise not (a reader may have read those bytes).
     pub fn append(&mut self, payloads: &[&[u8]], sync: bool) -> io::Result<u64> {
+        let parts: Vec<&[&[u8]]> = payloads.iter().map(std::slice::from_ref).collect();
+        self.append_parts(&parts, sync)
+    }
+
+    /// [`Log::append`] of payloads each made of parts, one after another (a header and a
+    /// body, say): large parts are written from where they are, not copied into the group.
+    ///
+    /// # Errors
+    /// As [`Log::append`].
+    pub fn append_parts(&mut self, payloads: &[&[&[u8]]], sync: bool) -> io::Result<u64> {
         let first = self.next_seq;
-        let mut group = std::mem::take(&mut self.scratch);
-        group.clear();
-        for (i, p) in payloads.iter().enumerate() {
-            record::encode(first + i as u64, p, &mut group);
+        // Headers and small parts are copied into one buffer (fewer, larger pieces for the
+        // kernel); the rest is written in place. `pieces` says which, in order.
+        let mut own = std::mem::take(&mut self.scratch);
+        own.clear();
+        let mut pieces: Vec<Piece<'_>> = Vec::new();
+        let mut run = 0;
+        for (i, parts) in payloads.iter().enumerate() {
+            own.extend_from_slice(&record::header(first + i as u64, parts));
+            for part in parts.iter() {
+                if part.len() < COPY_BELOW {
+                    own.extend_from_slice(part);
+                    continue;
+                }
+                if own.len() > run {
+                    pieces.push(Piece::Own(run..own.len()));
+                    run = own.len();
+                }
+                pieces.push(Piece::InPlace(part));
+            }
         }
+        if own.len() > run {
+            pieces.push(Piece::Own(run..own.len()));
+        }
+        let slices: Vec<io::IoSlice<'_>> = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Own(r) => io::IoSlice::new(&own[r.clone()]),
+                Piece::InPlace(b) => io::IoSlice::new(b),
+            })
+            .collect();
         self.burned = false;
-        let result = self.write(first, &group, sync);
-        self.scratch = group;
+        let result = self.write(first, &slices, sync);
+        drop(slices);
+        self.scratch = own;
         if result.is_err() && self.burned {
             self.next_seq += payloads.len() as u64;
         }
@@ -224,8 +270,8 @@ impl Log {
 
     /// Writes and syncs `group` (records from `first` on), rolling to a new segment when the
     /// one being written has no room or fails.
-    fn write(&mut self, first: u64, group: &[u8], sync: bool) -> io::Result<()> {
-        let need = group.len() as u64;
+    fn write(&mut self, first: u64, group: &[io::IoSlice<'_>], sync: bool) -> io::Result<()> {
+        let need: u64 = group.iter().map(|p| p.len() as u64).sum();
         if self.active.as_ref().is_none_or(|w| w.room() < need) {
             self.roll(first, need)?;
         }
@@ -247,10 +293,10 @@ impl Log {
 
     /// Appends and syncs `group` to the segment being written. When that fails, the
     /// segment's end goes back to where its last good sync left it.
-    fn attempt(&mut self, group: &[u8], sync: bool) -> io::Result<()> {
+    fn attempt(&mut self, group: &[io::IoSlice<'_>], sync: bool) -> io::Result<()> {
         let w = self.active.as_mut().expect("a segment to write");
         let good = w.len();
-        let result = w.append(group).and_then(|()| {
+        let result = w.append_vectored(group).and_then(|()| {
             if !sync {
                 return Ok(());
             }
@@ -359,6 +405,39 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn payloads_in_parts_read_back_whole_whichever_parts_are_copied() {
+        // Small and large parts (copied beside their header, or written in place), and more
+        // pieces than one pwritev call takes.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(
+            dir.path(),
+            Options {
+                max_bytes: 64 << 20,
+                segment_bytes: 16 << 20,
+            },
+        )
+        .unwrap();
+        let large = |i: usize| vec![b'a' + (i % 26) as u8; COPY_BELOW + i];
+        let owned: Vec<[Vec<u8>; 2]> = (0..1500)
+            .map(|i| match i % 3 {
+                0 => [format!("head {i}").into_bytes(), large(i)],
+                1 => [large(i), format!("tail {i}").into_bytes()],
+                _ => [format!("small {i}").into_bytes(), Vec::new()],
+            })
+            .collect();
+        let parts: Vec<[&[u8]; 2]> = owned.iter().map(|[a, b]| [&a[..], &b[..]]).collect();
+        let payloads: Vec<&[&[u8]]> = parts.iter().map(|p| &p[..]).collect();
+        let first = log.append_parts(&payloads, true).unwrap();
+        drop(log);
+        let back = read_back(dir.path());
+        assert_eq!(back.len(), owned.len());
+        for (i, ((seq, payload), [a, b])) in back.iter().zip(&owned).enumerate() {
+            assert_eq!(*seq, first + i as u64);
+            assert!(*payload == [&a[..], &b[..]].concat(), "record {i}");
+        }
     }
 
     #[test]

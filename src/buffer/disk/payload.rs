@@ -64,6 +64,16 @@ impl Payload {
     /// 4 GiB, or there are more than 65,535 fields: configuration names and keys, and one
     /// peer's address or name, never are.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_head(out);
+        out.extend_from_slice(&self.body);
+    }
+
+    /// Appends the payload's bytes before its body to `out`: what [`Payload::encode`]
+    /// writes is these, then the body.
+    ///
+    /// # Panics
+    /// As [`Payload::encode`].
+    pub fn encode_head(&self, out: &mut Vec<u8>) {
         let short = |n: usize| u16::try_from(n).expect("bounded by the configuration");
         out.push(VERSION);
         out.push(match self.kind {
@@ -82,7 +92,6 @@ impl Payload {
             out.extend_from_slice(&v_len.to_le_bytes());
             out.extend_from_slice(v);
         }
-        out.extend_from_slice(&self.body);
     }
 
     /// Reads the payload in `bytes` (a record's payload, whose checksum held); the parts

@@ -65,17 +65,30 @@ impl Damage {
 /// # Panics
 /// When `payload` is larger than [`MAX_PAYLOAD`]: callers split or refuse such input first.
 pub fn encode(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
-    assert!(
-        payload.len() <= MAX_PAYLOAD,
-        "a record's payload is bounded"
-    );
-    let len = (payload.len() as u32).to_le_bytes();
-    let seq = seq.to_le_bytes();
     out.reserve(HEADER + payload.len());
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&checksum(&len, &seq, payload).to_le_bytes());
-    out.extend_from_slice(&seq);
+    out.extend_from_slice(&header(seq, &[payload]));
     out.extend_from_slice(payload);
+}
+
+/// The header of the record numbered `seq` whose payload is `parts`, one after another
+/// (so a payload need not be copied together to be written).
+///
+/// # Panics
+/// When the parts together are larger than [`MAX_PAYLOAD`].
+pub fn header(seq: u64, parts: &[&[u8]]) -> [u8; HEADER] {
+    let n: usize = parts.iter().map(|p| p.len()).sum();
+    assert!(n <= MAX_PAYLOAD, "a record's payload is bounded");
+    let len = (n as u32).to_le_bytes();
+    let seq = seq.to_le_bytes();
+    let crc = parts.iter().fold(
+        crc32c::crc32c_append(crc32c::crc32c(&len), &seq),
+        |crc, p| crc32c::crc32c_append(crc, p),
+    );
+    let mut h = [0; HEADER];
+    h[0..4].copy_from_slice(&len);
+    h[4..8].copy_from_slice(&crc.to_le_bytes());
+    h[8..16].copy_from_slice(&seq);
+    h
 }
 
 /// What `buf` starts with.
@@ -125,6 +138,17 @@ fn checksum(len: &[u8; 4], seq: &[u8; 8], payload: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_over_parts_is_the_header_of_them_together() {
+        let mut whole = Vec::new();
+        encode(7, b"header and body", &mut whole);
+        assert_eq!(
+            header(7, &[b"header", b" and", b"", b" body"]),
+            whole[..HEADER]
+        );
+        assert_ne!(header(7, &[b"header and bod"]), whole[..HEADER]);
+    }
 
     #[test]
     fn records_round_trip_and_end_at_zeros() {

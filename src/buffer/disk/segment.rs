@@ -122,14 +122,54 @@ impl Writer {
     /// The segment has no room for them (nothing is written), or the write failed: then the
     /// segment must not be written again (its state is unknown), only sealed where it was.
     pub fn append(&mut self, records: &[u8]) -> io::Result<()> {
-        if records.len() as u64 > self.room() {
+        self.append_vectored(&[io::IoSlice::new(records)])
+    }
+
+    /// [`Writer::append`] of the records `pieces` make one after another, written with
+    /// `pwritev` from where they are (no copy into one buffer first).
+    ///
+    /// # Errors
+    /// As [`Writer::append`].
+    pub fn append_vectored(&mut self, pieces: &[io::IoSlice<'_>]) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let total: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+        if total > self.room() {
             return Err(io::Error::new(
                 io::ErrorKind::StorageFull,
                 "segment full: roll to a new one",
             ));
         }
-        self.file.write_all_at(records, self.end)?;
-        self.end += records.len() as u64;
+        let mut left: Vec<io::IoSlice<'_>> = pieces.to_vec();
+        let mut left = &mut left[..];
+        let mut at = self.end;
+        while !left.is_empty() {
+            // A call takes at most IOV_MAX (1,024 on Linux) pieces; the loop sends the rest.
+            let count = left.len().min(1024) as libc::c_int;
+            // SAFETY: `left` holds `count` valid `IoSlice`s (laid out as `iovec`s) that live
+            // across the call, and the descriptor is the open segment's.
+            let n = unsafe {
+                libc::pwritev(
+                    self.file.as_raw_fd(),
+                    left.as_ptr().cast::<libc::iovec>(),
+                    count,
+                    at as libc::off_t,
+                )
+            };
+            match n {
+                n if n < 0 => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => {
+                    at += n as u64;
+                    io::IoSlice::advance_slices(&mut left, n as usize);
+                }
+            }
+        }
+        self.end += total;
         Ok(())
     }
 

@@ -559,11 +559,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     fields: self.stage.fields().clone(),
                     body,
                 };
-                let mut bytes = Vec::with_capacity(payload.body.len() + 64);
-                payload.encode(&mut bytes);
+                // The body is logged from the buffer it was read into.
+                let mut head = Vec::with_capacity(64);
+                payload.encode_head(&mut head);
                 let events = batch.events.len() as u64;
                 let unrouted = log.unrouted(&batch) as u64;
-                let Some(seq) = self.commit(Bytes::from(bytes), batch, shutdown).await? else {
+                let parts = [Bytes::from(head), payload.body];
+                let Some(seq) = self.commit(parts, batch, shutdown).await? else {
                     acks.clear();
                     return Ok(());
                 };
@@ -606,7 +608,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// nothing is acknowledged that is not in the log. Shutdown ends the wait.
     async fn commit(
         &mut self,
-        payload: Bytes,
+        payload: [Bytes; 2],
         batch: Batch,
         shutdown: &mut Shutdown,
     ) -> Result<Option<u64>, Close> {

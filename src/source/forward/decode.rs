@@ -134,6 +134,9 @@ pub struct Outcome {
     /// The payload could not get room to inflate: nothing of the request was added to the
     /// batch (and nothing counted as skipped); decode it again once there is room.
     pub needs_room: bool,
+    /// Bytes of the frame the request took, once its shape was read (0 when it was not):
+    /// where the next request starts, without scanning for it.
+    pub len: usize,
 }
 
 /// Decodes one complete request `frame` (a msgpack array) into `batch`.
@@ -142,22 +145,30 @@ pub fn request(frame: &Bytes, batch: &mut Batch, opts: &Options, skipped: &mut S
 }
 
 /// Decodes every whole request in `requests` (several, back to back, as a connection read
-/// them) into `batch`: what replay does with a disk-buffer record of a forward source. A
-/// request that is not one (the log's records hold only what a connection decoded, so only
-/// damage the checksum missed gets here) ends the decoding; what came before it stays.
+/// them) into `batch`: what replay does with a disk-buffer record of a forward source. Each
+/// request's decoding says where the next starts (one walk over the bytes, not a scan and
+/// then a decode); only a request refused before its end was found is scanned. A request
+/// that is not one (the log's records hold only what a connection decoded, so only damage
+/// the checksum missed gets here) ends the decoding; what came before it stays.
 pub fn requests(requests: &Bytes, batch: &mut Batch, opts: &Options, skipped: &mut Skipped) {
     let mut at = 0;
-    let mut scanner = crate::msgpack::Scanner::default();
     while at < requests.len() {
-        let Ok(Some(n)) = scanner.scan(&requests[at..], requests.len() - at, opts.max_depth) else {
-            skipped.add(Reason::InvalidRequest, 1);
-            return;
-        };
-        let request = requests.slice(at..at + n);
         // nil: a heartbeat.
-        if request[0] != 0xc0 {
-            request_within(&request, batch, opts, skipped, &mut |_| true);
+        if requests[at] == 0xc0 {
+            at += 1;
+            continue;
         }
+        let rest = requests.slice(at..);
+        let n = match request_within(&rest, batch, opts, skipped, &mut |_| true).len {
+            0 => match crate::msgpack::Scanner::default().scan(&rest, rest.len(), opts.max_depth) {
+                Ok(Some(n)) => n,
+                _ => {
+                    skipped.add(Reason::InvalidRequest, 1);
+                    return;
+                }
+            },
+            n => n,
+        };
         at += n;
     }
 }
@@ -235,6 +246,7 @@ fn decode(
         1 => options(&mut c, frame)?,
         _ => return Err(InvalidRequest.into()),
     };
+    out.len = c.pos();
     out.chunk = opt.chunk;
     if opt.signal != 0 {
         return Err(UnsupportedSignal.into());
@@ -771,6 +783,41 @@ mod tests {
         let (b, out, s) = run(&msg(&[0x01], &opt), &opts());
         assert!(!out.complete && b.events.is_empty());
         assert_eq!(reasons(&s), [("unsupported_signal", 1)]);
+    }
+
+    #[test]
+    fn requests_back_to_back_are_each_decoded_past_heartbeats_and_refused_ones() {
+        // What a disk-buffer record holds: a connection's read of several requests.
+        let signal = [&[0x81, 0xad][..], b"fluent_signal", &[0x02]].concat();
+        let body = [
+            msg(&[0x01], &[]),
+            vec![0xc0],
+            // Refused once its options were read: its end is known.
+            msg(&[0x02], &signal),
+            // Refused at its tag, before its end was found: scanned past.
+            vec![0x93, 0x01, 0x01, 0x80],
+            msg(&[0x03], &[0x80]),
+        ]
+        .concat();
+        let mut batch = Batch::default();
+        let mut skipped = Skipped::default();
+        requests(&Bytes::from(body), &mut batch, &opts(), &mut skipped);
+        let secs: Vec<i64> = batch.events.iter().map(|e| e.time.secs).collect();
+        assert_eq!(secs, [1, 3]);
+        assert_eq!(
+            reasons(&skipped),
+            [("invalid_tag", 1), ("unsupported_signal", 1)]
+        );
+        // Damage that is no request at all ends the decoding, keeping what came before.
+        let body = [msg(&[0x01], &[]), vec![0x93, 0x01]].concat();
+        let mut batch = Batch::default();
+        let mut skipped = Skipped::default();
+        requests(&Bytes::from(body), &mut batch, &opts(), &mut skipped);
+        assert_eq!(batch.events.len(), 1);
+        assert_eq!(
+            reasons(&skipped),
+            [("invalid_request", 1), ("invalid_tag", 1)]
+        );
     }
 
     #[test]
