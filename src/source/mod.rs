@@ -7,6 +7,7 @@
 //! sizes every source through it. Adding a kind means its own module here and one variant.
 
 pub mod budget;
+pub mod file;
 pub mod forward;
 pub mod replay;
 

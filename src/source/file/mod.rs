@@ -1,0 +1,6 @@
+//! The file source: container log files on the node, tailed.
+//!
+//! Built in steps; what exists so far: [`format`] (a line of a CRI, Docker json-file or text
+//! log file into an event).
+
+pub mod format;
