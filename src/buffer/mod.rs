@@ -263,7 +263,19 @@ impl Router {
     /// admission is what an ack means today.
     ///
     /// [`Ack`]: crate::event::Ack
-    pub async fn send(&self, mut batch: Batch) {
+    pub async fn send(&self, batch: Batch) {
+        self.send_marked(batch, None).await;
+    }
+
+    /// [`Router::send`], each queue's entry carrying a mark of record `seq` of `progress`
+    /// (`Some((progress, seq))`): the record stays unfinished until every sink that took the
+    /// batch has dropped it (delivered, dead-lettered or given up on). A source whose input
+    /// is its own buffer (a file) moves its checkpoint by this.
+    pub async fn send_marked(
+        &self,
+        mut batch: Batch,
+        marks: Option<(&Arc<disk::progress::Progress>, u64)>,
+    ) {
         let ack = batch.ack.take();
         if batch.events.is_empty() {
             return;
@@ -290,11 +302,13 @@ impl Router {
                 .count();
             self.unrouted.inc_by(lost as u64);
         }
+        let received = batch.received.secs;
         let batch = Arc::new(batch);
         for (i, selection, events) in plans {
+            let mark = marks.map(|(p, seq)| p.mark(seq, received));
             let pushed = self.routes[i]
                 .queue
-                .push(batch.clone(), selection, events)
+                .push_marked(batch.clone(), selection, events, mark)
                 .await;
             if pushed.is_err()
                 && let Some(ack) = &ack

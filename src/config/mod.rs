@@ -17,6 +17,7 @@
 //! arguments is an example a user can copy.
 
 pub mod buffer;
+pub mod file;
 mod interpolate;
 pub mod memory;
 mod spanned;
@@ -330,7 +331,8 @@ pub struct Source {
 
 #[derive(Debug, Clone)]
 pub enum SourceKind {
-    Forward(Forward),
+    Forward(Box<Forward>),
+    File(file::File),
 }
 
 /// A `type = "forward"` source: the Fluentd forward protocol.
@@ -768,13 +770,29 @@ impl Parser<'_> {
                 if let Err(message) = ack.check(buffer) {
                     return Err(self.error(Some(at), Some(format!("{path}.ack")), message));
                 }
-                SourceKind::Forward(f)
+                SourceKind::Forward(Box::new(f))
+            }
+            "file" => {
+                let f: file::File = self.typed(&path, at, table)?;
+                if let Err((key, message)) = f.check() {
+                    return Err(self.error(Some(at), Some(format!("{path}.{key}")), message));
+                }
+                if buffer.is_disk() {
+                    return Err(self.error(
+                        Some(kind_at),
+                        Some(format!("{path}.type")),
+                        "a file source does not write to the disk buffer yet: use \
+                         buffer.type = \"memory\" (its checkpoints advance only once the \
+                         sinks have delivered, so the files are its buffer)",
+                    ));
+                }
+                SourceKind::File(f)
             }
             other => {
                 return Err(self.error(
                     Some(kind_at),
                     Some(format!("{path}.type")),
-                    format!("unknown source type `{other}`, expected `forward`"),
+                    format!("unknown source type `{other}`, expected `forward` or `file`"),
                 ));
             }
         };
@@ -958,7 +976,9 @@ mod tests {
     #[test]
     fn minimal_config_with_env() {
         let s = parse_str(MINIMAL).unwrap();
-        let SourceKind::Forward(f) = &s.sources[0].kind;
+        let SourceKind::Forward(f) = &s.sources[0].kind else {
+            panic!("a forward source");
+        };
         assert_eq!(f.address, Some("127.0.0.1:5170".parse().unwrap()));
         assert_eq!(f.max_frame_bytes, 16 << 20);
         assert_eq!(s.sinks[0].patterns, vec!["**"]);
@@ -1156,6 +1176,7 @@ mod tests {
         };
         let ack = |s: &Settings| match &s.sources[0].kind {
             SourceKind::Forward(f) => f.ack,
+            SourceKind::File(_) => None,
         };
         let memory = with("", "").unwrap();
         assert!(!memory.buffer.is_disk());

@@ -9,6 +9,7 @@
 pub mod budget;
 pub mod file;
 pub mod forward;
+pub mod held;
 pub mod replay;
 
 use std::net::SocketAddr;
@@ -116,6 +117,7 @@ impl Log {
 /// A source bound to its inputs, ready to run.
 pub enum Source {
     Forward(forward::Forward),
+    File(Box<file::FileSource>),
 }
 
 impl Source {
@@ -131,6 +133,7 @@ impl Source {
                 }
                 Ok(())
             }
+            SourceKind::File(_) => Ok(()),
         }
     }
 
@@ -139,15 +142,18 @@ impl Source {
     pub fn reserve(kind: &SourceKind) -> usize {
         match kind {
             SourceKind::Forward(f) => forward::reserve(f),
+            // Its reads are bounded by `read_bytes` and wait for nothing but queue room.
+            SourceKind::File(_) => 0,
         }
     }
 
     /// Binds the source's inputs, so that configuration and port errors surface before
     /// anything runs. `enrich` is the pipeline's settings and this source's counters, when
-    /// enrichment is on.
+    /// enrichment is on; `data_dir` is where state (a file source's checkpoints) is kept.
     ///
     /// # Errors
-    /// What the kind's own `bind` reports: addresses in use, unreadable TLS material.
+    /// What the kind's own `bind` reports: addresses in use, unreadable TLS material, a data
+    /// directory that cannot be made.
     pub async fn bind(
         name: &str,
         kind: &SourceKind,
@@ -155,11 +161,20 @@ impl Source {
         budget: Budget,
         metrics: SourceMetrics,
         enrich: Option<(Arc<pipeline::Settings>, pipeline::Metrics)>,
+        data_dir: &std::path::Path,
     ) -> anyhow::Result<Source> {
         Ok(match kind {
             SourceKind::Forward(f) => Source::Forward(
                 forward::Forward::bind(name, f, output, budget, metrics, enrich).await?,
             ),
+            SourceKind::File(f) => {
+                let Output::Queues(router) = output else {
+                    anyhow::bail!("a file source does not write to the disk buffer yet");
+                };
+                Source::File(Box::new(file::FileSource::bind(
+                    name, f, router, metrics, enrich, data_dir,
+                )?))
+            }
         })
     }
 
@@ -173,6 +188,10 @@ impl Source {
                 decode: forward::decode_options(f),
                 enrich,
             },
+            SourceKind::File(_) => replay::Spec {
+                decode: Default::default(),
+                enrich,
+            },
         }
     }
 
@@ -180,6 +199,7 @@ impl Source {
     pub fn kind(&self) -> &'static str {
         match self {
             Source::Forward(_) => "forward",
+            Source::File(_) => "file",
         }
     }
 
@@ -187,6 +207,7 @@ impl Source {
     pub fn addresses(&self) -> Vec<String> {
         match self {
             Source::Forward(f) => f.addresses(),
+            Source::File(f) => f.addresses(),
         }
     }
 
@@ -194,6 +215,7 @@ impl Source {
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         match self {
             Source::Forward(f) => f.tcp_addr(),
+            Source::File(_) => None,
         }
     }
 
@@ -202,6 +224,7 @@ impl Source {
     pub async fn run(self, shutdown: Shutdown) {
         match self {
             Source::Forward(f) => f.run(shutdown).await,
+            Source::File(f) => f.run(shutdown).await,
         }
     }
 }

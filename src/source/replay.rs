@@ -19,7 +19,7 @@
 //! oldest thing it holds began ([`Stage::held_since`]), and the reader keeps, per stream, when
 //! it began each record since the stage last held nothing.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -37,6 +37,7 @@ use crate::event::Batch;
 use crate::pipeline::{self, Release, Stage};
 use crate::shutdown::Shutdown;
 use crate::source::forward::decode::{self, Skipped};
+use crate::source::held::Held;
 use crate::telemetry::logging::RateLimit;
 
 /// The most record bytes read from disk in one go (off the runtime's threads).
@@ -83,31 +84,20 @@ pub struct Replay {
 /// One stream's stage, and what ties its held lines to records.
 struct Stream {
     stage: Stage,
-    /// Records of the stream begun while the stage held something, with when they began,
-    /// oldest first: the first one's is at or before the oldest held line's start.
-    begun: VecDeque<(Instant, u64)>,
+    held: Held,
     last: Instant,
 }
 
 impl Stream {
     /// The oldest record whose pieces the stage may still hold.
     fn pin(&self) -> Option<u64> {
-        self.begun.front().map(|(_, seq)| *seq)
+        self.held.pin()
     }
 
     /// After the stage took record `seq` (begun at `at`, or `None` after a release): drops
     /// what it no longer holds pieces of.
     fn note(&mut self, record: Option<(Instant, u64)>) {
-        let Some(since) = self.stage.held_since() else {
-            self.begun.clear();
-            return;
-        };
-        self.begun.extend(record);
-        // Keep the latest record begun strictly before the oldest held line began: that
-        // line began while it, or one after it, was read.
-        while self.begun.len() >= 2 && self.begun[1].0 < since {
-            self.begun.pop_front();
-        }
+        self.held.note(&self.stage, record);
     }
 }
 
@@ -285,7 +275,7 @@ impl Reader {
         let now = Instant::now();
         let stream = self.streams.entry(id).or_insert_with(|| Stream {
             stage: Stage::new(spec.enrich.as_ref(), payload.fields.clone()),
-            begun: VecDeque::new(),
+            held: Held::default(),
             last: now,
         });
         stream.last = now;
@@ -370,7 +360,7 @@ impl Reader {
             self.release(id, Release::Due).await?;
         }
         self.streams
-            .retain(|_, s| s.begun.front().is_some() || now.duration_since(s.last) < FORGET_AFTER);
+            .retain(|_, s| s.pin().is_some() || now.duration_since(s.last) < FORGET_AFTER);
         Ok(())
     }
 

@@ -46,6 +46,7 @@ pub struct Metrics {
     source_acks: Counters,
     source_rejected: ReasonCounters,
     source_connection_errors: ReasonCounters,
+    source_file_events: ReasonCounters,
     unrouted: Counters,
     queue_bytes: Gauges,
     queue_events: Gauges,
@@ -131,6 +132,7 @@ impl Metrics {
             source_acks: Default::default(),
             source_rejected: Default::default(),
             source_connection_errors: Default::default(),
+            source_file_events: Default::default(),
             unrouted: Default::default(),
             queue_bytes: Default::default(),
             queue_events: Default::default(),
@@ -199,6 +201,13 @@ impl Metrics {
             "source_connection_errors",
             "Client connections closed by Outrigger, by reason",
             m.source_connection_errors.clone(),
+        );
+        registry.register(
+            "source_file_events",
+            "What file sources met, by reason: a rotation or truncation followed, a line \
+             passed on as text (malformed_cri, malformed_docker) or cut (line_cut), a file \
+             that could not be read (read_error)",
+            m.source_file_events.clone(),
         );
         registry.register(
             "unrouted_events",
@@ -385,6 +394,7 @@ impl Metrics {
             buffer_waits: self.source_buffer_waits.get_or_create_owned(&c),
             rejected: self.source_rejected.clone(),
             connection_errors: self.source_connection_errors.clone(),
+            file_events: self.source_file_events.clone(),
         }
     }
 
@@ -502,12 +512,23 @@ pub struct SourceMetrics {
     pub buffer_waits: Counter,
     rejected: ReasonCounters,
     connection_errors: ReasonCounters,
+    file_events: ReasonCounters,
 }
 
 impl SourceMetrics {
     /// Counts `n` requests or entries skipped for `reason`.
     pub fn rejected(&self, reason: &'static str, n: u64) {
         self.rejected
+            .get_or_create(&ComponentReason {
+                component: self.name.clone(),
+                reason,
+            })
+            .inc_by(n);
+    }
+
+    /// Counts `n` times a file source met `reason` (see `source_file_events`).
+    pub fn file_event(&self, reason: &'static str, n: u64) {
+        self.file_events
             .get_or_create(&ComponentReason {
                 component: self.name.clone(),
                 reason,

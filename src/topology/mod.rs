@@ -325,8 +325,11 @@ pub async fn start_with(
         let m = metrics.source(&cfg.name);
         let output = match &disk {
             Some(d) => {
-                let SourceKind::Forward(f) = &cfg.kind;
-                let ack = f.ack.unwrap_or(config::buffer::Ack::Durable);
+                let ack = match &cfg.kind {
+                    SourceKind::Forward(f) => f.ack.unwrap_or(config::buffer::Ack::Durable),
+                    // Refused at load: a file source reads into the memory buffer only.
+                    SourceKind::File(_) => config::buffer::Ack::Durable,
+                };
                 let log = crate::source::Log::new(
                     &cfg.name,
                     d.committer.clone(),
@@ -346,6 +349,7 @@ pub async fn start_with(
             budget.clone(),
             m,
             enrich_of(&cfg.name),
+            &settings.global.data_dir,
         )
         .await
         .with_context(|| format!("sources.{}", cfg.name))?;

@@ -27,6 +27,7 @@ fn settings(name: &str, text: &str, env: &[(&str, &str)]) -> Settings {
 fn forward_address(s: &Settings) -> SocketAddr {
     match &s.sources[0].kind {
         SourceKind::Forward(f) => f.address.expect("a TCP address"),
+        SourceKind::File(_) => panic!("the first source is the forward listener"),
     }
 }
 

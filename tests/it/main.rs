@@ -16,6 +16,7 @@ mod docker_memory;
 mod elasticsearch;
 mod enrich;
 mod export;
+mod file_source;
 mod forward;
 mod health;
 mod health_command;

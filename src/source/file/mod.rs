@@ -1,12 +1,517 @@
-//! The file source: container log files on the node, tailed.
+//! The file source: log files on this machine, tailed (`type = "file"`).
 //!
-//! Built in steps; what exists so far: [`format`] (a line of a CRI, Docker json-file or text
-//! log file into an event), [`tail`] (one open file read in whole lines, within a budget per
-//! read, through rotation by rename and truncation) and [`checkpoint`] (each file's identity
-//! and offset, saved under `data_dir`). Next: discovery by globs, the source itself (its
-//! stages, the checkpoints advanced on delivery or committed with the data in the disk
-//! buffer), `kubernetes_logs` and pod metadata.
+//! Files are found by matching the `include` globs again every `poll_interval_ms` (polling
+//! is the source of truth: nothing is missed when events would have overflowed a queue).
+//! Each file is read in turns of at most `read_bytes` ([`tail`]), each line becomes an event
+//! in its format ([`format`]), and each file's lines go through a [`Stage`] of their own, so
+//! split lines join per file and stream as Docker's do per connection.
+//!
+//! **The files are the buffer.** A file's checkpoint ([`checkpoint`]) moves only past lines
+//! every matching sink has finished with (delivered, or dead-lettered or given up on as its
+//! retry policy says): each read is numbered, its batches carry a mark of it
+//! ([`Router::send_marked`]), and the checkpoint is the end of the last read before the
+//! first unfinished one (or before the oldest whose pieces the stage still holds). A crash
+//! or `kill -9` therefore loses nothing; what was in flight is read again (a sink may see
+//! it twice). Full queues stop the reading, never drop.
+//!
+//! Rotation: a file renamed away or deleted is read to its end through its open descriptor
+//! (a torn last line goes on as it is), then let go once finished; the new file at the path
+//! is read from its beginning. A file truncated in place is read again from 0. A file is
+//! known by device, inode and a checksum of its first bytes, so a reused inode is a new file.
+//! At start, a checkpoint whose file was renamed while Outrigger was down (`0.log` to
+//! `0.log.<suffix>` beside it) resumes in the renamed file.
+//!
+//! With the disk buffer this source is refused at load for now: its offsets are to be
+//! committed with its lines in the log's group commit (the next step).
 
 pub mod checkpoint;
 pub mod format;
 pub mod tail;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+
+use crate::buffer::Router;
+use crate::buffer::disk::progress::Progress;
+use crate::config::file::{File as Config, Format as ConfigFormat, ReadFrom};
+use crate::event::Timestamp;
+use crate::pipeline::{self, Release, Stage};
+use crate::shutdown::Shutdown;
+use crate::source::held::Held;
+use crate::telemetry::SourceMetrics;
+use crate::telemetry::logging::RateLimit;
+use checkpoint::{Checkpoint, Store};
+use format::Format;
+use tail::Tail;
+
+/// A bound file source, ready to run.
+pub struct FileSource {
+    name: String,
+    cfg: Config,
+    router: Router,
+    metrics: SourceMetrics,
+    enrich: Option<(Arc<pipeline::Settings>, pipeline::Metrics)>,
+    store: Store,
+    /// What the last run saved, until each is matched to a file.
+    saved: Vec<Checkpoint>,
+    exclude: Vec<glob::Pattern>,
+    warn: RateLimit,
+}
+
+/// One file being read.
+struct Watched {
+    /// `None` only while a read runs on a blocking thread.
+    tail: Option<Tail>,
+    /// `Auto` until its first line says which.
+    format: Format,
+    tag: Bytes,
+    stage: Stage,
+    held: Held,
+    /// Its reads' finishing, by read number (from 1).
+    progress: Arc<Progress>,
+    /// The offset after each read not yet finished with, and the last one that is (the
+    /// checkpoint); 0 is where the file was opened.
+    offsets: BTreeMap<u64, u64>,
+    next: u64,
+    /// Renamed away or deleted: read to its end, then let go once finished.
+    gone: bool,
+    /// A read since the last turn found more than it could take.
+    busy: bool,
+}
+
+impl Watched {
+    fn new(tail: Tail, format: Format, tag: Bytes, stage: Stage) -> Watched {
+        let offsets = BTreeMap::from([(0, tail.offset())]);
+        Watched {
+            tail: Some(tail),
+            format,
+            tag,
+            stage,
+            held: Held::default(),
+            progress: Progress::new(1),
+            offsets,
+            next: 1,
+            gone: false,
+            busy: false,
+        }
+    }
+
+    fn tail(&self) -> &Tail {
+        self.tail.as_ref().expect("there between reads")
+    }
+
+    fn tail_mut(&mut self) -> &mut Tail {
+        self.tail.as_mut().expect("there between reads")
+    }
+
+    /// Where a restart resumes: past every line every sink has finished with.
+    fn finished(&mut self) -> u64 {
+        let done = self.progress.done();
+        let (&at, &offset) = self
+            .offsets
+            .range(..done)
+            .next_back()
+            .expect("read 0 is always finished");
+        // What is older than the checkpoint is no longer needed.
+        self.offsets = self.offsets.split_off(&at);
+        offset
+    }
+
+    /// Every read handed over has been finished with, and nothing is held.
+    fn settled(&self) -> bool {
+        self.progress.done() >= self.next
+    }
+
+    fn checkpoint(&mut self) -> Checkpoint {
+        let (path, id) = (self.tail().path().to_path_buf(), self.tail().id());
+        Checkpoint {
+            path,
+            id,
+            offset: self.finished(),
+        }
+    }
+
+    /// Tells the progress the first read still needed on this side: the next, or the
+    /// oldest whose pieces the stage holds.
+    fn publish(&self) {
+        self.progress
+            .set_floor(self.held.pin().unwrap_or(self.next).min(self.next));
+    }
+}
+
+impl FileSource {
+    /// Checks the data directory and loads the checkpoints.
+    ///
+    /// # Errors
+    /// The checkpoint directory cannot be made, or a pattern does not compile.
+    pub fn bind(
+        name: &str,
+        cfg: &Config,
+        router: Router,
+        metrics: SourceMetrics,
+        enrich: Option<(Arc<pipeline::Settings>, pipeline::Metrics)>,
+        data_dir: &Path,
+    ) -> anyhow::Result<FileSource> {
+        let dir = data_dir.join("checkpoints");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating {} (global.data_dir)", dir.display()))?;
+        let store = Store::new(&dir, name);
+        let saved = match store.load() {
+            Ok(s) => s,
+            Err(e) => {
+                // Never a crash loop: start as if new (files are read again, not lost).
+                tracing::error!(source = name, error = %e, "file checkpoints unreadable; reading files as if seen the first time");
+                Vec::new()
+            }
+        };
+        let exclude = cfg
+            .exclude
+            .iter()
+            .map(|p| glob::Pattern::new(p).with_context(|| format!("exclude `{p}`")))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(FileSource {
+            name: name.to_string(),
+            cfg: cfg.clone(),
+            router,
+            metrics,
+            enrich,
+            store,
+            saved,
+            exclude,
+            warn: RateLimit::new(5),
+        })
+    }
+
+    /// The patterns, for logs.
+    pub fn addresses(&self) -> Vec<String> {
+        self.cfg
+            .include
+            .iter()
+            .map(|p| format!("file://{p}"))
+            .collect()
+    }
+
+    /// Reads until `shutdown`; then hands over what the stages hold, waits for the sinks to
+    /// finish with what was read (as long as the drain lets it), and saves the checkpoints.
+    pub async fn run(mut self, mut shutdown: Shutdown) {
+        let mut files: Vec<Watched> = Vec::new();
+        let poll = Duration::from_millis(self.cfg.poll_interval_ms);
+        let save_every = Duration::from_millis(self.cfg.checkpoint_interval_ms);
+        let mut next_poll = Instant::now();
+        let mut next_save = Instant::now() + save_every;
+        let mut first = true;
+        loop {
+            if shutdown.is_started() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= next_poll {
+                self.discover(&mut files, first).await;
+                first = false;
+                next_poll = now + poll;
+            }
+            let mut busy = false;
+            for w in files.iter_mut() {
+                if !shutdown.is_started() {
+                    self.turn(w).await;
+                }
+                busy |= w.busy;
+            }
+            self.let_go(&mut files).await;
+            if Instant::now() >= next_save {
+                self.save(&mut files);
+                next_save = Instant::now() + save_every;
+            }
+            if busy {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let due = files.iter().filter_map(|w| w.stage.deadline()).min();
+            let wake = [Some(next_poll), Some(next_save), due]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(next_poll);
+            tokio::select! {
+                () = tokio::time::sleep_until(wake.into()) => {}
+                () = shutdown.started() => {}
+            }
+            for w in files.iter_mut() {
+                if w.stage.deadline().is_some_and(|d| d <= Instant::now()) {
+                    self.release(w, Release::Due).await;
+                }
+            }
+        }
+        for w in files.iter_mut() {
+            self.release(w, Release::Flush).await;
+        }
+        // The sinks are still running: wait for them to finish with what was read, saving
+        // as they go, until done or the drain is cut short.
+        loop {
+            self.save(&mut files);
+            if files.iter().all(Watched::settled) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::info!(source = %self.name, files = files.len(), "file source stopped; checkpoints saved");
+    }
+
+    /// Matches the globs: opens files not yet read, marks those renamed away or deleted.
+    async fn discover(&mut self, files: &mut Vec<Watched>, first: bool) {
+        let mut seen: Vec<PathBuf> = Vec::new();
+        let mut set = HashSet::new();
+        for pattern in &self.cfg.include {
+            let Ok(paths) = glob::glob(pattern) else {
+                continue;
+            };
+            for path in paths.flatten() {
+                if self.exclude.iter().any(|p| p.matches_path(&path))
+                    || !path.is_file()
+                    || !set.insert(path.clone())
+                {
+                    continue;
+                }
+                seen.push(path);
+            }
+        }
+        for w in files.iter_mut().filter(|w| !w.gone) {
+            let same = std::fs::metadata(w.tail().path()).ok().is_some_and(|m| {
+                use std::os::unix::fs::MetadataExt;
+                let id = w.tail().id();
+                (m.dev(), m.ino()) == (id.dev, id.ino)
+            });
+            if !same || !set.contains(w.tail().path()) {
+                w.gone = true;
+                self.metrics.file_event("rotated", 1);
+                tracing::debug!(source = %self.name, path = %w.tail().path().display(), "file renamed away or deleted; reading it to its end");
+            }
+        }
+        for path in seen {
+            if files.iter().any(|w| !w.gone && w.tail().path() == path) {
+                continue;
+            }
+            match self.open(&path, first) {
+                Ok(w) => files.push(w),
+                Err(e) => {
+                    self.metrics.file_event("read_error", 1);
+                    if let Some(suppressed) = self.warn.allow() {
+                        tracing::warn!(source = %self.name, path = %path.display(), error = %e, suppressed, "cannot open file; trying again at the next poll");
+                    }
+                }
+            }
+        }
+        if first {
+            // Checkpoints of files renamed while Outrigger was down: their rest is in the
+            // renamed file beside them.
+            for c in std::mem::take(&mut self.saved) {
+                if let Some(w) = self.renamed(&c) {
+                    files.push(w);
+                }
+            }
+        }
+    }
+
+    /// Opens `path` where its checkpoint says, or as `read_from` says for a file seen for
+    /// the first time at start (a file that appears later is read from its beginning).
+    fn open(&mut self, path: &Path, first: bool) -> std::io::Result<Watched> {
+        let file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        let saved = self
+            .saved
+            .iter()
+            .position(|c| c.id.matches(&file).unwrap_or(false));
+        let offset = match saved {
+            Some(i) => {
+                let c = self.saved.swap_remove(i);
+                if c.offset > len {
+                    // Truncated while Outrigger was down.
+                    self.metrics.file_event("truncated", 1);
+                    0
+                } else {
+                    c.offset
+                }
+            }
+            None if first && self.cfg.read_from == ReadFrom::End => len,
+            None => 0,
+        };
+        drop(file);
+        let tail = Tail::open(path, offset, self.cfg.max_line_bytes)?;
+        Ok(self.watch(tail))
+    }
+
+    fn watch(&self, tail: Tail) -> Watched {
+        let tag = tag(&self.cfg.tag_prefix, tail.path());
+        let format = match self.cfg.format {
+            ConfigFormat::Auto => Format::Auto,
+            ConfigFormat::Cri => Format::Cri,
+            ConfigFormat::Docker => Format::Docker,
+            ConfigFormat::Text => Format::Text,
+        };
+        let stage = Stage::new(self.enrich.as_ref(), Arc::new([]));
+        Watched::new(tail, format, tag, stage)
+    }
+
+    /// The file checkpoint `c` was saved for, renamed beside its old path since, if it is.
+    fn renamed(&self, c: &Checkpoint) -> Option<Watched> {
+        let dir = c.path.parent()?;
+        let name = c.path.file_name()?.to_str()?;
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            let path = entry.path();
+            let Some(other) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if !other.starts_with(&format!("{name}.")) || other.ends_with(".gz") {
+                continue;
+            }
+            let Ok(file) = std::fs::File::open(&path) else {
+                continue;
+            };
+            if c.id.matches(&file).unwrap_or(false) {
+                let tail = Tail::open(&path, c.offset, self.cfg.max_line_bytes).ok()?;
+                let mut w = self.watch(tail);
+                w.gone = true;
+                return Some(w);
+            }
+        }
+        None
+    }
+
+    /// One turn of one file: read at most `read_bytes`, hand the lines over.
+    async fn turn(&mut self, w: &mut Watched) {
+        w.busy = false;
+        match w.tail().truncated() {
+            Ok(true) => {
+                self.metrics.file_event("truncated", 1);
+                tracing::info!(source = %self.name, path = %w.tail().path().display(), "file truncated in place; reading it again from its beginning");
+                self.release(w, Release::Flush).await;
+                if w.tail_mut().restart().is_err() {
+                    return;
+                }
+                w.offsets.insert(w.next, 0);
+                w.next += 1;
+                w.publish();
+            }
+            Ok(false) => {}
+            Err(_) => {}
+        }
+        let budget = self.cfg.read_bytes;
+        // Regular files do not block for long, but they are not sockets: read off the
+        // runtime's threads.
+        let mut tail = w.tail.take().expect("there between reads");
+        let (tail, read) = tokio::task::spawn_blocking(move || {
+            let read = tail.read(budget);
+            (tail, read)
+        })
+        .await
+        .expect("reading a file does not panic");
+        w.tail = Some(tail);
+        let mut read = match read {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.file_event("read_error", 1);
+                if let Some(suppressed) = self.warn.allow() {
+                    tracing::warn!(source = %self.name, path = %w.tail().path().display(), error = %e, suppressed, "reading file failed; trying again");
+                }
+                return;
+            }
+        };
+        w.busy = !read.eof;
+        if read.cut > 0 {
+            self.metrics.file_event("line_cut", read.cut);
+        }
+        if w.gone && read.eof {
+            // Read to its end: a line it did not finish will not be.
+            read.lines.extend(w.tail_mut().rest());
+            read.end = w.tail().offset();
+        }
+        if !read.lines.is_empty() {
+            self.hand_over(w, read.lines, read.end).await;
+        }
+    }
+
+    /// Turns `lines` (ending at `end`) into one batch through the file's stage, and queues it.
+    async fn hand_over(&mut self, w: &mut Watched, lines: Vec<Bytes>, end: u64) {
+        let now = Timestamp::now();
+        let bytes: usize = lines.iter().map(Bytes::len).sum();
+        let mut batch = w.stage.batch(bytes);
+        batch.received = now;
+        let tag = batch.tag_index(&w.tag, || w.tag.clone());
+        for line in lines {
+            if w.format == Format::Auto {
+                w.format = Format::Auto.detect(&line);
+            }
+            let (e, bad) = w.format.event(line, tag, now);
+            if let Some(bad) = bad {
+                self.metrics.file_event(bad.as_str(), 1);
+            }
+            batch.events.push(e);
+        }
+        let seq = w.next;
+        w.next += 1;
+        w.offsets.insert(seq, end);
+        self.metrics.bytes.inc_by(bytes as u64);
+        let pinned = w.held.pin();
+        w.stage.process(&mut batch);
+        w.held.note(&w.stage, Some((Instant::now(), seq)));
+        self.send(w, batch, pinned.unwrap_or(seq)).await;
+    }
+
+    /// Lets go of what the file's stage holds for `why`, and queues it.
+    async fn release(&mut self, w: &mut Watched, why: Release) {
+        let Some(oldest) = w.held.pin() else {
+            return;
+        };
+        let batch = w.stage.release(why);
+        w.held.note(&w.stage, None);
+        match batch {
+            Some(batch) => self.send(w, batch, oldest).await,
+            None => w.publish(),
+        }
+    }
+
+    async fn send(&mut self, w: &mut Watched, batch: crate::event::Batch, oldest: u64) {
+        self.metrics.events.inc_by(batch.events.len() as u64);
+        // Marked before the floor moves past `oldest`, so it never looks finished early.
+        self.router
+            .send_marked(batch, Some((&w.progress, oldest)))
+            .await;
+        w.publish();
+    }
+
+    /// Forgets files read to their end after a rotation, once every sink finished with them.
+    async fn let_go(&mut self, files: &mut Vec<Watched>) {
+        for w in files.iter_mut().filter(|w| w.gone && !w.busy) {
+            if w.tail().pending() == 0 {
+                self.release(w, Release::Flush).await;
+            }
+        }
+        files.retain(|w| !(w.gone && !w.busy && w.tail().pending() == 0 && w.settled()));
+    }
+
+    fn save(&self, files: &mut [Watched]) {
+        let checkpoints: Vec<Checkpoint> = files.iter_mut().map(Watched::checkpoint).collect();
+        if let Err(e) = self.store.save(&checkpoints)
+            && let Some(suppressed) = self.warn.allow()
+        {
+            tracing::warn!(source = %self.name, path = %self.store.path().display(), error = %e, suppressed, "saving file checkpoints failed; trying again");
+        }
+    }
+}
+
+/// `<prefix>.<path with dots for slashes>`.
+fn tag(prefix: &str, path: &Path) -> Bytes {
+    let path = path.as_os_str().as_encoded_bytes();
+    let mut tag = Vec::with_capacity(prefix.len() + 1 + path.len());
+    tag.extend_from_slice(prefix.as_bytes());
+    if path.first() != Some(&b'/') {
+        tag.push(b'.');
+    }
+    tag.extend(path.iter().map(|&b| if b == b'/' { b'.' } else { b }));
+    Bytes::from(tag)
+}

@@ -157,12 +157,13 @@ impl Tail {
         (!self.pending.is_empty()).then(|| self.pending.split().freeze())
     }
 
-    /// The file is now shorter than what was read of it: it was truncated in place.
+    /// The file was truncated in place: it is shorter than what was read of it, or (written
+    /// again past that length before this looked) it no longer begins as it did.
     ///
     /// # Errors
-    /// Its metadata cannot be read.
+    /// Its metadata or first bytes cannot be read.
     pub fn truncated(&self) -> io::Result<bool> {
-        Ok(self.file.metadata()?.len() < self.read_at)
+        Ok(self.file.metadata()?.len() < self.read_at || !self.id.matches(&self.file)?)
     }
 
     /// Starts again from the beginning (after a truncation), forgetting what is held.
@@ -286,6 +287,10 @@ mod tests {
         assert!(t.truncated().unwrap());
         t.restart().unwrap();
         assert_eq!(strs(&t.read(1 << 16).unwrap()), ["new"]);
+        // Cut and written again to the same length before anyone looked: its first bytes
+        // tell.
+        std::fs::write(&path, b"NEW\n").unwrap();
+        assert!(t.truncated().unwrap());
     }
 
     #[test]
