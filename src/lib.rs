@@ -7,7 +7,9 @@
 //! ```text
 //! source ──Batch──▶ pipeline::Stage ──▶ buffer::Router ──Entry──▶ buffer::Queue ──▶ sink
 //!  (forward: sockets,  (one per stream:    (fan-out by tag)          (bounded)        (stdout, file, blackhole,
-//!   decode, acks)       enrich, join)                                                  http, loki, elasticsearch, otlp)
+//!   decode, acks;       enrich, join)                                                  http, loki, elasticsearch, otlp)
+//!   file: log files
+//!   tailed)
 //! ```
 //!
 //! With the disk buffer, sources write into [`buffer::disk`]'s log instead of the router, and
@@ -16,7 +18,8 @@
 //! - [`event`]: the event and batch types everything else passes around (a forward record or
 //!   a line read from a file; a batch's side table of JSON members); depends on nothing.
 //! - [`msgpack`]: reading MessagePack in place, resumably.
-//! - [`source`]: listeners and connections; the forward protocol; the input budget; the one
+//! - [`source`]: listeners and connections; the forward protocol; log files tailed
+//!   ([`source::file`]: formats, rotation, checkpoints); the input budget; the one
 //!   [`source::Source`] enum the topology binds and runs; the disk buffer's readers.
 //! - [`pipeline`]: enrichment (JSON lines and structured records, trace context, severity,
 //!   split and multi-line reassembly), which each source drives through one
