@@ -210,13 +210,17 @@ impl FileSource {
                 break;
             }
             let now = Instant::now();
-            if now >= next_poll {
+            let polled = now >= next_poll;
+            if polled {
                 self.discover(&mut files, first).await;
                 first = false;
                 next_poll = now + poll;
             }
             let mut busy = false;
-            for w in files.iter_mut() {
+            // A file that had more than a turn's worth goes again at once; the others wait
+            // for the next poll, so a thousand idle files cost a look each per poll, not
+            // one per turn of a busy one.
+            for w in files.iter_mut().filter(|w| polled || w.busy) {
                 if !shutdown.is_started() {
                     self.turn(w).await;
                 }
@@ -399,6 +403,10 @@ impl FileSource {
             }
             Ok(false) => {}
             Err(_) => {}
+        }
+        if !w.gone && !w.busy && w.tail().caught_up() {
+            // Nothing new: no read (and no trip to a blocking thread).
+            return;
         }
         let budget = self.cfg.read_bytes;
         // Regular files do not block for long, but they are not sockets: read off the

@@ -166,6 +166,11 @@ impl Tail {
         Ok(self.file.metadata()?.len() < self.read_at || !self.id.matches(&self.file)?)
     }
 
+    /// Everything the file holds now has been read (its size is where reading got to).
+    pub fn caught_up(&self) -> bool {
+        self.file.metadata().is_ok_and(|m| m.len() == self.read_at)
+    }
+
     /// Starts again from the beginning (after a truncation), forgetting what is held.
     ///
     /// # Errors
@@ -206,10 +211,13 @@ mod tests {
         let path = dir.path().join("0.log");
         append(&path, b"one\ntwo\nthr");
         let mut t = Tail::open(&path, 0, 1024).unwrap();
+        assert!(!t.caught_up());
         let l = t.read(1 << 16).unwrap();
         assert_eq!(strs(&l), ["one", "two"]);
         assert!(l.eof && l.end == 8 && t.pending() == 3);
+        assert!(t.caught_up(), "the torn line is read, held");
         append(&path, b"ee\n\nfour\n");
+        assert!(!t.caught_up());
         let l = t.read(1 << 16).unwrap();
         assert_eq!(strs(&l), ["three", "", "four"]);
         assert_eq!((l.end, t.offset()), (20, 20));
