@@ -296,8 +296,13 @@ impl FileSource {
                 tracing::debug!(source = %self.name, path = %w.tail().path().display(), "file renamed away or deleted; reading it to its end");
             }
         }
+        let open: HashSet<PathBuf> = files
+            .iter()
+            .filter(|w| !w.gone)
+            .map(|w| w.tail().path().to_path_buf())
+            .collect();
         for path in seen {
-            if files.iter().any(|w| !w.gone && w.tail().path() == path) {
+            if open.contains(&path) {
                 continue;
             }
             match self.open(&path, first) {

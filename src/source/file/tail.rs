@@ -137,6 +137,11 @@ impl Tail {
             out.lines.push(piece);
             out.cut += 1;
         }
+        // The read's buffer now belongs to the lines handed out (it goes when they are
+        // delivered); what is held for a line not yet ended moves to one of its own size, so
+        // a thousand files waiting on their next line hold their torn lines, not a read's
+        // worth each.
+        self.pending = BytesMut::from(&self.pending[..]);
         out.end = self.offset();
         Ok(out)
     }
