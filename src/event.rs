@@ -238,7 +238,13 @@ pub struct K8sTag {
     pub pod: Span,
     pub namespace: Span,
     pub container: Span,
+    /// Empty when the tag does not carry it (the `/var/log/pods` layout).
     pub container_id: Span,
+    /// Empty when the tag does not carry it (the `/var/log/containers` layout).
+    pub pod_uid: Span,
+    /// The container's restart count (the file's number in the `/var/log/pods` layout), or
+    /// empty.
+    pub restart_count: Span,
 }
 
 impl Batch {

@@ -111,3 +111,123 @@ impl File {
         Ok(())
     }
 }
+
+/// `[sources.NAME]` with `type = "kubernetes_logs"`: a file source with the kubelet's layout
+/// as its defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesLogs {
+    /// The kubelet's tree: `<namespace>_<pod>_<uid>/<container>/<n>.log` under it.
+    #[serde(default = "KubernetesLogs::default_pods_dir")]
+    pub pods_dir: String,
+    /// More files not to read (glob patterns).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Where pod metadata comes from: `none` (the path: namespace, pod, UID, container,
+    /// restart count). `api` (the API server's labels and owners) is not built yet.
+    #[serde(default)]
+    pub metadata: Metadata,
+    /// Leave out the pod Outrigger runs in (found from `POD_NAMESPACE` and `POD_NAME`, which
+    /// the DaemonSet sets from the Downward API), so its own log does not loop back.
+    #[serde(default = "yes")]
+    pub exclude_own_pod: bool,
+    #[serde(default)]
+    pub format: Format,
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    #[serde(default = "File::default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    #[serde(default = "File::default_read_bytes")]
+    pub read_bytes: usize,
+    #[serde(default = "File::default_max_line_bytes")]
+    pub max_line_bytes: usize,
+    #[serde(default = "File::default_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
+}
+
+/// `metadata` of a `kubernetes_logs` source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metadata {
+    #[default]
+    None,
+    Api,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl KubernetesLogs {
+    fn default_pods_dir() -> String {
+        "/var/log/pods".into()
+    }
+
+    /// The file source it is: the pods tree's log files, tagged `kube.<path>` (which carries
+    /// the names), without Outrigger's own pod when `pod` (`(namespace, name)`) is known.
+    pub fn file(&self, pod: Option<(String, String)>) -> Result<File, (&'static str, String)> {
+        if self.metadata == Metadata::Api {
+            return Err((
+                "metadata",
+                "\"api\" is not available yet: use \"none\" (namespace, pod, UID, container \
+                 and restart count from each file's path)"
+                    .into(),
+            ));
+        }
+        let dir = self.pods_dir.trim_end_matches('/');
+        let mut exclude = self.exclude.clone();
+        if self.exclude_own_pod
+            && let Some((ns, name)) = pod
+        {
+            exclude.push(format!("{dir}/{ns}_{name}_*/*/*"));
+        }
+        let f = File {
+            include: vec![format!("{dir}/*/*/*.log")],
+            exclude,
+            format: self.format,
+            read_from: self.read_from,
+            poll_interval_ms: self.poll_interval_ms,
+            read_bytes: self.read_bytes,
+            max_line_bytes: self.max_line_bytes,
+            tag_prefix: "kube".into(),
+            checkpoint_interval_ms: self.checkpoint_interval_ms,
+        };
+        f.check().map_err(|(key, why)| {
+            let key = if key == "include" { "pods_dir" } else { key };
+            (key, why)
+        })?;
+        Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k8s(extra: &str) -> KubernetesLogs {
+        toml::from_str(extra).unwrap()
+    }
+
+    #[test]
+    fn kubernetes_logs_is_the_pods_tree_without_its_own_pod() {
+        let f = k8s("")
+            .file(Some(("logging".into(), "outrigger-x1".into())))
+            .unwrap();
+        assert_eq!(f.include, ["/var/log/pods/*/*/*.log"]);
+        assert_eq!(f.exclude, ["/var/log/pods/logging_outrigger-x1_*/*/*"]);
+        assert_eq!(f.tag_prefix, "kube");
+        let own = glob::Pattern::new(&f.exclude[0]).unwrap();
+        assert!(own.matches("/var/log/pods/logging_outrigger-x1_0f3a/outrigger/0.log"));
+        assert!(!own.matches("/var/log/pods/logging_other_0f3a/app/0.log"));
+
+        let f = k8s("pods_dir = \"/data/pods/\"\nexclude_own_pod = false")
+            .file(Some(("a".into(), "b".into())))
+            .unwrap();
+        assert_eq!(f.include, ["/data/pods/*/*/*.log"]);
+        assert!(f.exclude.is_empty());
+        let e = k8s("metadata = \"api\"").file(None).unwrap_err();
+        assert_eq!(e.0, "metadata");
+        let e = k8s("pods_dir = \"relative\"").file(None).unwrap_err();
+        assert_eq!(e.0, "pods_dir");
+    }
+}

@@ -772,16 +772,28 @@ impl Parser<'_> {
                 }
                 SourceKind::Forward(Box::new(f))
             }
-            "file" => {
-                let f: file::File = self.typed(&path, at, table)?;
-                if let Err((key, message)) = f.check() {
-                    return Err(self.error(Some(at), Some(format!("{path}.{key}")), message));
-                }
+            "file" | "kubernetes_logs" => {
+                let f = if kind == "file" {
+                    let f: file::File = self.typed(&path, at, table)?;
+                    f.check().map(|()| f)
+                } else {
+                    let k: file::KubernetesLogs = self.typed(&path, at, table)?;
+                    let pod = std::env::var("POD_NAMESPACE")
+                        .ok()
+                        .zip(std::env::var("POD_NAME").ok());
+                    k.file(pod)
+                };
+                let f = match f {
+                    Ok(f) => f,
+                    Err((key, message)) => {
+                        return Err(self.error(Some(at), Some(format!("{path}.{key}")), message));
+                    }
+                };
                 if buffer.is_disk() {
                     return Err(self.error(
                         Some(kind_at),
                         Some(format!("{path}.type")),
-                        "a file source does not write to the disk buffer yet: use \
+                        "a file or kubernetes_logs source does not write to the disk buffer yet: use \
                          buffer.type = \"memory\" (its checkpoints advance only once the \
                          sinks have delivered, so the files are its buffer)",
                     ));
@@ -792,7 +804,9 @@ impl Parser<'_> {
                 return Err(self.error(
                     Some(kind_at),
                     Some(format!("{path}.type")),
-                    format!("unknown source type `{other}`, expected `forward` or `file`"),
+                    format!(
+                        "unknown source type `{other}`, expected `forward`, `file` or `kubernetes_logs`"
+                    ),
                 ));
             }
         };

@@ -6,6 +6,12 @@
 //! splits on `_`, and the container ID follows the last `-`. Outrigger's own file source tags
 //! its lines the same way ([`file_tag`]), so `match` patterns, Loki labels and index templates
 //! treat a line read from a file like one a Fluent Bit agent forwarded.
+//!
+//! The kubelet's own tree, `/var/log/pods/<namespace>_<pod>_<uid>/<container>/<n>.log`, is read
+//! too (`kube.var.log.pods.shop_web-7d9_<uid>.app.0.log`): it gives the pod's UID and the
+//! container's restart count (`n`) instead of the container ID. A pod name may hold dots
+//! (it is a DNS subdomain) but no `_`; a namespace, a container name and a UID hold neither
+//! dots nor `_`; so the names are found from the end.
 
 use bytes::Bytes;
 
@@ -40,6 +46,48 @@ pub fn annotate(batch: &mut Batch) {
 
 /// The Kubernetes names in `tag`, as ranges of it.
 pub fn parse(tag: &[u8]) -> Option<K8sTag> {
+    containers(tag).or_else(|| pods(tag))
+}
+
+/// `….<namespace>_<pod>_<uid>.<container>.<n>.log` (the kubelet's `/var/log/pods` tree).
+fn pods(tag: &[u8]) -> Option<K8sTag> {
+    let body = tag.strip_suffix(b".log")?;
+    let dot = memchr::memrchr(b'.', body)?;
+    let n = &body[dot + 1..];
+    if n.is_empty() || !n.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let c_start = memchr::memrchr(b'.', &body[..dot])? + 1;
+    let container = c_start..dot;
+    // `<namespace>_<pod>_<uid>` ends at the dot before the container.
+    let dir_end = c_start - 1;
+    let uid_sep = memchr::memrchr(b'_', &body[..dir_end])?;
+    let uid = uid_sep + 1..dir_end;
+    let ns_sep = memchr::memrchr(b'_', &body[..uid_sep])?;
+    let pod = ns_sep + 1..uid_sep;
+    let ns_start = memchr::memrchr(b'.', &body[..ns_sep]).map_or(0, |i| i + 1);
+    let namespace = ns_start..ns_sep;
+    let label = |r: &std::ops::Range<usize>| {
+        !r.is_empty()
+            && body[r.clone()]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+    };
+    if !label(&namespace) || !label(&container) || !label(&uid) || pod.is_empty() {
+        return None;
+    }
+    Some(K8sTag {
+        pod: Span::new(pod),
+        namespace: Span::new(namespace),
+        container: Span::new(container),
+        container_id: Span::default(),
+        pod_uid: Span::new(uid),
+        restart_count: Span::new(dot + 1..body.len()),
+    })
+}
+
+/// `….<pod>_<namespace>_<container>-<id>.log` (`/var/log/containers`).
+fn containers(tag: &[u8]) -> Option<K8sTag> {
     // The file name: after the last "containers." (or '/'), before the ".log" suffix.
     let name_start = memchr::memmem::rfind(tag, b"containers.")
         .map(|i| i + 11)
@@ -67,6 +115,8 @@ pub fn parse(tag: &[u8]) -> Option<K8sTag> {
         namespace: span(first + 1, second),
         container: span(second + 1, dash),
         container_id: span(dash + 1, name.len()),
+        pod_uid: Span::default(),
+        restart_count: Span::default(),
     })
 }
 
@@ -104,6 +154,33 @@ mod tests {
             (&b"web-7d9f"[..], &b"shop"[..], &b"app"[..])
         );
         assert_eq!(&file_tag(b"x/y.log")[..], b"kube.x.y.log");
+    }
+
+    #[test]
+    fn parses_the_kubelet_pods_tree() {
+        let uid = "0f3a9c2e-5b7d-4e1a-9c3b-2d4e6f8a0b1c";
+        let tag = format!("kube.var.log.pods.shop_web.v2-7d9f_{uid}.app-server.3.log");
+        let k = parse(tag.as_bytes()).unwrap();
+        let s = |sp: Span| &tag[sp.start as usize..(sp.start + sp.len) as usize];
+        assert_eq!(
+            (
+                s(k.namespace),
+                s(k.pod),
+                s(k.container),
+                s(k.pod_uid),
+                s(k.restart_count)
+            ),
+            ("shop", "web.v2-7d9f", "app-server", uid, "3")
+        );
+        assert_eq!(k.container_id.len, 0);
+        for bad in [
+            format!("kube.var.log.pods.shop_web_{uid}.app.x.log"),
+            format!("kube.var.log.pods.shop_web_{uid}.app.3.txt"),
+            format!("kube.var.log.pods.web_{uid}.app.3.log"),
+            "kube.var.log.pods.shop_web_.app.3.log".to_string(),
+        ] {
+            assert!(parse(bad.as_bytes()).is_none(), "{bad}");
+        }
     }
 
     #[test]

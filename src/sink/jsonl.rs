@@ -129,7 +129,9 @@ fn resource(out: &mut Vec<u8>, batch: &Batch, e: &Event) {
     let mut attrs: Vec<(&[u8], &[u8])> = Vec::new();
     if let Some(s) = m.container_id {
         attrs.push((b"container.id", e.slice(s)));
-    } else if let Some(k) = k8s {
+    } else if let Some(k) = k8s
+        && k.container_id.len > 0
+    {
         attrs.push((b"container.id", tag_slice(k.container_id)));
     }
     if let Some(s) = m.container_name {
@@ -142,6 +144,14 @@ fn resource(out: &mut Vec<u8>, batch: &Batch, e: &Event) {
         attrs.push((b"k8s.pod.name", tag_slice(k.pod)));
         attrs.push((b"k8s.namespace.name", tag_slice(k.namespace)));
         attrs.push((b"k8s.container.name", tag_slice(k.container)));
+        for (key, at) in [
+            (&b"k8s.pod.uid"[..], k.pod_uid),
+            (b"k8s.container.restart_count", k.restart_count),
+        ] {
+            if at.len > 0 {
+                attrs.push((key, tag_slice(at)));
+            }
+        }
     }
     for (k, v) in batch.resource.iter() {
         attrs.push((k, v));

@@ -208,3 +208,63 @@ fn copy_truncate_deletion_exclude_and_read_from_end() {
         "excluded files are not read"
     );
 }
+
+#[test]
+fn kubernetes_logs_names_each_line_from_its_path_and_skips_its_own_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let pods = dir.path().join("pods");
+    let uid = "0f3a9c2e-5b7d-4e1a-9c3b-2d4e6f8a0b1c";
+    let app = pods.join(format!("shop_web-7d9f-x2kq_{uid}/app"));
+    let own = pods.join("logging_outrigger-abcde_1111/outrigger");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::create_dir_all(&own).unwrap();
+    // A restarted container writes its next number.
+    write_lines(&app.join("0.log"), 0, 5);
+    write_lines(&app.join("1.log"), 5, 10);
+    write_lines(&own.join("0.log"), 100, 110);
+    let out = dir.path().join("out.jsonl");
+    let cfg = format!(
+        "[global]\nadmin_address = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\n\
+         [sources.probe]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n\
+         [sources.pods]\ntype = \"kubernetes_logs\"\npods_dir = \"{d}/pods\"\npoll_interval_ms = 100\n\
+         [sinks.out]\ntype = \"file\"\npath = \"{d}/out.jsonl\"\nmatch = \"kube.**\"\n",
+        d = dir.path().display()
+    );
+    let env = [
+        ("POD_NAMESPACE", "logging"),
+        ("POD_NAME", "outrigger-abcde"),
+    ];
+    let (child, _, _, _logs) = crate::harness::binary::spawn_env(&cfg, dir.path(), &env);
+    let mut child = Reaped(child);
+    let seen = wait_for(&out, 10, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    sigterm(&child.0);
+    assert_eq!(wait_exit(&mut child.0, Duration::from_secs(10)), Some(0));
+    assert!((0..10).all(|n| seen.contains_key(&n)), "{seen:?}");
+    assert!(
+        !(100..110).any(|n| tokens(&out).contains_key(&n)),
+        "its own pod is left out"
+    );
+
+    let text = std::fs::read_to_string(&out).unwrap();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let r = &v["resource"];
+        let n: usize = v["record"]["log"].as_str().unwrap()[4..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(r["k8s.namespace.name"], "shop", "{line}");
+        assert_eq!(r["k8s.pod.name"], "web-7d9f-x2kq");
+        assert_eq!(r["k8s.pod.uid"], uid);
+        assert_eq!(r["k8s.container.name"], "app");
+        let restarts = if n < 5 { "0" } else { "1" };
+        assert_eq!(r["k8s.container.restart_count"], restarts);
+        assert!(
+            r.get("container.id").is_none(),
+            "the pods tree carries no container ID"
+        );
+    }
+}

@@ -302,9 +302,19 @@ pub mod binary {
         config: &str,
         dir: &std::path::Path,
     ) -> (Child, String, String, std::sync::mpsc::Receiver<String>) {
+        spawn_env(config, dir, &[])
+    }
+
+    /// [`spawn`] with `env` added to the environment.
+    pub fn spawn_env(
+        config: &str,
+        dir: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> (Child, String, String, std::sync::mpsc::Receiver<String>) {
         let path = dir.join("outrigger.toml");
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(bin())
+            .envs(env.iter().copied())
             .args(["--config", path.to_str().unwrap(), "--log-format", "json"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

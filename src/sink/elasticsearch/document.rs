@@ -279,7 +279,9 @@ impl Encoder {
         let in_tag = |s: crate::event::Span| &tag[s.start as usize..(s.start + s.len) as usize];
         if let Some(s) = m.container_id {
             self.own(out, b"container.id", e.slice(s));
-        } else if let Some(k) = k8s {
+        } else if let Some(k) = k8s
+            && k.container_id.len > 0
+        {
             self.own(out, b"container.id", in_tag(k.container_id));
         }
         if let Some(s) = m.container_name {
@@ -289,6 +291,16 @@ impl Encoder {
             self.own(out, b"kubernetes.pod.name", in_tag(k.pod));
             self.own(out, b"kubernetes.namespace", in_tag(k.namespace));
             self.own(out, b"kubernetes.container.name", in_tag(k.container));
+            if k.pod_uid.len > 0 {
+                self.own(out, b"kubernetes.pod.uid", in_tag(k.pod_uid));
+            }
+            if k.restart_count.len > 0 {
+                self.own(
+                    out,
+                    b"kubernetes.container.restart_count",
+                    in_tag(k.restart_count),
+                );
+            }
             self.own(out, b"orchestrator.type", b"kubernetes");
         }
         self.own(out, b"fluent.tag", tag);

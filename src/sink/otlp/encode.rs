@@ -388,6 +388,8 @@ fn resource_of<'a>(r: &Ref<'a>, out: &mut ResourceKey<'a>) {
         push(b"k8s.pod.name", in_tag(k.pod));
         push(b"k8s.namespace.name", in_tag(k.namespace));
         push(b"k8s.container.name", in_tag(k.container));
+        push(b"k8s.pod.uid", in_tag(k.pod_uid));
+        push(b"k8s.container.restart_count", in_tag(k.restart_count));
     }
     for (k, v) in batch.resource.iter() {
         push(k, v);

@@ -971,6 +971,8 @@ mod tests {
             pod: at("web-5d8f"),
             namespace: at("shop"),
             container: at("nginx"),
+            pod_uid: Span::default(),
+            restart_count: Span::default(),
             container_id: at(&id),
         })];
         // Meta left at its default: what an event looks like with enrichment off.
