@@ -135,18 +135,30 @@ async fn metrics_parse_and_match_the_readme() {
     // only once a reason occurred, so the traffic below makes one of each.
     let backend = Backend::start(vec![Fault::Status(503, None, "busy")]).await;
     let refusing = Backend::start(vec![Fault::Status(400, None, "no")]).await;
+    // A file source with a line that is not CRI: passed on as text, counted.
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("bad.log"), "not a CRI line\n").unwrap();
     let o = Outrigger::with_config(&format!(
         "[global]\nadmin_address = \"127.0.0.1:0\"\ngrace_period_secs = 10\n\
+         data_dir = \"{f}/data\"\n\
+         [sources.files]\ntype = \"file\"\ninclude = [\"{f}/*.log\"]\nformat = \"cri\"\n\
+         tag_prefix = \"files\"\npoll_interval_ms = 50\n\
          [sources.in]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n\
          [sinks.out]\ntype = \"file\"\npath = \"{{out}}\"\nmax_queue_bytes = 4194304\n\
          [sinks.net]\ntype = \"http\"\nendpoint = \"{}\"\nflush_interval_ms = 20\n\
          retry_initial_backoff_ms = 10\n\
          [sinks.bad]\ntype = \"http\"\nendpoint = \"{}\"\nflush_interval_ms = 20\n",
         backend.url(),
-        refusing.url()
+        refusing.url(),
+        f = files.path().display()
     ))
     .await;
     let admin = o.running.as_ref().unwrap().admin.unwrap();
+    o.wait_metric(
+        "outrigger_source_file_events_total{component=\"files\",reason=\"malformed_cri\"}",
+        1.0,
+    )
+    .await;
     let mut conn = o.send_ids(0, 50).await;
     // A request whose tag is a number: skipped, counted as rejected.
     let mut bad_tag = Vec::new();
@@ -158,7 +170,7 @@ async fn metrics_parse_and_match_the_readme() {
     // Malformed MessagePack: the connection is closed, counted as a connection error.
     let mut broken = o.connect().await;
     broken.write_all(&[0xc1]).await.unwrap();
-    o.wait_metric("outrigger_sink_events_total{component=\"net\"}", 50.0)
+    o.wait_metric("outrigger_sink_events_total{component=\"net\"}", 51.0)
         .await;
     o.wait_metric(
         "outrigger_sink_failed_events_total{component=\"bad\",reason=\"rejected\"}",
@@ -175,7 +187,7 @@ async fn metrics_parse_and_match_the_readme() {
         1.0,
     )
     .await;
-    o.wait_lines(50).await;
+    o.wait_lines(51).await;
 
     let (status, text) = get(admin, "/metrics").await;
     assert_eq!(status, 200);
@@ -222,8 +234,10 @@ async fn metrics_parse_and_match_the_readme() {
     assert_eq!(one("outrigger_source_events_total", "in"), Some(50.0));
     // `conn` is open; the malformed one may not be counted out yet.
     assert!(one("outrigger_source_open_connections", "in").unwrap() >= 1.0);
-    assert_eq!(one("outrigger_sink_events_total", "net"), Some(50.0));
-    assert_eq!(one("outrigger_sink_events_total", "out"), Some(50.0));
+    assert_eq!(one("outrigger_source_events_total", "files"), Some(1.0));
+    // The 50 forward events and the file's line.
+    assert_eq!(one("outrigger_sink_events_total", "net"), Some(51.0));
+    assert_eq!(one("outrigger_sink_events_total", "out"), Some(51.0));
     assert_eq!(
         one("outrigger_queue_max_bytes", "out"),
         Some(4194304.0),
