@@ -114,6 +114,16 @@ impl Log {
     }
 }
 
+/// What the process gives every source besides its own settings.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// Where state is kept (a file source's checkpoints).
+    pub data_dir: std::path::PathBuf,
+    /// Set just before the topology aborts what a drain did not finish: from then on what
+    /// the sinks drop was not delivered, and a file source saves no checkpoint.
+    pub halted: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// A source bound to its inputs, ready to run.
 pub enum Source {
     Forward(forward::Forward),
@@ -149,7 +159,7 @@ impl Source {
 
     /// Binds the source's inputs, so that configuration and port errors surface before
     /// anything runs. `enrich` is the pipeline's settings and this source's counters, when
-    /// enrichment is on; `data_dir` is where state (a file source's checkpoints) is kept.
+    /// enrichment is on.
     ///
     /// # Errors
     /// What the kind's own `bind` reports: addresses in use, unreadable TLS material, a data
@@ -161,7 +171,7 @@ impl Source {
         budget: Budget,
         metrics: SourceMetrics,
         enrich: Option<(Arc<pipeline::Settings>, pipeline::Metrics)>,
-        data_dir: &std::path::Path,
+        shared: &Shared,
     ) -> anyhow::Result<Source> {
         Ok(match kind {
             SourceKind::Forward(f) => Source::Forward(
@@ -172,7 +182,7 @@ impl Source {
                     anyhow::bail!("a file source does not write to the disk buffer yet");
                 };
                 Source::File(Box::new(file::FileSource::bind(
-                    name, f, router, metrics, enrich, data_dir,
+                    name, f, router, metrics, enrich, shared,
                 )?))
             }
         })

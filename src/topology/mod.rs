@@ -58,6 +58,8 @@ pub struct Running {
     /// With the disk buffer: the cursor keeper, its stop, and each sink's progress.
     keeper: Option<(Trigger, tokio::task::JoinHandle<buffer::Keeper>)>,
     progress: Vec<Arc<Progress>>,
+    /// Set before an unfinished drain is aborted (see [`crate::source::Shared::halted`]).
+    halted: Arc<std::sync::atomic::AtomicBool>,
     sink_names: Vec<String>,
     sinks: JoinSet<()>,
     /// Aborted once the drain is over: probes must get answers while it runs.
@@ -320,6 +322,10 @@ pub async fn start_with(
         .iter()
         .flat_map(|d| d.sinks.iter().map(|(_, _, p)| p.clone()))
         .collect();
+    let shared = crate::source::Shared {
+        data_dir: settings.global.data_dir.clone(),
+        halted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
     let mut bound = Vec::new();
     for cfg in &settings.sources {
         let m = metrics.source(&cfg.name);
@@ -349,7 +355,7 @@ pub async fn start_with(
             budget.clone(),
             m,
             enrich_of(&cfg.name),
-            &settings.global.data_dir,
+            &shared,
         )
         .await
         .with_context(|| format!("sources.{}", cfg.name))?;
@@ -408,6 +414,7 @@ pub async fn start_with(
         finish,
         keeper,
         progress,
+        halted: shared.halted.clone(),
         sink_names,
         sinks,
         admin_task,
@@ -460,6 +467,7 @@ impl Running {
             for p in &self.progress {
                 p.freeze();
             }
+            self.halted.store(true, std::sync::atomic::Ordering::SeqCst);
             self.sources.abort_all();
             self.readers.abort_all();
             self.sinks.abort_all();

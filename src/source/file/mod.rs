@@ -14,8 +14,9 @@
 //! or `kill -9` therefore loses nothing; what was in flight is read again (a sink may see
 //! it twice). Full queues stop the reading, never drop.
 //!
-//! Rotation: a file renamed away or deleted is read to its end through its open descriptor
-//! (a torn last line goes on as it is), then let go once finished; the new file at the path
+//! Rotation: a file renamed away or deleted is read on through its open descriptor for 5 s
+//! (`LINGER`: a runtime writes into it until told to reopen), then to its end (a torn last
+//! line goes on as it is), and let go once finished; the new file at the path
 //! is read from its beginning. A file truncated in place is read again from 0. A file is
 //! known by device, inode and a checksum of its first bytes, so a reused inode is a new file.
 //! At start, a checkpoint whose file was renamed while Outrigger was down (`0.log` to
@@ -31,6 +32,7 @@ pub mod tail;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -49,6 +51,9 @@ use checkpoint::{Checkpoint, Store};
 use format::Format;
 use tail::Tail;
 
+/// How long a file renamed away or deleted is still read before what it holds is final.
+const LINGER: Duration = Duration::from_secs(5);
+
 /// A bound file source, ready to run.
 pub struct FileSource {
     name: String,
@@ -61,6 +66,8 @@ pub struct FileSource {
     saved: Vec<Checkpoint>,
     exclude: Vec<glob::Pattern>,
     warn: RateLimit,
+    /// The drain is being cut short: what the sinks drop now was not delivered.
+    halted: Arc<AtomicBool>,
 }
 
 /// One file being read.
@@ -78,8 +85,8 @@ struct Watched {
     /// checkpoint); 0 is where the file was opened.
     offsets: BTreeMap<u64, u64>,
     next: u64,
-    /// Renamed away or deleted: read to its end, then let go once finished.
-    gone: bool,
+    /// Renamed away or deleted (since when): read to its end, then let go once finished.
+    gone: Option<Instant>,
     /// A read since the last turn found more than it could take.
     busy: bool,
 }
@@ -96,7 +103,7 @@ impl Watched {
             progress: Progress::new(1),
             offsets,
             next: 1,
-            gone: false,
+            gone: None,
             busy: false,
         }
     }
@@ -120,6 +127,12 @@ impl Watched {
         // What is older than the checkpoint is no longer needed.
         self.offsets = self.offsets.split_off(&at);
         offset
+    }
+
+    /// Gone long enough that its writer has moved to the new file: a runtime writes on into
+    /// a renamed file until it is told to reopen.
+    fn lingered(&self) -> bool {
+        self.gone.is_some_and(|at| at.elapsed() >= LINGER)
     }
 
     /// Every read handed over has been finished with, and nothing is held.
@@ -155,9 +168,9 @@ impl FileSource {
         router: Router,
         metrics: SourceMetrics,
         enrich: Option<(Arc<pipeline::Settings>, pipeline::Metrics)>,
-        data_dir: &Path,
+        shared: &crate::source::Shared,
     ) -> anyhow::Result<FileSource> {
-        let dir = data_dir.join("checkpoints");
+        let dir = shared.data_dir.join("checkpoints");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("creating {} (global.data_dir)", dir.display()))?;
         let store = Store::new(&dir, name);
@@ -184,6 +197,7 @@ impl FileSource {
             saved,
             exclude,
             warn: RateLimit::new(5),
+            halted: shared.halted.clone(),
         })
     }
 
@@ -284,21 +298,21 @@ impl FileSource {
                 seen.push(path);
             }
         }
-        for w in files.iter_mut().filter(|w| !w.gone) {
+        for w in files.iter_mut().filter(|w| w.gone.is_none()) {
             let same = std::fs::metadata(w.tail().path()).ok().is_some_and(|m| {
                 use std::os::unix::fs::MetadataExt;
                 let id = w.tail().id();
                 (m.dev(), m.ino()) == (id.dev, id.ino)
             });
             if !same || !set.contains(w.tail().path()) {
-                w.gone = true;
+                w.gone = Some(Instant::now());
                 self.metrics.file_event("rotated", 1);
                 tracing::debug!(source = %self.name, path = %w.tail().path().display(), "file renamed away or deleted; reading it to its end");
             }
         }
         let open: HashSet<PathBuf> = files
             .iter()
-            .filter(|w| !w.gone)
+            .filter(|w| w.gone.is_none())
             .map(|w| w.tail().path().to_path_buf())
             .collect();
         for path in seen {
@@ -384,7 +398,7 @@ impl FileSource {
             if c.id.matches(&file).unwrap_or(false) {
                 let tail = Tail::open(&path, c.offset, self.cfg.max_line_bytes).ok()?;
                 let mut w = self.watch(tail);
-                w.gone = true;
+                w.gone = Some(Instant::now());
                 return Some(w);
             }
         }
@@ -409,7 +423,7 @@ impl FileSource {
             Ok(false) => {}
             Err(_) => {}
         }
-        if !w.gone && !w.busy && w.tail().caught_up() {
+        if w.gone.is_none() && !w.busy && w.tail().caught_up() {
             // Nothing new: no read (and no trip to a blocking thread).
             return;
         }
@@ -438,7 +452,7 @@ impl FileSource {
         if read.cut > 0 {
             self.metrics.file_event("line_cut", read.cut);
         }
-        if w.gone && read.eof {
+        if read.eof && w.lingered() {
             // Read to its end: a line it did not finish will not be.
             read.lines.extend(w.tail_mut().rest());
             read.end = w.tail().offset();
@@ -499,16 +513,21 @@ impl FileSource {
 
     /// Forgets files read to their end after a rotation, once every sink finished with them.
     async fn let_go(&mut self, files: &mut Vec<Watched>) {
-        for w in files.iter_mut().filter(|w| w.gone && !w.busy) {
+        for w in files.iter_mut().filter(|w| w.lingered() && !w.busy) {
             if w.tail().pending() == 0 {
                 self.release(w, Release::Flush).await;
             }
         }
-        files.retain(|w| !(w.gone && !w.busy && w.tail().pending() == 0 && w.settled()));
+        files.retain(|w| !(w.lingered() && !w.busy && w.tail().pending() == 0 && w.settled()));
     }
 
     fn save(&self, files: &mut [Watched]) {
         let checkpoints: Vec<Checkpoint> = files.iter_mut().map(Watched::checkpoint).collect();
+        // Looked at after the offsets were taken: a mark the aborted sinks dropped (which
+        // would look finished) was dropped after the flag was set, so it is seen here.
+        if self.halted.load(Ordering::SeqCst) {
+            return;
+        }
         if let Err(e) = self.store.save(&checkpoints)
             && let Some(suppressed) = self.warn.allow()
         {
