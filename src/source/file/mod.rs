@@ -245,6 +245,12 @@ impl FileSource {
                 self.save(&mut files);
                 next_save = Instant::now() + save_every;
             }
+            // Held pieces that are due go on, busy or not.
+            for w in files.iter_mut() {
+                if w.stage.deadline().is_some_and(|d| d <= Instant::now()) {
+                    self.release(w, Release::Due).await;
+                }
+            }
             if busy {
                 tokio::task::yield_now().await;
                 continue;
@@ -258,11 +264,6 @@ impl FileSource {
             tokio::select! {
                 () = tokio::time::sleep_until(wake.into()) => {}
                 () = shutdown.started() => {}
-            }
-            for w in files.iter_mut() {
-                if w.stage.deadline().is_some_and(|d| d <= Instant::now()) {
-                    self.release(w, Release::Due).await;
-                }
             }
         }
         for w in files.iter_mut() {
