@@ -68,6 +68,8 @@ pub struct FileSource {
     warn: RateLimit,
     /// The drain is being cut short: what the sinks drop now was not delivered.
     halted: Arc<AtomicBool>,
+    /// Opened at bind, read once it runs.
+    files: Vec<Watched>,
 }
 
 /// One file being read.
@@ -187,7 +189,7 @@ impl FileSource {
             .iter()
             .map(|p| glob::Pattern::new(p).with_context(|| format!("exclude `{p}`")))
             .collect::<anyhow::Result<_>>()?;
-        Ok(FileSource {
+        let mut source = FileSource {
             name: name.to_string(),
             cfg: cfg.clone(),
             router,
@@ -198,7 +200,14 @@ impl FileSource {
             exclude,
             warn: RateLimit::new(5),
             halted: shared.halted.clone(),
-        })
+            files: Vec::new(),
+        };
+        // The files there now are the ones `read_from` is for: found before the start is
+        // reported, so a file made after it is always read from its beginning.
+        let mut files = Vec::new();
+        source.discover(&mut files, true);
+        source.files = files;
+        Ok(source)
     }
 
     /// The patterns, for logs.
@@ -213,23 +222,24 @@ impl FileSource {
     /// Reads until `shutdown`; then hands over what the stages hold, waits for the sinks to
     /// finish with what was read (as long as the drain lets it), and saves the checkpoints.
     pub async fn run(mut self, mut shutdown: Shutdown) {
-        let mut files: Vec<Watched> = Vec::new();
+        let mut files = std::mem::take(&mut self.files);
         let poll = Duration::from_millis(self.cfg.poll_interval_ms);
         let save_every = Duration::from_millis(self.cfg.checkpoint_interval_ms);
-        let mut next_poll = Instant::now();
+        let mut next_poll = Instant::now() + poll;
         let mut next_save = Instant::now() + save_every;
-        let mut first = true;
+        // The files there at the start were opened by `bind`; read them at once.
+        let mut polled_once = false;
         loop {
             if shutdown.is_started() {
                 break;
             }
             let now = Instant::now();
-            let polled = now >= next_poll;
-            if polled {
-                self.discover(&mut files, first).await;
-                first = false;
+            let polled = now >= next_poll || !polled_once;
+            if polled && polled_once {
+                self.discover(&mut files, false);
                 next_poll = now + poll;
             }
+            polled_once = true;
             let mut busy = false;
             // A file that had more than a turn's worth goes again at once; the others wait
             // for the next poll, so a thousand idle files cost a look each per poll, not
@@ -282,7 +292,7 @@ impl FileSource {
     }
 
     /// Matches the globs: opens files not yet read, marks those renamed away or deleted.
-    async fn discover(&mut self, files: &mut Vec<Watched>, first: bool) {
+    fn discover(&mut self, files: &mut Vec<Watched>, first: bool) {
         let mut seen: Vec<PathBuf> = Vec::new();
         let mut set = HashSet::new();
         for pattern in &self.cfg.include {
