@@ -114,6 +114,9 @@ impl File {
 
 /// `[sources.NAME]` with `type = "kubernetes_logs"`: a file source with the kubelet's layout
 /// as its defaults.
+///
+/// The tailing keys repeat [`File`]'s, defaults included: serde's `flatten` would share them
+/// but does not work with `deny_unknown_fields`, and an unknown key must stay an error.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesLogs {
