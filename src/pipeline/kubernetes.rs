@@ -21,8 +21,13 @@ use crate::event::{Batch, K8sTag, Span};
 /// slashes (`/var/log/containers/web_shop_app-<id>.log` becomes
 /// `kube.var.log.containers.web_shop_app-<id>.log`), as Fluent Bit's `Tag kube.*` makes it.
 pub fn file_tag(path: &[u8]) -> Bytes {
-    let mut tag = Vec::with_capacity(5 + path.len());
-    tag.extend_from_slice(b"kube");
+    path_tag(b"kube", path)
+}
+
+/// `<prefix>.<path with dots for slashes>`: the tag of lines read from the file at `path`.
+pub fn path_tag(prefix: &[u8], path: &[u8]) -> Bytes {
+    let mut tag = Vec::with_capacity(prefix.len() + 1 + path.len());
+    tag.extend_from_slice(prefix);
     if path.first() != Some(&b'/') {
         tag.push(b'.');
     }

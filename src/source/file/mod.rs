@@ -49,7 +49,7 @@ use crate::telemetry::SourceMetrics;
 use crate::telemetry::logging::RateLimit;
 use checkpoint::{Checkpoint, Store};
 use format::Format;
-use tail::Tail;
+use tail::{Look, Tail};
 
 /// How long a file renamed away or deleted is still read before what it holds is final.
 const LINGER: Duration = Duration::from_secs(5);
@@ -380,7 +380,10 @@ impl FileSource {
     }
 
     fn watch(&self, tail: Tail) -> Watched {
-        let tag = tag(&self.cfg.tag_prefix, tail.path());
+        let tag = pipeline::kubernetes::path_tag(
+            self.cfg.tag_prefix.as_bytes(),
+            tail.path().as_os_str().as_encoded_bytes(),
+        );
         let format = match self.cfg.format {
             ConfigFormat::Auto => Format::Auto,
             ConfigFormat::Cri => Format::Cri,
@@ -419,22 +422,19 @@ impl FileSource {
     /// One turn of one file: read at most `read_bytes`, hand the lines over.
     async fn turn(&mut self, w: &mut Watched) {
         w.busy = false;
-        match w.tail().truncated() {
-            Ok(true) => {
-                self.metrics.file_event("truncated", 1);
-                tracing::info!(source = %self.name, path = %w.tail().path().display(), "file truncated in place; reading it again from its beginning");
-                self.release(w, Release::Flush).await;
-                if w.tail_mut().restart().is_err() {
-                    return;
-                }
-                w.offsets.insert(w.next, 0);
-                w.next += 1;
-                w.publish();
+        let look = w.tail().look();
+        if let Ok(Look::Truncated) = look {
+            self.metrics.file_event("truncated", 1);
+            tracing::info!(source = %self.name, path = %w.tail().path().display(), "file truncated in place; reading it again from its beginning");
+            self.release(w, Release::Flush).await;
+            if w.tail_mut().restart().is_err() {
+                return;
             }
-            Ok(false) => {}
-            Err(_) => {}
+            w.offsets.insert(w.next, 0);
+            w.next += 1;
+            w.publish();
         }
-        if w.gone.is_none() && !w.busy && w.tail().caught_up() {
+        if w.gone.is_none() && matches!(look, Ok(Look::CaughtUp)) {
             // Nothing new: no read (and no trip to a blocking thread).
             return;
         }
@@ -545,16 +545,4 @@ impl FileSource {
             tracing::warn!(source = %self.name, path = %self.store.path().display(), error = %e, suppressed, "saving file checkpoints failed; trying again");
         }
     }
-}
-
-/// `<prefix>.<path with dots for slashes>`.
-fn tag(prefix: &str, path: &Path) -> Bytes {
-    let path = path.as_os_str().as_encoded_bytes();
-    let mut tag = Vec::with_capacity(prefix.len() + 1 + path.len());
-    tag.extend_from_slice(prefix.as_bytes());
-    if path.first() != Some(&b'/') {
-        tag.push(b'.');
-    }
-    tag.extend(path.iter().map(|&b| if b == b'/' { b'.' } else { b }));
-    Bytes::from(tag)
 }

@@ -33,6 +33,17 @@ pub struct Lines {
     pub eof: bool,
 }
 
+/// What [`Tail::look`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// Bytes past what was read.
+    More,
+    /// Everything it holds has been read (a torn line's start included).
+    CaughtUp,
+    /// Truncated in place: read it again from its beginning.
+    Truncated,
+}
+
 /// A file being read.
 #[derive(Debug)]
 pub struct Tail {
@@ -162,18 +173,22 @@ impl Tail {
         (!self.pending.is_empty()).then(|| self.pending.split().freeze())
     }
 
-    /// The file was truncated in place: it is shorter than what was read of it, or (written
-    /// again past that length before this looked) it no longer begins as it did.
+    /// What the file holds beyond what was read, from one look at its size (and its first
+    /// bytes).
     ///
     /// # Errors
     /// Its metadata or first bytes cannot be read.
-    pub fn truncated(&self) -> io::Result<bool> {
-        Ok(self.file.metadata()?.len() < self.read_at || !self.id.matches(&self.file)?)
-    }
-
-    /// Everything the file holds now has been read (its size is where reading got to).
-    pub fn caught_up(&self) -> bool {
-        self.file.metadata().is_ok_and(|m| m.len() == self.read_at)
+    pub fn look(&self) -> io::Result<Look> {
+        let len = self.file.metadata()?.len();
+        // Shorter than what was read, or (written again past that length before this
+        // looked) no longer beginning as it did: truncated in place.
+        Ok(if len < self.read_at || !self.id.matches(&self.file)? {
+            Look::Truncated
+        } else if len == self.read_at {
+            Look::CaughtUp
+        } else {
+            Look::More
+        })
     }
 
     /// Starts again from the beginning (after a truncation), forgetting what is held.
@@ -216,13 +231,17 @@ mod tests {
         let path = dir.path().join("0.log");
         append(&path, b"one\ntwo\nthr");
         let mut t = Tail::open(&path, 0, 1024).unwrap();
-        assert!(!t.caught_up());
+        assert_eq!(t.look().unwrap(), Look::More);
         let l = t.read(1 << 16).unwrap();
         assert_eq!(strs(&l), ["one", "two"]);
         assert!(l.eof && l.end == 8 && t.pending() == 3);
-        assert!(t.caught_up(), "the torn line is read, held");
+        assert_eq!(
+            t.look().unwrap(),
+            Look::CaughtUp,
+            "the torn line is read, held"
+        );
         append(&path, b"ee\n\nfour\n");
-        assert!(!t.caught_up());
+        assert_eq!(t.look().unwrap(), Look::More);
         let l = t.read(1 << 16).unwrap();
         assert_eq!(strs(&l), ["three", "", "four"]);
         assert_eq!((l.end, t.offset()), (20, 20));
@@ -288,7 +307,7 @@ mod tests {
         append(&path, b"old one\nold two\n");
         let mut t = Tail::open(&path, 0, 1024).unwrap();
         t.read(1 << 16).unwrap();
-        assert!(!t.truncated().unwrap());
+        assert_eq!(t.look().unwrap(), Look::CaughtUp);
         // copytruncate: the content copied elsewhere, then the file cut to 0 and written on.
         std::fs::OpenOptions::new()
             .write(true)
@@ -297,13 +316,13 @@ mod tests {
             .set_len(0)
             .unwrap();
         append(&path, b"new\n");
-        assert!(t.truncated().unwrap());
+        assert_eq!(t.look().unwrap(), Look::Truncated);
         t.restart().unwrap();
         assert_eq!(strs(&t.read(1 << 16).unwrap()), ["new"]);
         // Cut and written again to the same length before anyone looked: its first bytes
         // tell.
         std::fs::write(&path, b"NEW\n").unwrap();
-        assert!(t.truncated().unwrap());
+        assert_eq!(t.look().unwrap(), Look::Truncated);
     }
 
     #[test]
