@@ -77,6 +77,13 @@ impl File {
         1000
     }
 
+    /// The most bytes one read's disk buffer record may take: the read and a line held from
+    /// the one before, a separator per line (a cut piece is a line too, so at most as many
+    /// as bytes), and a header with a path and a tag made of it.
+    pub fn largest_record(&self) -> usize {
+        2 * (self.read_bytes + self.max_line_bytes) + 16 * 1024
+    }
+
     /// What loading can check: the patterns and the bounds. The error is the key and why.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         if self.include.is_empty() {

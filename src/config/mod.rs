@@ -789,13 +789,19 @@ impl Parser<'_> {
                         return Err(self.error(Some(at), Some(format!("{path}.{key}")), message));
                     }
                 };
-                if buffer.is_disk() {
+                let largest = crate::buffer::disk::commit::largest_payload(buffer.max_bytes);
+                if buffer.is_disk() && f.largest_record() > largest {
                     return Err(self.error(
-                        Some(kind_at),
-                        Some(format!("{path}.type")),
-                        "a file or kubernetes_logs source does not write to the disk buffer yet: use \
-                         buffer.type = \"memory\" (its checkpoints advance only once the \
-                         sinks have delivered, so the files are its buffer)",
+                        Some(at),
+                        Some(format!("{path}.read_bytes")),
+                        format!(
+                            "with buffer.type = \"disk\" one read must fit in one disk buffer record: \
+                             2 × (read_bytes + max_line_bytes) + 16 KiB is {} bytes, a record of \
+                             buffer.max_bytes = {} holds at most {largest}; lower read_bytes and \
+                             max_line_bytes or raise buffer.max_bytes",
+                            f.largest_record(),
+                            buffer.max_bytes
+                        ),
                     ));
                 }
                 SourceKind::File(f)
@@ -1215,6 +1221,23 @@ mod tests {
         assert_eq!(e.line, Some(1));
         let e = with("[buffer]\ntype = \"tape\"", "").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("buffer.type"), "{e}");
+    }
+
+    #[test]
+    fn a_file_source_on_the_disk_buffer_must_fit_a_read_in_one_record() {
+        let with = |max_bytes: u64, read: &str| {
+            parse_str(&format!(
+                "[buffer]\ntype = \"disk\"\nmax_bytes = {max_bytes}\n\
+                 [sources.pods]\ntype = \"kubernetes_logs\"\n{read}\n\
+                 [sinks.out]\ntype = \"stdout\"\n"
+            ))
+        };
+        // The defaults (256 KiB reads and lines) fit the default 1 GiB log.
+        assert!(with(1 << 30, "").is_ok());
+        let e = with(1 << 20, "").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sources.pods.read_bytes"));
+        assert!(e.message.contains("buffer.max_bytes"), "{}", e.message);
+        assert!(with(1 << 20, "read_bytes = 65536\nmax_line_bytes = 65536").is_ok());
     }
 
     #[test]

@@ -53,11 +53,18 @@ pub struct Log {
     pub source: Bytes,
     /// Stream numbers: this start's in the high half, a count in the low (see [`Log::new`]).
     streams: Arc<AtomicU64>,
+    /// The log's directory, which a file source reads its newest offsets back from at start.
+    pub dir: std::path::PathBuf,
+    /// The first record the source still needs the log to keep, whoever has delivered it: a
+    /// file source's saved checkpoints hold the offsets of its records before it, and those
+    /// after it are read at start ([`file`]). `u64::MAX` for a source that needs none.
+    pub keeps: Arc<AtomicU64>,
 }
 
 impl Log {
     /// `boot` tells this start's streams from the earlier starts' in the log: the log's next
-    /// record number at the start (any start that wrote a record moved it on).
+    /// record number at the start (any start that wrote a record moved it on). `dir` is the
+    /// log's directory.
     pub fn new(
         source: &str,
         committer: Committer,
@@ -65,6 +72,7 @@ impl Log {
         sinks: Arc<[Arc<Progress>]>,
         patterns: Arc<[Pattern]>,
         boot: u64,
+        dir: std::path::PathBuf,
     ) -> Log {
         Log {
             source: Bytes::from(source.to_string()),
@@ -73,6 +81,8 @@ impl Log {
             sinks,
             patterns,
             streams: Arc::new(AtomicU64::new(boot << 32)),
+            dir,
+            keeps: Arc::new(AtomicU64::new(u64::MAX)),
         }
     }
 
@@ -177,14 +187,9 @@ impl Source {
             SourceKind::Forward(f) => Source::Forward(
                 forward::Forward::bind(name, f, output, budget, metrics, enrich).await?,
             ),
-            SourceKind::File(f) => {
-                let Output::Queues(router) = output else {
-                    anyhow::bail!("a file source does not write to the disk buffer yet");
-                };
-                Source::File(Box::new(file::FileSource::bind(
-                    name, f, router, metrics, enrich, shared,
-                )?))
-            }
+            SourceKind::File(f) => Source::File(Box::new(file::FileSource::bind(
+                name, f, output, metrics, enrich, shared,
+            )?)),
         })
     }
 

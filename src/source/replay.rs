@@ -36,6 +36,7 @@ use crate::buffer::disk::tail::Tail;
 use crate::event::Batch;
 use crate::pipeline::{self, Release, Stage};
 use crate::shutdown::Shutdown;
+use crate::source::file;
 use crate::source::forward::decode::{self, Skipped};
 use crate::source::held::Held;
 use crate::telemetry::logging::RateLimit;
@@ -86,6 +87,18 @@ struct Stream {
     stage: Stage,
     held: Held,
     last: Instant,
+    /// A file's lines, which go on after a restart (its stream number is the file's, not
+    /// the start's): what it holds waits for them.
+    resumes: bool,
+}
+
+/// Whose input has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The earlier starts' connections (at this start's first record).
+    Connections,
+    /// Everyone's (the reader is stopping).
+    All,
 }
 
 impl Stream {
@@ -158,7 +171,7 @@ impl Replay {
                 match records {
                     Ok(records) => {
                         for (seq, bytes) in records {
-                            if seq == boot && reader.flush().await.is_err() {
+                            if seq == boot && reader.flush(Ended::Connections).await.is_err() {
                                 return;
                             }
                             if reader.record(seq, bytes).await.is_err() {
@@ -181,7 +194,10 @@ impl Replay {
                 }
                 continue;
             }
-            if reader.next < boot && durable >= boot && reader.flush().await.is_err() {
+            if reader.next < boot
+                && durable >= boot
+                && reader.flush(Ended::Connections).await.is_err()
+            {
                 return;
             }
             if finishing {
@@ -207,7 +223,7 @@ impl Replay {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
-        let _ = reader.flush().await;
+        let _ = reader.flush(Ended::All).await;
     }
 }
 
@@ -277,6 +293,7 @@ impl Reader {
             stage: Stage::new(spec.enrich.as_ref(), payload.fields.clone()),
             held: Held::default(),
             last: now,
+            resumes: payload.kind == Kind::File,
         });
         stream.last = now;
         // Decoded already, as the source did, when it is still in memory.
@@ -289,6 +306,13 @@ impl Reader {
                 match payload.kind {
                     Kind::Forward => {
                         decode::requests(&payload.body, &mut batch, &spec.decode, &mut skipped)
+                    }
+                    Kind::File => {
+                        if let Err(e) = file::record::events(&payload.body, &mut batch)
+                            && let Some(suppressed) = self.warn.allow()
+                        {
+                            tracing::error!(sink = %self.sink, record = seq, error = %e, suppressed, "disk buffer record cannot be read; skipped");
+                        }
                     }
                 }
                 batch
@@ -337,13 +361,18 @@ impl Reader {
         Ok(())
     }
 
-    /// Lets go of everything every stream holds (their input ended), and forgets them.
-    async fn flush(&mut self) -> Result<(), Gone> {
-        let ids: Vec<u64> = self.streams.keys().copied().collect();
+    /// Lets go of everything the streams whose input `ended` hold, and forgets them.
+    async fn flush(&mut self, ended: Ended) -> Result<(), Gone> {
+        let ids: Vec<u64> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| ended == Ended::All || !s.resumes)
+            .map(|(id, _)| *id)
+            .collect();
         for id in ids {
             self.release(id, Release::Flush).await?;
+            self.streams.remove(&id);
         }
-        self.streams.clear();
         Ok(())
     }
 

@@ -123,12 +123,15 @@ pub fn open(
     })
 }
 
-/// Moves each sink's cursor up to its progress, then trims what every cursor is past, and
-/// copies the writer's numbers to the metrics.
+/// Moves each sink's cursor up to its progress, then trims what every cursor (and every
+/// source that keeps records, [`crate::source::Log::keeps`]) is past, and copies the
+/// writer's numbers to the metrics.
 pub struct Keeper {
     pub committer: Committer,
     pub cursors: Vec<Cursor>,
     pub progress: Vec<Arc<Progress>>,
+    /// The first record each source still needs kept.
+    pub keeps: Vec<Arc<std::sync::atomic::AtomicU64>>,
     /// Each sink's records not finished with, and the age of the oldest it read.
     pub unsent: Vec<(Gauge, Gauge)>,
     pub metrics: BufferMetrics,
@@ -140,12 +143,14 @@ impl Keeper {
     pub fn new(
         committer: Committer,
         places: Vec<(Cursor, Arc<Progress>, (Gauge, Gauge))>,
+        keeps: Vec<Arc<std::sync::atomic::AtomicU64>>,
         metrics: BufferMetrics,
     ) -> Keeper {
         let mut k = Keeper {
             committer,
             cursors: Vec::new(),
             progress: Vec::new(),
+            keeps,
             unsent: Vec::new(),
             metrics,
             last: (0, 0),
@@ -193,7 +198,8 @@ impl Keeper {
         self.cursors = cursors;
         match result {
             Ok(()) => {
-                if let Some(low) = self.cursors.iter().map(Cursor::seq).min() {
+                let kept = self.keeps.iter().map(|k| k.load(Ordering::Acquire));
+                if let Some(low) = self.cursors.iter().map(Cursor::seq).chain(kept).min() {
                     self.committer.trim(low);
                 }
             }
@@ -276,6 +282,11 @@ pub fn dump(dir: &Path, out: &mut impl Write) -> io::Result<Dumped> {
                 Kind::Forward => {
                     decode::requests(&p.body, &mut batch, &Options::default(), &mut skipped)
                 }
+                Kind::File => {
+                    if crate::source::file::record::events(&p.body, &mut batch).is_err() {
+                        done.unreadable += 1;
+                    }
+                }
             }
             done.unreadable += skipped.total();
             for e in &batch.events {
@@ -296,6 +307,52 @@ mod tests {
     use super::*;
     use crate::buffer::disk::log::{Log, Options as LogOptions};
     use crate::event::Timestamp;
+
+    #[tokio::test]
+    async fn records_a_source_still_keeps_are_not_trimmed_though_every_sink_is_past_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogOptions {
+            segment_bytes: 64 << 10,
+            max_bytes: 1 << 30,
+        };
+        let (log, _) = Log::open(dir.path(), options).unwrap();
+        let committer = Committer::start(log, Fsync::Never).unwrap();
+        let mut last = 0;
+        for _ in 0..300 {
+            last = committer.commit(Bytes::from(vec![7u8; 1000])).await.unwrap();
+        }
+        let progress = Progress::new(0);
+        progress.set_floor(last + 1);
+        let cursor = Cursor::open(dir.path(), "out").unwrap();
+        let keeps = Arc::new(std::sync::atomic::AtomicU64::new(100));
+        let places = vec![(cursor, progress, (Gauge::default(), Gauge::default()))];
+        let mut keeper = Keeper::new(
+            committer.clone(),
+            places,
+            vec![keeps.clone()],
+            BufferMetrics::default(),
+        );
+        let oldest_after = |keeper: &Keeper| {
+            let counts = keeper.committer.counts().clone();
+            async move {
+                // The trim runs on the writer's thread.
+                for _ in 0..100 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if counts.segments.load(Ordering::Relaxed) <= 1 {
+                        break;
+                    }
+                }
+                counts.oldest.load(Ordering::Relaxed)
+            }
+        };
+        keeper.step().await;
+        let kept = oldest_after(&keeper).await;
+        assert!(kept > 1 && kept <= 100, "trimmed to the source's {kept}");
+        keeps.store(u64::MAX, Ordering::Release);
+        keeper.step().await;
+        let kept = oldest_after(&keeper).await;
+        assert!(kept > 100, "then to the sink's cursor: {kept}");
+    }
 
     #[test]
     fn a_dump_prints_each_records_events_with_their_stream_fields() {

@@ -327,13 +327,14 @@ pub async fn start_with(
         halted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     let mut bound = Vec::new();
+    let mut keeps = Vec::new();
     for cfg in &settings.sources {
         let m = metrics.source(&cfg.name);
         let output = match &disk {
             Some(d) => {
                 let ack = match &cfg.kind {
                     SourceKind::Forward(f) => f.ack.unwrap_or(config::buffer::Ack::Durable),
-                    // Refused at load: a file source reads into the memory buffer only.
+                    // A file is not told: its lines are durable once committed.
                     SourceKind::File(_) => config::buffer::Ack::Durable,
                 };
                 let log = crate::source::Log::new(
@@ -343,7 +344,9 @@ pub async fn start_with(
                     progress.clone().into(),
                     all_patterns.clone().into(),
                     d.boot,
+                    d.dir.clone(),
                 );
+                keeps.push(log.keeps.clone());
                 Output::Log(log)
             }
             None => Output::Queues(Router::new(routes.clone(), m.unrouted.clone())),
@@ -369,7 +372,7 @@ pub async fn start_with(
             .into_iter()
             .map(|(name, cursor, p)| (cursor, p, metrics.sink_buffer(&name)))
             .collect();
-        let keeper = buffer::Keeper::new(d.committer, places, metrics.buffer().clone());
+        let keeper = buffer::Keeper::new(d.committer, places, keeps, metrics.buffer().clone());
         let (stop, stop_rx) = shutdown::channel();
         (stop, tokio::spawn(keeper.run(stop_rx)))
     });

@@ -34,6 +34,14 @@ use crate::event::Batch;
 /// (and on the memory a group holds), far above what a sync's worth of requests usually is.
 pub const GROUP_BYTES: usize = 8 << 20;
 
+/// The largest payload one record may hold in a log of `max_bytes` (`buffer.max_bytes`):
+/// one group's worth (at most half the log, so a group always fits once the sinks are past
+/// what the log holds), less the record's framing. A larger one is refused at once.
+pub fn largest_payload(max_bytes: u64) -> usize {
+    let group = usize::try_from(max_bytes / 2).unwrap_or(usize::MAX);
+    GROUP_BYTES.min(group).min(record::MAX_PAYLOAD) - record::HEADER
+}
+
 /// The longest a group waits for writers that are likely to come (see [`run`]): below a
 /// sync's time, so a group costs at most about two syncs' time.
 pub const GROUP_WAIT: Duration = Duration::from_micros(200);
@@ -221,7 +229,7 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts, recent: 
     let mut group: Vec<Pending> = Vec::new();
     // Written since the last sync, under `Fsync::Interval`.
     let mut unsynced: Option<Instant> = None;
-    let group_bytes = GROUP_BYTES.min(log.largest_group());
+    let group_bytes = largest_payload(log.max_bytes()) + record::HEADER;
     // A job that did not fit the last group: the first of the next.
     let mut carry: Option<Job> = None;
     // Jobs in the last group: as many writers as that are likely to come back at once.
@@ -270,7 +278,7 @@ fn run(mut log: Log, fsync: Fsync, rx: &Receiver<Job>, counts: &Counts, recent: 
                     batch,
                     done,
                 } => {
-                    if size(&payload) + record::HEADER > group_bytes.min(record::MAX_PAYLOAD) {
+                    if size(&payload) + record::HEADER > group_bytes {
                         // No record the log can hold: answered at once, in no group.
                         let e = io::Error::new(
                             io::ErrorKind::InvalidInput,

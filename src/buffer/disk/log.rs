@@ -177,10 +177,9 @@ impl Log {
         Ok(gone)
     }
 
-    /// The most payload bytes one group may hold: half the log, so a group always fits
-    /// once the sinks are past what the log holds.
-    pub fn largest_group(&self) -> usize {
-        usize::try_from(self.options.max_bytes / 2).unwrap_or(usize::MAX)
+    /// The most bytes the log may take on disk (`buffer.max_bytes`).
+    pub fn max_bytes(&self) -> u64 {
+        self.options.max_bytes
     }
 
     /// Syncs what was appended without a sync. When that fails, the segment is retired as

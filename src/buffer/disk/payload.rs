@@ -8,10 +8,11 @@
 //! were one connection's, so their pieces join as they did.
 //!
 //! ```text
-//! version: u8 (1) | kind: u8 (1 = forward requests) | stream: u64 LE
+//! version: u8 (1) | kind: u8 (1 = forward requests, 2 = a file's lines) | stream: u64 LE
 //! received: secs i64 LE, nanos u32 LE | source: u16 LE length, bytes
 //! fields: u16 LE count, then each key (u16 LE length, bytes) and value (u32 LE length, bytes)
-//! body: the rest (for forward requests: the whole requests, as read)
+//! body: the rest (for forward requests: the whole requests, as read; for a file: its
+//!       lines and where they end, `source::file::record`)
 //! ```
 
 use std::sync::Arc;
@@ -28,13 +29,16 @@ pub enum Kind {
     /// Whole Fluentd forward requests, as a connection read them (compressed ones still
     /// compressed).
     Forward,
+    /// Lines of one read of one file, with the file's offset after them (so the offset
+    /// commits with the lines).
+    File,
 }
 
 /// One record's payload, its bytes shared with the buffer it was read into.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload {
     pub kind: Kind,
-    /// The stream (connection) it came from, unique in the log.
+    /// The stream (connection, or file) it came from, unique in the log.
     pub stream: u64,
     pub received: Timestamp,
     /// The source's name in the configuration.
@@ -78,6 +82,7 @@ impl Payload {
         out.push(VERSION);
         out.push(match self.kind {
             Kind::Forward => 1,
+            Kind::File => 2,
         });
         out.extend_from_slice(&self.stream.to_le_bytes());
         out.extend_from_slice(&self.received.secs.to_le_bytes());
@@ -113,6 +118,7 @@ impl Payload {
         }
         let kind = match take(1)?[0] {
             1 => Kind::Forward,
+            2 => Kind::File,
             k => return Err(Error::Kind(k)),
         };
         let u16_at = |b: Bytes| u16::from_le_bytes([b[0], b[1]]) as usize;

@@ -10,8 +10,13 @@
 //!
 //! ```text
 //! outrigger-checkpoints 1
+//! log <record number>          (with the disk buffer only)
 //! <dev> <ino> <prefix length> <prefix crc32c, hex> <offset> <path>
 //! ```
+//!
+//! With the disk buffer, a file's offset is committed in the log with its lines
+//! ([`super::record`]), and this file is a summary of the log up to the record it names: the
+//! offsets in the log's records from that one on are newer, and a start reads them there.
 //!
 //! The path comes last and runs to the end of the line (it may hold spaces; a newline in a
 //! path is written escaped as `\n`, a backslash as `\\`).
@@ -97,6 +102,15 @@ pub struct Checkpoint {
     pub offset: u64,
 }
 
+/// What a store holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Saved {
+    pub checkpoints: Vec<Checkpoint>,
+    /// With the disk buffer: the checkpoints hold every offset the source's records before
+    /// this one committed.
+    pub log: Option<u64>,
+}
+
 /// A source's checkpoint file.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -120,11 +134,11 @@ impl Store {
     /// # Errors
     /// The file cannot be read, or is not a checkpoint file this version writes (the line
     /// that is not says where).
-    pub fn load(&self) -> io::Result<Vec<Checkpoint>> {
+    pub fn load(&self) -> io::Result<Saved> {
         let mut text = String::new();
         match File::open(&self.path) {
             Ok(mut f) => f.read_to_string(&mut text)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Saved::default()),
             Err(e) => return Err(e),
         };
         let bad = |n: usize, why: &str| {
@@ -137,8 +151,14 @@ impl Store {
         if lines.next() != Some(HEADER) {
             return Err(bad(1, &format!("expected `{HEADER}`")));
         }
-        let mut out = Vec::new();
+        let mut out = Saved::default();
         for (i, line) in lines.enumerate() {
+            if i == 0
+                && let Some(seq) = line.strip_prefix("log ")
+            {
+                out.log = Some(seq.parse().map_err(|_| bad(2, "expected `log <number>`"))?);
+                continue;
+            }
             let mut f = line.splitn(6, ' ');
             let mut num = |radix: u32| {
                 f.next()
@@ -151,7 +171,7 @@ impl Store {
             if prefix_len > PREFIX as u64 || prefix_crc > u64::from(u32::MAX) {
                 return Err(bad(i + 2, "prefix out of range"));
             }
-            out.push(Checkpoint {
+            out.checkpoints.push(Checkpoint {
                 path: PathBuf::from(unescape(path)),
                 id: Id {
                     dev,
@@ -165,21 +185,25 @@ impl Store {
         Ok(out)
     }
 
-    /// Replaces what is saved with `checkpoints`, atomically and durably.
+    /// Replaces what is saved with `checkpoints` (and, with the disk buffer, the record
+    /// they hold the offsets before), atomically and durably.
     ///
     /// # Errors
     /// Writing, syncing or renaming failed: what was saved before is still there.
-    pub fn save(&self, checkpoints: &[Checkpoint]) -> io::Result<()> {
+    pub fn save(&self, checkpoints: &[Checkpoint], log: Option<u64>) -> io::Result<()> {
+        use std::fmt::Write as _;
         let mut text = String::with_capacity(32 + checkpoints.len() * 96);
         text.push_str(HEADER);
         text.push('\n');
+        if let Some(seq) = log {
+            let _ = writeln!(text, "log {seq}");
+        }
         for c in checkpoints {
             let Some(path) = c.path.to_str() else {
                 // Paths come from globs the configuration wrote; one that is not UTF-8 is
                 // kept in memory only.
                 continue;
             };
-            use std::fmt::Write as _;
             let _ = writeln!(
                 text,
                 "{} {} {} {:x} {} {}",
@@ -234,7 +258,7 @@ mod tests {
     fn checkpoints_round_trip_and_replace_each_other_whole() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(&dir.path().join("checkpoints"), "pods");
-        assert_eq!(store.load().unwrap(), [], "nothing saved yet");
+        assert_eq!(store.load().unwrap(), Saved::default(), "nothing saved yet");
         let one = |path: &str, offset| Checkpoint {
             path: PathBuf::from(path),
             id: Id {
@@ -249,10 +273,12 @@ mod tests {
             one("/var/log/pods/shop_web-1_u1/app/0.log", 4096),
             one("/tmp/with space and \\ back\nslash", 7),
         ];
-        store.save(&saved).unwrap();
-        assert_eq!(store.load().unwrap(), saved);
-        store.save(&saved[..1]).unwrap();
-        assert_eq!(store.load().unwrap(), saved[..1]);
+        store.save(&saved, None).unwrap();
+        assert_eq!(store.load().unwrap().checkpoints, saved);
+        assert_eq!(store.load().unwrap().log, None);
+        store.save(&saved[..1], Some(70)).unwrap();
+        let back = store.load().unwrap();
+        assert_eq!((&back.checkpoints[..], back.log), (&saved[..1], Some(70)));
         assert!(!store.path().with_extension("checkpoints.tmp").exists());
     }
 
@@ -263,6 +289,8 @@ mod tests {
         std::fs::write(store.path(), format!("{HEADER}\n1 2 3 ff 9 /a\n1 2 x\n")).unwrap();
         let e = store.load().unwrap_err().to_string();
         assert!(e.contains("line 3"), "{e}");
+        std::fs::write(store.path(), format!("{HEADER}\nlog x\n")).unwrap();
+        assert!(store.load().unwrap_err().to_string().contains("line 2"));
         std::fs::write(store.path(), "something else\n").unwrap();
         assert!(store.load().unwrap_err().to_string().contains("line 1"));
     }

@@ -22,11 +22,18 @@
 //! At start, a checkpoint whose file was renamed while Outrigger was down (`0.log` to
 //! `0.log.<suffix>` beside it) resumes in the renamed file.
 //!
-//! With the disk buffer this source is refused at load for now: its offsets are to be
-//! committed with its lines in the log's group commit (the next step).
+//! **With the disk buffer** each read is one record of the log ([`record`]): its lines and
+//! the file's offset after them, in the same group commit. A read counts as finished once
+//! its record is durable, so the checkpoint is the newest committed offset: a `kill -9`
+//! loses nothing (the lines are in the log, and the sinks' readers send them) and reads
+//! nothing from its file twice (a start resumes at the offset of the newest record, found in
+//! the log after what the checkpoint file holds). A log that cannot take a read (its disk or
+//! `max_bytes` full) stops the reading until it can. The pipeline stage then runs in the
+//! sinks' readers, one per file as here.
 
 pub mod checkpoint;
 pub mod format;
+pub mod record;
 pub mod tail;
 
 use std::collections::{BTreeMap, HashSet};
@@ -38,16 +45,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::Bytes;
 
-use crate::buffer::Router;
+use crate::buffer::disk::payload::{self, Payload};
 use crate::buffer::disk::progress::Progress;
 use crate::config::file::{File as Config, Format as ConfigFormat, ReadFrom};
 use crate::event::Timestamp;
 use crate::pipeline::{self, Release, Stage};
 use crate::shutdown::Shutdown;
+use crate::source::Output;
 use crate::source::held::Held;
 use crate::telemetry::SourceMetrics;
 use crate::telemetry::logging::RateLimit;
-use checkpoint::{Checkpoint, Store};
+use checkpoint::{Checkpoint, Saved, Store};
 use format::Format;
 use tail::{Look, Tail};
 
@@ -58,7 +66,7 @@ const LINGER: Duration = Duration::from_secs(5);
 pub struct FileSource {
     name: String,
     cfg: Config,
-    router: Router,
+    output: Output,
     metrics: SourceMetrics,
     enrich: Option<(Arc<pipeline::Settings>, pipeline::Metrics)>,
     store: Store,
@@ -91,10 +99,12 @@ struct Watched {
     gone: Option<Instant>,
     /// A read since the last turn found more than it could take.
     busy: bool,
+    /// Its stream in the disk buffer's log.
+    stream: u64,
 }
 
 impl Watched {
-    fn new(tail: Tail, format: Format, tag: Bytes, stage: Stage) -> Watched {
+    fn new(tail: Tail, format: Format, tag: Bytes, stage: Stage, stream: u64) -> Watched {
         let offsets = BTreeMap::from([(0, tail.offset())]);
         Watched {
             tail: Some(tail),
@@ -107,6 +117,7 @@ impl Watched {
             next: 1,
             gone: None,
             busy: false,
+            stream,
         }
     }
 
@@ -160,14 +171,15 @@ impl Watched {
 }
 
 impl FileSource {
-    /// Checks the data directory and loads the checkpoints.
+    /// Checks the data directory and loads the checkpoints (with the disk buffer, brought up
+    /// to the newest offsets its log holds).
     ///
     /// # Errors
     /// The checkpoint directory cannot be made, or a pattern does not compile.
     pub fn bind(
         name: &str,
         cfg: &Config,
-        router: Router,
+        output: Output,
         metrics: SourceMetrics,
         enrich: Option<(Arc<pipeline::Settings>, pipeline::Metrics)>,
         shared: &crate::source::Shared,
@@ -176,14 +188,34 @@ impl FileSource {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("creating {} (global.data_dir)", dir.display()))?;
         let store = Store::new(&dir, name);
-        let saved = match store.load() {
+        let mut saved = match store.load() {
             Ok(s) => s,
             Err(e) => {
                 // Never a crash loop: start as if new (files are read again, not lost).
                 tracing::error!(source = name, error = %e, "file checkpoints unreadable; reading files as if seen the first time");
-                Vec::new()
+                Saved::default()
             }
         };
+        if let Output::Log(log) = &output {
+            let from = saved.log.unwrap_or(0);
+            // Until the first save, the records from here on are where the offsets are.
+            log.keeps.store(from, Ordering::Release);
+            match newest(log, from, &mut saved.checkpoints) {
+                Ok(n) if n > 0 => {
+                    tracing::info!(
+                        source = name,
+                        records = n,
+                        "file offsets read back from the disk buffer"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // Files whose offsets were in what could not be read are read again from
+                    // the checkpoint file's offsets: repeats, never a loss.
+                    tracing::error!(source = name, error = %e, "reading file offsets back from the disk buffer failed; resuming at the saved checkpoints")
+                }
+            }
+        }
         let exclude = cfg
             .exclude
             .iter()
@@ -192,11 +224,11 @@ impl FileSource {
         let mut source = FileSource {
             name: name.to_string(),
             cfg: cfg.clone(),
-            router,
+            output,
             metrics,
             enrich,
             store,
-            saved,
+            saved: saved.checkpoints,
             exclude,
             warn: RateLimit::new(5),
             halted: shared.halted.clone(),
@@ -246,7 +278,7 @@ impl FileSource {
             // one per turn of a busy one.
             for w in files.iter_mut().filter(|w| polled || w.busy) {
                 if !shutdown.is_started() {
-                    self.turn(w).await;
+                    self.turn(w, &mut shutdown).await;
                 }
                 busy |= w.busy;
             }
@@ -391,7 +423,8 @@ impl FileSource {
             ConfigFormat::Text => Format::Text,
         };
         let stage = Stage::new(self.enrich.as_ref(), Arc::new([]));
-        Watched::new(tail, format, tag, stage)
+        let stream = stream(&self.name, tail.id());
+        Watched::new(tail, format, tag, stage, stream)
     }
 
     /// The file checkpoint `c` was saved for, renamed beside its old path since, if it is.
@@ -420,7 +453,7 @@ impl FileSource {
     }
 
     /// One turn of one file: read at most `read_bytes`, hand the lines over.
-    async fn turn(&mut self, w: &mut Watched) {
+    async fn turn(&mut self, w: &mut Watched, shutdown: &mut Shutdown) {
         w.busy = false;
         let look = w.tail().look();
         if let Ok(Look::Truncated) = look {
@@ -469,31 +502,50 @@ impl FileSource {
             read.end = w.tail().offset();
         }
         if !read.lines.is_empty() {
-            self.hand_over(w, read.lines, read.end).await;
+            self.hand_over(w, read.lines, read.end, shutdown).await;
         }
     }
 
-    /// Turns `lines` (ending at `end`) into one batch through the file's stage, and queues it.
-    async fn hand_over(&mut self, w: &mut Watched, lines: Vec<Bytes>, end: u64) {
+    /// Turns `lines` (ending at `end`) into one batch, and commits it to the log or (through
+    /// the file's stage) queues it.
+    async fn hand_over(
+        &mut self,
+        w: &mut Watched,
+        lines: Vec<Bytes>,
+        end: u64,
+        shutdown: &mut Shutdown,
+    ) {
         let now = Timestamp::now();
         let bytes: usize = lines.iter().map(Bytes::len).sum();
         let mut batch = w.stage.batch(bytes);
         batch.received = now;
         let tag = batch.tag_index(&w.tag, || w.tag.clone());
-        for line in lines {
+        batch.events.reserve(lines.len());
+        for line in &lines {
             if w.format == Format::Auto {
-                w.format = Format::Auto.detect(&line);
+                w.format = Format::Auto.detect(line);
             }
-            let (e, bad) = w.format.event(line, tag, now);
+            let (e, bad) = w.format.event(line.clone(), tag, now);
             if let Some(bad) = bad {
                 self.metrics.file_event(bad.as_str(), 1);
             }
             batch.events.push(e);
         }
+        self.metrics.bytes.inc_by(bytes as u64);
+        if let Output::Log(log) = &self.output {
+            let log = log.clone();
+            if self.commit(&log, w, &lines, end, batch, shutdown).await {
+                // Finished as far as this side goes: the log has it.
+                w.offsets.insert(w.next, end);
+                w.next += 1;
+                w.publish();
+            }
+            return;
+        }
+        drop(lines);
         let seq = w.next;
         w.next += 1;
         w.offsets.insert(seq, end);
-        self.metrics.bytes.inc_by(bytes as u64);
         let pinned = w.held.pin();
         w.stage.process(&mut batch);
         w.held.note(&w.stage, Some((Instant::now(), seq)));
@@ -514,12 +566,79 @@ impl FileSource {
     }
 
     async fn send(&mut self, w: &mut Watched, batch: crate::event::Batch, oldest: u64) {
+        let Output::Queues(router) = &self.output else {
+            unreachable!("with the disk buffer the stages run in the sinks' readers");
+        };
         self.metrics.events.inc_by(batch.events.len() as u64);
         // Marked before the floor moves past `oldest`, so it never looks finished early.
-        self.router
-            .send_marked(batch, Some((&w.progress, oldest)))
-            .await;
+        router.send_marked(batch, Some((&w.progress, oldest))).await;
         w.publish();
+    }
+
+    /// Puts one read of `w` in the log: `lines`, the offset `end` after them, and `batch`
+    /// made of them (for the readers that keep up). While the log cannot take it this waits
+    /// and tries again, reading nothing meanwhile (the file holds the rest). False when
+    /// shutdown came first: then the read is not in the log, and not counted as read.
+    async fn commit(
+        &mut self,
+        log: &crate::source::Log,
+        w: &Watched,
+        lines: &[Bytes],
+        end: u64,
+        batch: crate::event::Batch,
+        shutdown: &mut Shutdown,
+    ) -> bool {
+        let head = record::Head {
+            format: w.format,
+            lines: u32::try_from(lines.len()).expect("a read holds fewer lines"),
+            tag: w.tag.clone(),
+            checkpoint: Checkpoint {
+                path: w.tail().path().to_path_buf(),
+                id: w.tail().id(),
+                offset: end,
+            },
+        };
+        let mut body = Vec::new();
+        record::encode(&head, lines, &mut body);
+        let payload = Payload {
+            kind: payload::Kind::File,
+            stream: w.stream,
+            received: batch.received,
+            source: log.source.clone(),
+            fields: Arc::new([]),
+            body: Bytes::from(body),
+        };
+        let mut first = Vec::with_capacity(64);
+        payload.encode_head(&mut first);
+        let parts = [Bytes::from(first), payload.body];
+        let events = batch.events.len() as u64;
+        let unrouted = log.unrouted(&batch) as u64;
+        let mut batch = Some(batch);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match log
+                .committer
+                .commit_decoded(parts.clone(), batch.take())
+                .await
+            {
+                Ok(_) => {
+                    self.metrics.events.inc_by(events);
+                    self.metrics.unrouted.inc_by(unrouted);
+                    return true;
+                }
+                Err(e) => {
+                    self.metrics.buffer_waits.inc();
+                    if let Some(suppressed) = self.warn.allow() {
+                        tracing::warn!(source = %self.name, path = %w.tail().path().display(), error = %e, suppressed, "disk buffer cannot take the file's lines; reading nothing until it can");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.started() => return false,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
     }
 
     /// Forgets files read to their end after a rotation, once every sink finished with them.
@@ -533,16 +652,87 @@ impl FileSource {
     }
 
     fn save(&self, files: &mut [Watched]) {
-        let checkpoints: Vec<Checkpoint> = files.iter_mut().map(Watched::checkpoint).collect();
+        let mut checkpoints: Vec<Checkpoint> = files.iter_mut().map(Watched::checkpoint).collect();
+        // Those of files not opened again yet (one that could not be opened at the start
+        // resumes when it can), while their path is there.
+        checkpoints.extend(self.saved.iter().filter(|c| c.path.exists()).cloned());
+        let log = match &self.output {
+            Output::Log(log) => Some(log),
+            Output::Queues(_) => None,
+        };
         // Looked at after the offsets were taken: a mark the aborted sinks dropped (which
-        // would look finished) was dropped after the flag was set, so it is seen here.
-        if self.halted.load(Ordering::SeqCst) {
+        // would look finished) was dropped after the flag was set, so it is seen here. (With
+        // the disk buffer the offsets are of what the log holds, whatever the sinks do.)
+        if log.is_none() && self.halted.load(Ordering::SeqCst) {
             return;
         }
-        if let Err(e) = self.store.save(&checkpoints)
-            && let Some(suppressed) = self.warn.allow()
-        {
-            tracing::warn!(source = %self.name, path = %self.store.path().display(), error = %e, suppressed, "saving file checkpoints failed; trying again");
+        // No commit of this source is waiting now, so every one of its records below the
+        // frontier is in these offsets.
+        let through = log.map(|l| l.committer.counts().durable.load(Ordering::Acquire));
+        match self.store.save(&checkpoints, through) {
+            Ok(()) => {
+                if let (Some(log), Some(n)) = (log, through) {
+                    log.keeps.store(n, Ordering::Release);
+                }
+            }
+            Err(e) => {
+                if let Some(suppressed) = self.warn.allow() {
+                    tracing::warn!(source = %self.name, path = %self.store.path().display(), error = %e, suppressed, "saving file checkpoints failed; trying again");
+                }
+            }
         }
     }
+}
+
+/// The stream number of the file `id` of source `source` in the disk buffer's log: the
+/// same across restarts (unlike a connection's), so a line split across a `kill -9` (its
+/// `P` piece read before, its `F` after) is joined by the sinks' readers as if read in one
+/// go. The top bit keeps it apart from connections' numbers; the rest is a 64-bit FNV-1a of
+/// the source's name and the file's device and inode (its first bytes grow as it does, so
+/// they are left out: a reused inode shares the number, and joins at most a piece the old
+/// file left torn).
+fn stream(source: &str, id: checkpoint::Id) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = source
+        .bytes()
+        .chain(id.dev.to_le_bytes())
+        .chain(id.ino.to_le_bytes());
+    for b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h | 1 << 63
+}
+
+/// Brings `checkpoints` up to the offsets committed in the log's records of this source
+/// from record `from` on (the newest per file wins); returns how many records it read.
+///
+/// # Errors
+/// The log cannot be read.
+fn newest(
+    log: &crate::source::Log,
+    from: u64,
+    checkpoints: &mut Vec<Checkpoint>,
+) -> std::io::Result<u64> {
+    let durable = log.committer.counts().durable.load(Ordering::Acquire);
+    let mut tail = crate::buffer::disk::tail::Tail::new(&log.dir, from);
+    let mut n = 0;
+    while let Some((_, bytes)) = tail.next(durable)? {
+        let Ok(p) = Payload::decode(&bytes) else {
+            continue;
+        };
+        if p.kind != payload::Kind::File || p.source != log.source {
+            continue;
+        }
+        let Ok((head, _)) = record::head(&p.body) else {
+            continue;
+        };
+        n += 1;
+        let c = head.checkpoint;
+        let same = |k: &&mut Checkpoint| (k.id.dev, k.id.ino) == (c.id.dev, c.id.ino);
+        match checkpoints.iter_mut().find(same) {
+            Some(k) => *k = c,
+            None => checkpoints.push(c),
+        }
+    }
+    Ok(n)
 }
