@@ -136,6 +136,11 @@ mod tests {
         assert!(m("**", "anything.at.all"));
         assert!(m("a.**.z", "a.z"));
         assert!(m("a.**.z", "a.b.c.z"));
+        // A namespace's pods, by the kubernetes_logs source's path tags.
+        let pods = "kube.var.log.pods.shop_*.**";
+        assert!(m(pods, "kube.var.log.pods.shop_web-1_u1.app.0.log"));
+        assert!(!m(pods, "kube.var.log.pods.shopping_web-1_u1.app.0.log"));
+        assert!(!m(pods, "kube.var.log.pods.kube-system_dns_u2.dns.0.log"));
     }
 
     #[test]

@@ -319,7 +319,10 @@ mod tests {
         let committer = Committer::start(log, Fsync::Never).unwrap();
         let mut last = 0;
         for _ in 0..300 {
-            last = committer.commit(Bytes::from(vec![7u8; 1000])).await.unwrap();
+            last = committer
+                .commit(Bytes::from(vec![7u8; 1000]))
+                .await
+                .unwrap();
         }
         let progress = Progress::new(0);
         progress.set_floor(last + 1);

@@ -123,6 +123,52 @@ fn kubernetes_configmap_is_a_valid_config_within_the_grace_period() {
         "{init}"
     );
     assert!(init.contains(&format!("mountPath: {data_dir}")));
+
+    // Every pod's log files, from the tree the DaemonSet mounts read-only, by a process that
+    // can read the runtime's 0640 root:root files; its own pod known from the Downward API.
+    let pods = s
+        .sources
+        .iter()
+        .find_map(|src| match &src.kind {
+            SourceKind::File(f) if f.tag_prefix == "kube" => Some(f),
+            _ => None,
+        })
+        .expect("a kubernetes_logs source");
+    let pods_dir = pods.include[0]
+        .strip_suffix("/*/*/*.log")
+        .expect("the kubelet's layout");
+    assert!(
+        daemonset.contains(&format!(
+            "mountPath: {pods_dir}
+              readOnly: true"
+        )),
+        "{pods_dir} mounted read-only"
+    );
+    assert!(daemonset.contains(&format!(
+        "path: {pods_dir}
+            type: Directory"
+    )));
+    assert!(daemonset.contains("supplementalGroups: [0]"));
+    for (var, field) in [
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_NAME", "metadata.name"),
+    ] {
+        assert!(
+            daemonset.contains(&format!(
+                "- name: {var}
+              valueFrom:
+                fieldRef:
+                  fieldPath: {field}"
+            )),
+            "{var} from the Downward API"
+        );
+    }
+    // Read in one disk buffer record per read (the load checked it); tolerated everywhere.
+    assert!(s.buffer.is_disk());
+    assert!(daemonset.contains(
+        "tolerations:
+        - operator: Exists"
+    ));
 }
 
 #[test]
