@@ -34,6 +34,26 @@ pub struct File {
     /// How often each file's offset is saved under `data_dir` (and once at shutdown).
     #[serde(default = "File::default_checkpoint_interval_ms")]
     pub checkpoint_interval_ms: u64,
+    /// Pod metadata from the Kubernetes API, for the files of the pods tree
+    /// (`kubernetes_logs` with `metadata = "api"`; not a key of `file`).
+    #[serde(skip)]
+    pub pods: Option<Pods>,
+}
+
+/// Where and how a `kubernetes_logs` source watches its node's pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pods {
+    /// The node whose pods are watched (`spec.nodeName`).
+    pub node_name: String,
+    /// A kubeconfig file to use instead of the in-cluster service account (or `KUBECONFIG`).
+    pub kubeconfig: Option<String>,
+    /// Each pod label as `k8s.pod.label.<key>`.
+    pub labels: bool,
+    /// These annotations as `k8s.pod.annotation.<key>`.
+    pub annotations: Vec<String>,
+    /// How long lines of a pod the API has not told of yet wait before they go on with
+    /// what the path says.
+    pub wait_ms: u64,
 }
 
 /// `format`: how each line of a file is read.
@@ -133,10 +153,27 @@ pub struct KubernetesLogs {
     /// More files not to read (glob patterns).
     #[serde(default)]
     pub exclude: Vec<String>,
-    /// Where pod metadata comes from: `none` (the path: namespace, pod, UID, container,
-    /// restart count). `api` (the API server's labels and owners) is not built yet.
+    /// Where pod metadata comes from besides the path (namespace, pod, UID, container,
+    /// restart count): `api` (labels, owners, annotations, from watching this node's pods)
+    /// or `none`.
     #[serde(default)]
     pub metadata: Metadata,
+    /// The node whose pods are watched; by default `NODE_NAME` (the Downward API's
+    /// `spec.nodeName`).
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// A kubeconfig file, instead of the in-cluster service account (`KUBECONFIG` too).
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
+    /// Pod labels as `k8s.pod.label.<key>`.
+    #[serde(default = "yes")]
+    pub pod_labels: bool,
+    /// Pod annotations to add as `k8s.pod.annotation.<key>`.
+    #[serde(default)]
+    pub pod_annotations: Vec<String>,
+    /// How long a new pod's lines wait for the API to tell of it.
+    #[serde(default = "KubernetesLogs::default_metadata_wait_ms")]
+    pub metadata_wait_ms: u64,
     /// Leave out the pod Outrigger runs in (found from `POD_NAMESPACE` and `POD_NAME`, which
     /// the DaemonSet sets from the Downward API), so its own log does not loop back.
     #[serde(default = "yes")]
@@ -159,8 +196,8 @@ pub struct KubernetesLogs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metadata {
-    #[default]
     None,
+    #[default]
     Api,
 }
 
@@ -173,17 +210,39 @@ impl KubernetesLogs {
         "/var/log/pods".into()
     }
 
+    fn default_metadata_wait_ms() -> u64 {
+        2000
+    }
+
     /// The file source it is: the pods tree's log files, tagged `kube.<path>` (which carries
     /// the names), without Outrigger's own pod when `pod` (`(namespace, name)`) is known.
-    pub fn file(&self, pod: Option<(String, String)>) -> Result<File, (&'static str, String)> {
-        if self.metadata == Metadata::Api {
-            return Err((
-                "metadata",
-                "\"api\" is not available yet: use \"none\" (namespace, pod, UID, container \
-                 and restart count from each file's path)"
-                    .into(),
-            ));
-        }
+    /// `node` is `NODE_NAME`, for `metadata = "api"` without `node_name`.
+    pub fn file(
+        &self,
+        pod: Option<(String, String)>,
+        node: Option<String>,
+    ) -> Result<File, (&'static str, String)> {
+        let pods = match self.metadata {
+            Metadata::None => None,
+            Metadata::Api => {
+                let node_name = self.node_name.clone().or(node).filter(|n| !n.is_empty());
+                let Some(node_name) = node_name else {
+                    return Err((
+                        "metadata",
+                        "\"api\" watches this node's pods: set NODE_NAME (the Downward API's \
+                         spec.nodeName) or node_name, or use \"none\" (metadata from the paths)"
+                            .into(),
+                    ));
+                };
+                Some(Pods {
+                    node_name,
+                    kubeconfig: self.kubeconfig.clone(),
+                    labels: self.pod_labels,
+                    annotations: self.pod_annotations.clone(),
+                    wait_ms: self.metadata_wait_ms,
+                })
+            }
+        };
         let dir = self.pods_dir.trim_end_matches('/');
         let mut exclude = self.exclude.clone();
         if self.exclude_own_pod
@@ -201,6 +260,7 @@ impl KubernetesLogs {
             max_line_bytes: self.max_line_bytes,
             tag_prefix: "kube".into(),
             checkpoint_interval_ms: self.checkpoint_interval_ms,
+            pods,
         };
         f.check().map_err(|(key, why)| {
             let key = if key == "include" { "pods_dir" } else { key };
@@ -221,8 +281,16 @@ mod tests {
     #[test]
     fn kubernetes_logs_is_the_pods_tree_without_its_own_pod() {
         let f = k8s("")
-            .file(Some(("logging".into(), "outrigger-x1".into())))
+            .file(
+                Some(("logging".into(), "outrigger-x1".into())),
+                Some("n1".into()),
+            )
             .unwrap();
+        assert_eq!(
+            f.pods.as_ref().unwrap().node_name,
+            "n1",
+            "metadata from the API"
+        );
         assert_eq!(f.include, ["/var/log/pods/*/*/*.log"]);
         assert_eq!(f.exclude, ["/var/log/pods/logging_outrigger-x1_*/*/*"]);
         assert_eq!(f.tag_prefix, "kube");
@@ -230,14 +298,21 @@ mod tests {
         assert!(own.matches("/var/log/pods/logging_outrigger-x1_0f3a/outrigger/0.log"));
         assert!(!own.matches("/var/log/pods/logging_other_0f3a/app/0.log"));
 
-        let f = k8s("pods_dir = \"/data/pods/\"\nexclude_own_pod = false")
-            .file(Some(("a".into(), "b".into())))
+        let f = k8s("pods_dir = \"/data/pods/\"\nexclude_own_pod = false\nmetadata = \"none\"")
+            .file(Some(("a".into(), "b".into())), None)
             .unwrap();
         assert_eq!(f.include, ["/data/pods/*/*/*.log"]);
         assert!(f.exclude.is_empty());
-        let e = k8s("metadata = \"api\"").file(None).unwrap_err();
-        assert_eq!(e.0, "metadata");
-        let e = k8s("pods_dir = \"relative\"").file(None).unwrap_err();
+        assert!(f.pods.is_none());
+        let e = k8s("").file(None, None).unwrap_err();
+        assert_eq!(e.0, "metadata", "no node to watch");
+        let f = k8s("node_name = \"n2\"\npod_annotations = [\"team\"]").file(None, None);
+        let pods = f.unwrap().pods.unwrap();
+        assert_eq!((pods.node_name.as_str(), pods.wait_ms), ("n2", 2000));
+        assert_eq!(pods.annotations, ["team"]);
+        let e = k8s("pods_dir = \"relative\"")
+            .file(None, Some("n".into()))
+            .unwrap_err();
         assert_eq!(e.0, "pods_dir");
     }
 }

@@ -781,7 +781,7 @@ impl Parser<'_> {
                     let pod = std::env::var("POD_NAMESPACE")
                         .ok()
                         .zip(std::env::var("POD_NAME").ok());
-                    k.file(pod)
+                    k.file(pod, std::env::var("NODE_NAME").ok())
                 };
                 let f = match f {
                     Ok(f) => f,
@@ -1228,7 +1228,7 @@ mod tests {
         let with = |max_bytes: u64, read: &str| {
             parse_str(&format!(
                 "[buffer]\ntype = \"disk\"\nmax_bytes = {max_bytes}\n\
-                 [sources.pods]\ntype = \"kubernetes_logs\"\n{read}\n\
+                 [sources.pods]\ntype = \"kubernetes_logs\"\nmetadata = \"none\"\n{read}\n\
                  [sinks.out]\ntype = \"stdout\"\n"
             ))
         };

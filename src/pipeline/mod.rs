@@ -191,6 +191,12 @@ pub struct Enricher {
     /// lines the stack-trace joiner still holds; events point into it until their batch is
     /// finished, which copies theirs into the batch.
     members: Vec<Member>,
+    /// What the stream's batches carry as resource attributes: the static ones, then those
+    /// its source gave its last batch (a pod's, from the Kubernetes API), kept for the lines
+    /// it releases later.
+    resource: Arc<[(Bytes, Bytes)]>,
+    /// The source's own part of `resource`.
+    extra: Arc<[(Bytes, Bytes)]>,
 }
 
 impl Enricher {
@@ -198,11 +204,28 @@ impl Enricher {
         Enricher {
             partial: Reassembler::new(settings.partial),
             multiline: settings.multiline.clone().map(multiline::Joiner::new),
+            resource: settings.resource.clone(),
+            extra: Arc::new([]),
             settings,
             metrics,
             done: Vec::new(),
             members: Vec::new(),
         }
+    }
+
+    /// Takes the resource attributes the source gave `batch` (none, for most sources) as the
+    /// stream's, after the static ones.
+    fn adopt(&mut self, batch: &mut Batch) {
+        if batch.resource[..] != self.extra[..] {
+            self.extra = std::mem::replace(&mut batch.resource, Arc::new([]));
+            self.resource = if self.extra.is_empty() {
+                self.settings.resource.clone()
+            } else {
+                let both = self.settings.resource.iter().chain(self.extra.iter());
+                both.cloned().collect()
+            };
+        }
+        batch.resource = self.resource.clone();
     }
 
     /// When held lines must be flushed even if no more input arrives.
@@ -231,7 +254,7 @@ impl Enricher {
         // by doubling (or reused from a larger batch) would make them look fuller than they are.
         let n = batch.events.len();
         let events = std::mem::replace(&mut batch.events, Vec::with_capacity(n));
-        batch.resource = self.settings.resource.clone();
+        self.adopt(batch);
         for e in events {
             let fields = fields_of(&e, &self.settings.line_key);
             if let Some(split) = self.split(&e, &fields) {
@@ -268,7 +291,7 @@ impl Enricher {
         if let Some(ready) = self.multiline.as_mut().map(|m| m.expire(now)) {
             self.add_joined(batch, ready, &mut tally);
         }
-        batch.resource = self.settings.resource.clone();
+        batch.resource = self.resource.clone();
         self.finish(batch);
         self.count(&tally);
     }
@@ -284,7 +307,7 @@ impl Enricher {
         let mut tally = Tally::default();
         self.partial.shed(&mut self.done);
         self.take_done(batch, &mut tally);
-        batch.resource = self.settings.resource.clone();
+        batch.resource = self.resource.clone();
         self.finish(batch);
         self.count(&tally);
     }
@@ -297,7 +320,7 @@ impl Enricher {
         if let Some(ready) = self.multiline.as_mut().map(|m| m.flush()) {
             self.add_joined(batch, ready, &mut tally);
         }
-        batch.resource = self.settings.resource.clone();
+        batch.resource = self.resource.clone();
         self.finish(batch);
         self.count(&tally);
     }

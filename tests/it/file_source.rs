@@ -229,7 +229,7 @@ fn kubernetes_logs_names_each_line_from_its_path_and_skips_its_own_pod() {
     let cfg = format!(
         "[global]\nadmin_address = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\n\
          [sources.probe]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n\
-         [sources.pods]\ntype = \"kubernetes_logs\"\npods_dir = \"{d}/pods\"\npoll_interval_ms = 100\n\
+         [sources.pods]\ntype = \"kubernetes_logs\"\nmetadata = \"none\"\npods_dir = \"{d}/pods\"\npoll_interval_ms = 100\n\
          [sinks.out]\ntype = \"file\"\npath = \"{d}/out.jsonl\"\nmatch = \"kube.**\"\n",
         d = dir.path().display()
     );

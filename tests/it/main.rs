@@ -20,6 +20,7 @@ mod file_source;
 mod forward;
 mod health;
 mod health_command;
+mod kube_api;
 mod lifecycle;
 mod loki;
 mod memory;

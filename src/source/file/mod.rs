@@ -33,6 +33,7 @@
 
 pub mod checkpoint;
 pub mod format;
+pub mod pods;
 pub mod record;
 pub mod tail;
 
@@ -78,6 +79,8 @@ pub struct FileSource {
     halted: Arc<AtomicBool>,
     /// Opened at bind, read once it runs.
     files: Vec<Watched>,
+    /// Pod metadata from the Kubernetes API (`kubernetes_logs` with `metadata = "api"`).
+    pods: Option<Arc<pods::Pods>>,
 }
 
 /// One file being read.
@@ -101,11 +104,18 @@ struct Watched {
     busy: bool,
     /// Its stream in the disk buffer's log.
     stream: u64,
+    /// The UID and container of its pod, when its path is in the pods tree.
+    pod: Option<(String, String)>,
+    /// When it was opened: how long its lines have waited for their pod's metadata.
+    since: Instant,
+    /// Its lines went on without the API's metadata (counted once).
+    unknown: bool,
 }
 
 impl Watched {
     fn new(tail: Tail, format: Format, tag: Bytes, stage: Stage, stream: u64) -> Watched {
         let offsets = BTreeMap::from([(0, tail.offset())]);
+        let pod = pod_of(tail.path());
         Watched {
             tail: Some(tail),
             format,
@@ -118,6 +128,9 @@ impl Watched {
             gone: None,
             busy: false,
             stream,
+            pod,
+            since: Instant::now(),
+            unknown: false,
         }
     }
 
@@ -233,6 +246,7 @@ impl FileSource {
             warn: RateLimit::new(5),
             halted: shared.halted.clone(),
             files: Vec::new(),
+            pods: cfg.pods.clone().map(pods::Pods::new),
         };
         // The files there now are the ones `read_from` is for: found before the start is
         // reported, so a file made after it is always read from its beginning.
@@ -255,6 +269,11 @@ impl FileSource {
     /// finish with what was read (as long as the drain lets it), and saves the checkpoints.
     pub async fn run(mut self, mut shutdown: Shutdown) {
         let mut files = std::mem::take(&mut self.files);
+        // Stopped with the source: dropping the handle would leave it running.
+        let watch = self.pods.clone().map(|p| {
+            let task = p.watch(self.name.clone(), self.metrics.clone());
+            AbortOnDrop(tokio::spawn(task))
+        });
         let poll = Duration::from_millis(self.cfg.poll_interval_ms);
         let save_every = Duration::from_millis(self.cfg.checkpoint_interval_ms);
         let mut next_poll = Instant::now() + poll;
@@ -320,6 +339,7 @@ impl FileSource {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        drop(watch);
         tracing::info!(source = %self.name, files = files.len(), "file source stopped; checkpoints saved");
     }
 
@@ -471,6 +491,10 @@ impl FileSource {
             // Nothing new: no read (and no trip to a blocking thread).
             return;
         }
+        let Some(meta) = self.meta(w) else {
+            // Its pod is not known yet: the file holds its lines a while longer.
+            return;
+        };
         let budget = self.cfg.read_bytes;
         // Regular files do not block for long, but they are not sockets: read off the
         // runtime's threads.
@@ -502,7 +526,27 @@ impl FileSource {
             read.end = w.tail().offset();
         }
         if !read.lines.is_empty() {
-            self.hand_over(w, read.lines, read.end, shutdown).await;
+            self.hand_over(w, read.lines, read.end, meta, shutdown)
+                .await;
+        }
+    }
+
+    /// What the API says of `w`'s pod: `Some(None)` when nothing is to be had (no API, not a
+    /// pod's file, or its wait is over), `None` while its lines should wait for it.
+    fn meta(&self, w: &mut Watched) -> Option<Option<Arc<pods::Meta>>> {
+        let (Some(pods), Some((uid, _))) = (&self.pods, &w.pod) else {
+            return Some(None);
+        };
+        match pods.get(uid) {
+            pods::Lookup::Known(m) => Some(Some(m)),
+            pods::Lookup::Unknown if w.gone.is_none() && w.since.elapsed() < pods.wait() => None,
+            pods::Lookup::Unknown => {
+                if !w.unknown {
+                    w.unknown = true;
+                    self.metrics.file_event("metadata_missing", 1);
+                }
+                Some(None)
+            }
         }
     }
 
@@ -513,12 +557,27 @@ impl FileSource {
         w: &mut Watched,
         lines: Vec<Bytes>,
         end: u64,
+        meta: Option<Arc<pods::Meta>>,
         shutdown: &mut Shutdown,
     ) {
         let now = Timestamp::now();
         let bytes: usize = lines.iter().map(Bytes::len).sum();
+        self.metrics.bytes.inc_by(bytes as u64);
+        if let (Some(m), Some((_, container))) = (&meta, &w.pod)
+            && m.excludes(container)
+        {
+            // Opted out by annotation: read past, counted, sent nowhere.
+            self.metrics.file_event("excluded", lines.len() as u64);
+            w.offsets.insert(w.next, end);
+            w.next += 1;
+            w.publish();
+            return;
+        }
         let mut batch = w.stage.batch(bytes);
         batch.received = now;
+        if let Some(m) = &meta {
+            batch.resource = m.resource.clone();
+        }
         let tag = batch.tag_index(&w.tag, || w.tag.clone());
         batch.events.reserve(lines.len());
         for line in &lines {
@@ -531,7 +590,6 @@ impl FileSource {
             }
             batch.events.push(e);
         }
-        self.metrics.bytes.inc_by(bytes as u64);
         if let Output::Log(log) = &self.output {
             let log = log.clone();
             if self.commit(&log, w, &lines, end, batch, shutdown).await {
@@ -597,6 +655,7 @@ impl FileSource {
                 id: w.tail().id(),
                 offset: end,
             },
+            resource: batch.resource.clone(),
         };
         let mut body = Vec::new();
         record::encode(&head, lines, &mut body);
@@ -684,6 +743,16 @@ impl FileSource {
     }
 }
 
+/// The UID and container of the pod whose log `path` is, when it is in the kubelet's tree
+/// (`…/<namespace>_<pod>_<uid>/<container>/<n>.log`).
+fn pod_of(path: &Path) -> Option<(String, String)> {
+    let container = path.parent()?;
+    let dir = container.parent()?.file_name()?.to_str()?;
+    let (_, uid) = dir.rsplit_once('_')?;
+    let container = container.file_name()?.to_str()?;
+    Some((uid.to_string(), container.to_string()))
+}
+
 /// The stream number of the file `id` of source `source` in the disk buffer's log: the
 /// same across restarts (unlike a connection's), so a line split across a `kill -9` (its
 /// `P` piece read before, its `F` after) is joined by the sinks' readers as if read in one
@@ -735,4 +804,13 @@ fn newest(
         }
     }
     Ok(n)
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

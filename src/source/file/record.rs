@@ -10,6 +10,8 @@
 //! end: u64 LE (offset just past the last line) | dev: u64 LE | ino: u64 LE
 //! prefix length: u32 LE | prefix crc32c: u32 LE (the file's identity, checkpoint::Id)
 //! tag: u16 LE length, bytes | path: u16 LE length, bytes
+//! resource: u16 LE count, then each key (u16 LE length, bytes) and value (u32 LE length,
+//!           bytes): the pod's attributes from the Kubernetes API, as read with the lines
 //! the lines, each but the last followed by `\n` (a line never holds one)
 //! ```
 
@@ -29,6 +31,8 @@ pub struct Head {
     pub tag: Bytes,
     /// The file's place once these lines are read.
     pub checkpoint: Checkpoint,
+    /// Resource attributes the lines were read with (a pod's, from the Kubernetes API).
+    pub resource: std::sync::Arc<[(Bytes, Bytes)]>,
 }
 
 /// Why a body is not a file record this version reads.
@@ -44,12 +48,6 @@ pub enum Error {
     Path,
 }
 
-/// The most bytes [`encode`] adds to the lines' own: the header with a path of
-/// `PATH_MAX` and a tag made from it, and a separator per line.
-pub fn overhead(lines: usize) -> usize {
-    64 + 2 * 4096 + lines
-}
-
 /// Appends the body of a record of `lines` to `out`.
 ///
 /// # Panics
@@ -59,7 +57,13 @@ pub fn encode(head: &Head, lines: &[Bytes], out: &mut Vec<u8>) {
     let short = |n: usize| u16::try_from(n).expect("a path is short");
     let c = &head.checkpoint;
     let path = c.path.as_os_str().as_encoded_bytes();
-    out.reserve(overhead(lines.len()) + lines.iter().map(Bytes::len).sum::<usize>());
+    let resource: usize = head
+        .resource
+        .iter()
+        .map(|(k, v)| 6 + k.len() + v.len())
+        .sum();
+    let lines_bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+    out.reserve(64 + head.tag.len() + path.len() + resource + lines_bytes);
     out.push(match head.format {
         Format::Cri => 1,
         Format::Docker => 2,
@@ -76,6 +80,14 @@ pub fn encode(head: &Head, lines: &[Bytes], out: &mut Vec<u8>) {
     out.extend_from_slice(&head.tag);
     out.extend_from_slice(&short(path.len()).to_le_bytes());
     out.extend_from_slice(path);
+    out.extend_from_slice(&short(head.resource.len()).to_le_bytes());
+    for (k, v) in head.resource.iter() {
+        out.extend_from_slice(&short(k.len()).to_le_bytes());
+        out.extend_from_slice(k);
+        let v_len = u32::try_from(v.len()).expect("an attribute is small");
+        out.extend_from_slice(&v_len.to_le_bytes());
+        out.extend_from_slice(v);
+    }
     for (i, line) in lines.iter().enumerate() {
         if i > 0 {
             out.push(b'\n');
@@ -114,6 +126,14 @@ pub fn head(body: &Bytes) -> Result<(Head, usize), Error> {
     let n = u16::from_le_bytes(take(2)?.try_into().expect("two bytes")) as usize;
     let path = std::str::from_utf8(take(n)?).map_err(|_| Error::Path)?;
     let path = PathBuf::from(path);
+    let count = u16::from_le_bytes(take(2)?.try_into().expect("two bytes")) as usize;
+    let mut resource = Vec::with_capacity(count);
+    for _ in 0..count {
+        let n = u16::from_le_bytes(take(2)?.try_into().expect("two bytes")) as usize;
+        let k = Bytes::copy_from_slice(take(n)?);
+        let n = u32_of(take(4)?) as usize;
+        resource.push((k, Bytes::copy_from_slice(take(n)?)));
+    }
     let head = Head {
         format,
         lines,
@@ -128,6 +148,7 @@ pub fn head(body: &Bytes) -> Result<(Head, usize), Error> {
             },
             offset,
         },
+        resource: resource.into(),
     };
     Ok((head, at))
 }
@@ -152,6 +173,7 @@ pub fn events(body: &Bytes, batch: &mut Batch) -> Result<Head, Error> {
         });
     }
     let tag = batch.tag_index(&head.tag, || head.tag.clone());
+    batch.resource = head.resource.clone();
     let now = batch.received;
     batch.events.reserve(head.lines as usize);
     if head.lines > 0 {
@@ -186,6 +208,10 @@ mod tests {
                 },
                 offset: 123_456,
             },
+            resource: std::sync::Arc::from([(
+                Bytes::from_static(b"k8s.deployment.name"),
+                Bytes::from_static(b"web"),
+            )]),
         }
     }
 
@@ -205,6 +231,11 @@ mod tests {
         };
         let h = events(&body, &mut batch).unwrap();
         assert_eq!(h, head(3));
+        assert_eq!(
+            batch.resource,
+            head(3).resource,
+            "read with the pod's attributes"
+        );
         assert_eq!(batch.tags, vec![Bytes::from_static(b"kube.shop.web.app")]);
         let raw: Vec<&[u8]> = batch.events.iter().map(|e| &e.record[..]).collect();
         assert_eq!(raw, lines.iter().map(|l| &l[..]).collect::<Vec<_>>());
