@@ -165,10 +165,16 @@ fn kubernetes_configmap_is_a_valid_config_within_the_grace_period() {
     }
     // Read in one disk buffer record per read (the load checked it); tolerated everywhere.
     assert!(s.buffer.is_disk());
-    assert!(daemonset.contains(
-        "tolerations:
-        - operator: Exists"
-    ));
+    assert!(daemonset.contains("tolerations:\n        - operator: Exists"));
+
+    // Pod metadata from the API: this node's pods (the Downward API's node name), with a
+    // token whose role reads pods and namespaces and nothing else.
+    let watch = pods.pods.as_ref().expect("metadata = \"api\"");
+    assert_eq!(watch.node_name, "node-1");
+    assert!(daemonset.contains("automountServiceAccountToken: true"));
+    let rbac = file("deploy/kubernetes/serviceaccount.yaml");
+    assert!(rbac.contains("resources: [pods, namespaces]\n    verbs: [get, list, watch]"));
+    assert!(rbac.contains("kind: ClusterRoleBinding"));
 }
 
 #[test]
