@@ -136,11 +136,10 @@ mod tests {
         assert!(m("**", "anything.at.all"));
         assert!(m("a.**.z", "a.z"));
         assert!(m("a.**.z", "a.b.c.z"));
-        // A namespace's pods, by the kubernetes_logs source's path tags.
-        let pods = "kube.var.log.pods.shop_*.**";
-        assert!(m(pods, "kube.var.log.pods.shop_web-1_u1.app.0.log"));
-        assert!(!m(pods, "kube.var.log.pods.shopping_web-1_u1.app.0.log"));
-        assert!(!m(pods, "kube.var.log.pods.kube-system_dns_u2.dns.0.log"));
+        // A namespace's pods, by the kubernetes_logs source's tags.
+        assert!(m("kube.shop.**", "kube.shop.web-1.app"));
+        assert!(!m("kube.shop.**", "kube.shopping.web-1.app"));
+        assert!(m("kube.*.*.istio-proxy", "kube.shop.web-1.istio-proxy"));
     }
 
     #[test]

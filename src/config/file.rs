@@ -34,6 +34,12 @@ pub struct File {
     /// How often each file's offset is saved under `data_dir` (and once at shutdown).
     #[serde(default = "File::default_checkpoint_interval_ms")]
     pub checkpoint_interval_ms: u64,
+    /// The kubelet's tree (`kubernetes_logs`; not a key of `file`): a file at
+    /// `<namespace>_<pod>_<uid>/<container>/<n>.log` is tagged
+    /// `<tag_prefix>.<namespace>.<pod>.<container>`, and its lines carry the path's names
+    /// as resource attributes.
+    #[serde(skip)]
+    pub kubernetes: bool,
     /// Pod metadata from the Kubernetes API, for the files of the pods tree
     /// (`kubernetes_logs` with `metadata = "api"`; not a key of `file`).
     #[serde(skip)]
@@ -214,8 +220,9 @@ impl KubernetesLogs {
         2000
     }
 
-    /// The file source it is: the pods tree's log files, tagged `kube.<path>` (which carries
-    /// the names), without Outrigger's own pod when `pod` (`(namespace, name)`) is known.
+    /// The file source it is: the pods tree's log files, tagged
+    /// `kube.<namespace>.<pod>.<container>`, without Outrigger's own pod when `pod`
+    /// (`(namespace, name)`) is known.
     /// `node` is `NODE_NAME`, for `metadata = "api"` without `node_name`.
     pub fn file(
         &self,
@@ -260,6 +267,7 @@ impl KubernetesLogs {
             max_line_bytes: self.max_line_bytes,
             tag_prefix: "kube".into(),
             checkpoint_interval_ms: self.checkpoint_interval_ms,
+            kubernetes: true,
             pods,
         };
         f.check().map_err(|(key, why)| {

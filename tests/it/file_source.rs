@@ -259,6 +259,7 @@ fn kubernetes_logs_names_each_line_from_its_path_and_skips_its_own_pod() {
             .unwrap()
             .parse()
             .unwrap();
+        assert_eq!(v["tag"], "kube.shop.web-7d9f-x2kq.app", "{line}");
         assert_eq!(r["k8s.namespace.name"], "shop", "{line}");
         assert_eq!(r["k8s.pod.name"], "web-7d9f-x2kq");
         assert_eq!(r["k8s.pod.uid"], uid);

@@ -358,7 +358,13 @@ impl Encoder {
         }
 
         for (k, v) in batch.resource.iter() {
-            self.pair(out, ecs_name(k), v);
+            if ecs_labels(k, &mut self.scratch) {
+                let name = std::mem::take(&mut self.scratch);
+                self.pair(out, &name, v);
+                self.scratch = name;
+            } else {
+                self.pair(out, ecs_name(k), v);
+            }
         }
 
         // The rest of the record.
@@ -432,6 +438,27 @@ pub(super) fn level_name(severity: u8) -> &'static str {
         .trim_end_matches(|c: char| c.is_ascii_digit())
 }
 
+/// A pod label or annotation (`k8s.pod.label.<key>`) under ECS's `kubernetes.labels.` or
+/// `kubernetes.annotations.`, into `out`: true when `key` is one. Dots and slashes in the key
+/// become `_`, as Beats write them: `app` and `app.kubernetes.io/name` would otherwise be a
+/// value and an object at one path, which the mapping refuses.
+pub(super) fn ecs_labels(key: &[u8], out: &mut Vec<u8>) -> bool {
+    let (to, rest): (&[u8], &[u8]) = if let Some(r) = key.strip_prefix(b"k8s.pod.label.") {
+        (b"kubernetes.labels.", r)
+    } else if let Some(r) = key.strip_prefix(b"k8s.pod.annotation.") {
+        (b"kubernetes.annotations.", r)
+    } else {
+        return false;
+    };
+    out.clear();
+    out.extend_from_slice(to);
+    out.extend(
+        rest.iter()
+            .map(|b| if matches!(b, b'.' | b'/') { b'_' } else { *b }),
+    );
+    true
+}
+
 /// The ECS name of an OpenTelemetry resource attribute, when ECS has one.
 pub(super) fn ecs_name(key: &[u8]) -> &[u8] {
     match key {
@@ -443,6 +470,10 @@ pub(super) fn ecs_name(key: &[u8]) -> &[u8] {
         b"k8s.deployment.name" => b"kubernetes.deployment.name",
         b"k8s.statefulset.name" => b"kubernetes.statefulset.name",
         b"k8s.daemonset.name" => b"kubernetes.daemonset.name",
+        b"k8s.replicaset.name" => b"kubernetes.replicaset.name",
+        b"k8s.job.name" => b"kubernetes.job.name",
+        b"k8s.cronjob.name" => b"kubernetes.cronjob.name",
+        b"k8s.container.restart_count" => b"kubernetes.container.restart_count",
         b"k8s.cluster.name" => b"orchestrator.cluster.name",
         b"deployment.environment" | b"deployment.environment.name" => b"service.environment",
         k => k,

@@ -344,7 +344,7 @@ mod tests {
 
     use std::time::Duration;
 
-    use super::document::{ecs_name, level_name};
+    use super::document::{ecs_labels, ecs_name, level_name};
     use super::*;
     use crate::event::{Batch, Event, Span};
     use crate::sink::settings::Compression;
@@ -969,6 +969,15 @@ mod tests {
         assert_eq!(level_name(14), "WARN");
         assert_eq!(level_name(24), "FATAL");
         assert_eq!(ecs_name(b"k8s.cluster.name"), b"orchestrator.cluster.name");
+        let mut out = Vec::new();
+        assert!(ecs_labels(
+            b"k8s.pod.label.app.kubernetes.io/name",
+            &mut out
+        ));
+        assert_eq!(out, b"kubernetes.labels.app_kubernetes_io_name");
+        assert!(ecs_labels(b"k8s.pod.annotation.team", &mut out));
+        assert_eq!(out, b"kubernetes.annotations.team");
+        assert!(!ecs_labels(b"k8s.pod.name", &mut out));
         assert_eq!(ecs_name(b"team"), b"team");
     }
 }

@@ -140,28 +140,30 @@ impl Attr {
                     out.extend_from_slice(e.slice(s));
                 }
             }
-            Attr::K8sPod => {
-                if let Some(k) = k8s {
-                    out.extend_from_slice(in_tag(k.pod));
-                }
-            }
-            Attr::K8sNamespace => {
-                if let Some(k) = k8s {
-                    out.extend_from_slice(in_tag(k.namespace));
-                }
-            }
-            Attr::K8sContainer => {
-                if let Some(k) = k8s {
-                    out.extend_from_slice(in_tag(k.container));
-                }
-            }
+            // From the tag (Fluent Bit's and the kubelet's file names), or as the source gave
+            // them (the kubernetes_logs source, from the path).
+            Attr::K8sPod => match k8s {
+                Some(k) => out.extend_from_slice(in_tag(k.pod)),
+                None => resource(out, b, b"k8s.pod.name"),
+            },
+            Attr::K8sNamespace => match k8s {
+                Some(k) => out.extend_from_slice(in_tag(k.namespace)),
+                None => resource(out, b, b"k8s.namespace.name"),
+            },
+            Attr::K8sContainer => match k8s {
+                Some(k) => out.extend_from_slice(in_tag(k.container)),
+                None => resource(out, b, b"k8s.container.name"),
+            },
             Attr::Tag => out.extend_from_slice(tag),
-            Attr::Resource(name) => {
-                if let Some((_, v)) = b.resource.iter().find(|(k, _)| k[..] == name[..]) {
-                    out.extend_from_slice(v);
-                }
-            }
+            Attr::Resource(name) => resource(out, b, name),
         }
+    }
+}
+
+/// Appends the value of resource attribute `name` of batch `b`, if it has one.
+fn resource(out: &mut Vec<u8>, b: &crate::event::Batch, name: &[u8]) {
+    if let Some((_, v)) = b.resource.iter().find(|(k, _)| k[..] == name[..]) {
+        out.extend_from_slice(v);
     }
 }
 

@@ -60,6 +60,9 @@ use checkpoint::{Checkpoint, Saved, Store};
 use format::Format;
 use tail::{Look, Tail};
 
+/// Resource attributes of a batch (see [`crate::event::Batch::resource`]).
+type Attributes = Arc<[(Bytes, Bytes)]>;
+
 /// How long a file renamed away or deleted is still read before what it holds is final.
 const LINGER: Duration = Duration::from_secs(5);
 
@@ -106,6 +109,10 @@ struct Watched {
     stream: u64,
     /// The UID and container of its pod, when its path is in the pods tree.
     pod: Option<(String, String)>,
+    /// What its path says of its pod (`kubernetes_logs`), as resource attributes; and
+    /// those with what the API said last (the metadata they were made with).
+    attrs: Attributes,
+    resource: (Option<Arc<pods::Meta>>, Attributes),
     /// When it was opened: how long its lines have waited for their pod's metadata.
     since: Instant,
     /// Its lines went on without the API's metadata (counted once).
@@ -115,7 +122,7 @@ struct Watched {
 impl Watched {
     fn new(tail: Tail, format: Format, tag: Bytes, stage: Stage, stream: u64) -> Watched {
         let offsets = BTreeMap::from([(0, tail.offset())]);
-        let pod = pod_of(tail.path());
+        let pod = PodPath::of(tail.path()).map(|p| (p.uid, p.container));
         Watched {
             tail: Some(tail),
             format,
@@ -129,9 +136,26 @@ impl Watched {
             busy: false,
             stream,
             pod,
+            attrs: Arc::new([]),
+            resource: (None, Arc::new([])),
             since: Instant::now(),
             unknown: false,
         }
+    }
+
+    /// The resource attributes of its next batch: its path's, then the API's `meta`.
+    fn resource(&mut self, meta: Option<Arc<pods::Meta>>) -> Attributes {
+        let same = match (&meta, &self.resource.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            let api = meta.as_ref().map(|m| &m.resource[..]).unwrap_or_default();
+            let both = self.attrs.iter().chain(api.iter()).cloned().collect();
+            self.resource = (meta, both);
+        }
+        self.resource.1.clone()
     }
 
     fn tail(&self) -> &Tail {
@@ -432,10 +456,17 @@ impl FileSource {
     }
 
     fn watch(&self, tail: Tail) -> Watched {
-        let tag = pipeline::kubernetes::path_tag(
-            self.cfg.tag_prefix.as_bytes(),
-            tail.path().as_os_str().as_encoded_bytes(),
-        );
+        let pod = PodPath::of(tail.path()).filter(|_| self.cfg.kubernetes);
+        let tag = match &pod {
+            Some(p) => Bytes::from(format!(
+                "{}.{}.{}.{}",
+                self.cfg.tag_prefix, p.namespace, p.pod, p.container
+            )),
+            None => pipeline::kubernetes::path_tag(
+                self.cfg.tag_prefix.as_bytes(),
+                tail.path().as_os_str().as_encoded_bytes(),
+            ),
+        };
         let format = match self.cfg.format {
             ConfigFormat::Auto => Format::Auto,
             ConfigFormat::Cri => Format::Cri,
@@ -444,7 +475,12 @@ impl FileSource {
         };
         let stage = Stage::new(self.enrich.as_ref(), Arc::new([]));
         let stream = stream(&self.name, tail.id());
-        Watched::new(tail, format, tag, stage, stream)
+        let mut w = Watched::new(tail, format, tag, stage, stream);
+        if let Some(p) = pod {
+            w.attrs = p.attributes();
+            w.resource = (None, w.attrs.clone());
+        }
+        w
     }
 
     /// The file checkpoint `c` was saved for, renamed beside its old path since, if it is.
@@ -575,9 +611,7 @@ impl FileSource {
         }
         let mut batch = w.stage.batch(bytes);
         batch.received = now;
-        if let Some(m) = &meta {
-            batch.resource = m.resource.clone();
-        }
+        batch.resource = w.resource(meta);
         let tag = batch.tag_index(&w.tag, || w.tag.clone());
         batch.events.reserve(lines.len());
         for line in &lines {
@@ -743,14 +777,59 @@ impl FileSource {
     }
 }
 
-/// The UID and container of the pod whose log `path` is, when it is in the kubelet's tree
-/// (`…/<namespace>_<pod>_<uid>/<container>/<n>.log`).
-fn pod_of(path: &Path) -> Option<(String, String)> {
-    let container = path.parent()?;
-    let dir = container.parent()?.file_name()?.to_str()?;
-    let (_, uid) = dir.rsplit_once('_')?;
-    let container = container.file_name()?.to_str()?;
-    Some((uid.to_string(), container.to_string()))
+/// What a path in the kubelet's tree says of its pod:
+/// `…/<namespace>_<pod>_<uid>/<container>/<restart count>.log`.
+#[derive(Debug, PartialEq, Eq)]
+struct PodPath {
+    namespace: String,
+    pod: String,
+    uid: String,
+    container: String,
+    restarts: String,
+}
+
+impl PodPath {
+    /// `None` for a path not in the tree's layout (namespaces and pod names hold no `_`).
+    fn of(path: &Path) -> Option<PodPath> {
+        // `<n>.log`, or a rotated `<n>.log.<time>` (found renamed at a start).
+        let (restarts, rotated) = path.file_name()?.to_str()?.split_once(".log")?;
+        if !(rotated.is_empty() || rotated.starts_with('.')) {
+            return None;
+        }
+        let container = path.parent()?;
+        let dir = container.parent()?.file_name()?.to_str()?;
+        let (namespace, rest) = dir.split_once('_')?;
+        let (pod, uid) = rest.rsplit_once('_')?;
+        let container = container.file_name()?.to_str()?;
+        // Namespaces and container names are DNS labels: never a dot, which would split
+        // the tag's parts differently.
+        let label = |s: &str| !s.is_empty() && !s.contains('.');
+        let number = !restarts.is_empty() && restarts.bytes().all(|b| b.is_ascii_digit());
+        if !label(namespace) || !label(container) || pod.is_empty() || uid.is_empty() || !number {
+            return None;
+        }
+        Some(PodPath {
+            namespace: namespace.into(),
+            pod: pod.into(),
+            uid: uid.into(),
+            container: container.into(),
+            restarts: restarts.into(),
+        })
+    }
+
+    /// The OpenTelemetry resource attributes it gives.
+    fn attributes(&self) -> Attributes {
+        let kv = |k: &'static str, v: &str| {
+            (Bytes::from_static(k.as_bytes()), Bytes::from(v.to_string()))
+        };
+        Arc::new([
+            kv("k8s.namespace.name", &self.namespace),
+            kv("k8s.pod.name", &self.pod),
+            kv("k8s.pod.uid", &self.uid),
+            kv("k8s.container.name", &self.container),
+            kv("k8s.container.restart_count", &self.restarts),
+        ])
+    }
 }
 
 /// The stream number of the file `id` of source `source` in the disk buffer's log: the
@@ -812,5 +891,39 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_in_the_kubelets_tree_names_its_pod() {
+        let p = PodPath::of(Path::new(
+            "/var/log/pods/shop_web-7d9f-x2kq_0f3a9c2e-5b7d/app/3.log",
+        ))
+        .unwrap();
+        assert_eq!(
+            p,
+            PodPath {
+                namespace: "shop".into(),
+                pod: "web-7d9f-x2kq".into(),
+                uid: "0f3a9c2e-5b7d".into(),
+                container: "app".into(),
+                restarts: "3".into(),
+            }
+        );
+        assert_eq!(p.attributes().len(), 5);
+        let rotated = Path::new("/var/log/pods/shop_web_u1/app/0.log.20261204-100000");
+        assert_eq!(PodPath::of(rotated).unwrap().restarts, "0");
+        for other in [
+            "/var/log/pods/shop_web_u1/app/0.logs",
+            "/var/log/pods/shop_u1/app/0.log",
+            "/var/log/app.log",
+            "/var/log/pods/sh.op_web_u1/app/0.log",
+        ] {
+            assert_eq!(PodPath::of(Path::new(other)), None, "{other}");
+        }
     }
 }
