@@ -34,6 +34,10 @@ pub struct File {
     /// How often each file's offset is saved under `data_dir` (and once at shutdown).
     #[serde(default = "File::default_checkpoint_interval_ms")]
     pub checkpoint_interval_ms: u64,
+    /// The most files open at once: beyond it the least recently active idle file is closed
+    /// (its offset kept) and opened again when it grows.
+    #[serde(default = "File::default_max_open_files")]
+    pub max_open_files: usize,
     /// The kubelet's tree (`kubernetes_logs`; not a key of `file`): a file at
     /// `<namespace>_<pod>_<uid>/<container>/<n>.log` is tagged
     /// `<tag_prefix>.<namespace>.<pod>.<container>`, and its lines carry the path's names
@@ -102,6 +106,9 @@ impl File {
     fn default_checkpoint_interval_ms() -> u64 {
         1000
     }
+    fn default_max_open_files() -> usize {
+        1024
+    }
 
     /// The most bytes one read's disk buffer record may take: the read and a line held from
     /// the one before, a separator per line (a cut piece is a line too, so at most as many
@@ -133,6 +140,7 @@ impl File {
                 "checkpoint_interval_ms",
                 self.checkpoint_interval_ms as usize,
             ),
+            ("max_open_files", self.max_open_files),
         ] {
             if v == 0 {
                 return Err((key, "must be greater than 0".into()));
@@ -196,6 +204,8 @@ pub struct KubernetesLogs {
     pub max_line_bytes: usize,
     #[serde(default = "File::default_checkpoint_interval_ms")]
     pub checkpoint_interval_ms: u64,
+    #[serde(default = "File::default_max_open_files")]
+    pub max_open_files: usize,
 }
 
 /// `metadata` of a `kubernetes_logs` source.
@@ -267,6 +277,7 @@ impl KubernetesLogs {
             max_line_bytes: self.max_line_bytes,
             tag_prefix: "kube".into(),
             checkpoint_interval_ms: self.checkpoint_interval_ms,
+            max_open_files: self.max_open_files,
             kubernetes: true,
             pods,
         };

@@ -437,3 +437,62 @@ fn with_the_disk_buffer_offsets_commit_with_lines_so_kills_read_no_line_twice() 
     let after = std::fs::read_to_string(&out).unwrap().lines().count();
     assert_eq!(after, before, "nothing sent again after a clean stop");
 }
+
+/// Files of the process open under `dir`, from `/proc`.
+fn open_under(pid: u32, dir: &Path) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+#[test]
+fn more_files_than_may_be_open_are_all_read_idle_ones_closed_and_opened_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let pods = dir.path().join("pods");
+    let out = dir.path().join("out.jsonl");
+    let cfg = config(dir.path()).replace(
+        "read_bytes = 4096\n",
+        "read_bytes = 4096\nmax_open_files = 4\n",
+    );
+    let (child, _, admin, _logs) = spawn(&cfg, dir.path());
+    let mut child = Reaped(child);
+    let file = |i: usize| pods.join(format!("p{i}/0.log"));
+    for i in 0..12 {
+        std::fs::create_dir_all(file(i).parent().unwrap()).unwrap();
+        write_lines(&file(i), i * 1000, i * 1000 + 10);
+    }
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokens(&out).len() < 120 && Instant::now() < deadline {
+        most = most.max(open_under(child.0.id(), &pods));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every file grows again: each is opened again where it was closed.
+    for i in 0..12 {
+        write_lines(&file(i), i * 1000 + 10, i * 1000 + 20);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokens(&out).len() < 240 && Instant::now() < deadline {
+        most = most.max(open_under(child.0.id(), &pods));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metrics = crate::harness::binary::http_get(&admin, "/metrics");
+    sigterm(&child.0);
+    assert_eq!(wait_exit(&mut child.0, Duration::from_secs(10)), Some(0));
+    let seen = tokens(&out);
+    let missing: Vec<usize> = (0..12)
+        .flat_map(|i| i * 1000..i * 1000 + 20)
+        .filter(|n| !seen.contains_key(n))
+        .collect();
+    assert!(missing.is_empty(), "lost {missing:?}");
+    assert!(seen.values().all(|c| *c == 1), "none read twice");
+    // A read runs on a blocking thread, with its file open: one more than the bound at most.
+    assert!(most <= 5, "{most} files open, max_open_files = 4");
+    let closed = crate::harness::metric_value(
+        &metrics,
+        "outrigger_source_file_events_total{component=\"pods\",reason=\"closed_idle\"}",
+    );
+    assert!(closed >= 16.0, "closed {closed} times");
+}

@@ -117,6 +117,9 @@ struct Watched {
     since: Instant,
     /// Its lines went on without the API's metadata (counted once).
     unknown: bool,
+    /// When a read last found lines in it (or it was opened): the least recently active
+    /// idle file is closed first when too many are open.
+    active: Instant,
 }
 
 impl Watched {
@@ -140,7 +143,18 @@ impl Watched {
             resource: (None, Arc::new([])),
             since: Instant::now(),
             unknown: false,
+            active: Instant::now(),
         }
+    }
+
+    /// Nothing of it is in flight or held and it is not being finished after a rotation: it
+    /// can be closed, its offset kept, and opened again later with nothing lost.
+    fn closable(&self) -> bool {
+        self.gone.is_none()
+            && !self.busy
+            && self.settled()
+            && self.tail.as_ref().is_some_and(|t| t.pending() == 0)
+            && self.stage.deadline().is_none()
     }
 
     /// The resource attributes of its next batch: its path's, then the API's `meta`.
@@ -402,8 +416,33 @@ impl FileSource {
             .filter(|w| w.gone.is_none())
             .map(|w| w.tail().path().to_path_buf())
             .collect();
+        // Files closed to stay under max_open_files, by inode: opened again once they grow.
+        let closed: std::collections::HashMap<(u64, u64), u64> = self
+            .saved
+            .iter()
+            .map(|c| ((c.id.dev, c.id.ino), c.offset))
+            .collect();
+        let mut deferred = 0;
         for path in seen {
             if open.contains(&path) {
+                continue;
+            }
+            let grown = std::fs::metadata(&path).map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                closed.get(&(m.dev(), m.ino())) != Some(&m.len())
+            });
+            if !first && matches!(grown, Ok(false)) {
+                continue;
+            }
+            if files.len() >= self.cfg.max_open_files && !self.close_one(files) {
+                deferred += 1;
+                if first && self.cfg.read_from == ReadFrom::End {
+                    // Seen at the start: its end is where it is read from, once there is room.
+                    if let Ok(t) = Tail::open(&path, u64::MAX, self.cfg.max_line_bytes) {
+                        let (path, id, offset) = (t.path().to_path_buf(), t.id(), t.offset());
+                        self.saved.push(Checkpoint { path, id, offset });
+                    }
+                }
                 continue;
             }
             match self.open(&path, first) {
@@ -416,15 +455,37 @@ impl FileSource {
                 }
             }
         }
-        if first {
-            // Checkpoints of files renamed while Outrigger was down: their rest is in the
-            // renamed file beside them.
-            for c in std::mem::take(&mut self.saved) {
-                if let Some(w) = self.renamed(&c) {
-                    files.push(w);
-                }
+        if deferred > 0
+            && let Some(suppressed) = self.warn.allow()
+        {
+            tracing::warn!(source = %self.name, files = deferred, max_open_files = self.cfg.max_open_files, suppressed, "more files to read than may be open, and none idle to close: they wait (raise max_open_files)");
+        }
+        // Places of files no longer at their path: renamed while Outrigger was down, or while
+        // closed for room. Their rest is in the renamed file beside them; the others are gone.
+        let (kept, moved): (Vec<_>, Vec<_>) = std::mem::take(&mut self.saved)
+            .into_iter()
+            .partition(at_its_path);
+        self.saved = kept;
+        for c in moved {
+            if let Some(w) = self.renamed(&c) {
+                files.push(w);
             }
         }
+    }
+
+    /// Closes the least recently active file that can be closed, keeping its place for when
+    /// it grows; false when none can.
+    fn close_one(&mut self, files: &mut Vec<Watched>) -> bool {
+        let Some(i) = (0..files.len())
+            .filter(|i| files[*i].closable())
+            .min_by_key(|i| files[*i].active)
+        else {
+            return false;
+        };
+        let mut w = files.swap_remove(i);
+        self.saved.push(w.checkpoint());
+        self.metrics.file_event("closed_idle", 1);
+        true
     }
 
     /// Opens `path` where its checkpoint says, or as `read_from` says for a file seen for
@@ -599,6 +660,7 @@ impl FileSource {
         let now = Timestamp::now();
         let bytes: usize = lines.iter().map(Bytes::len).sum();
         self.metrics.bytes.inc_by(bytes as u64);
+        w.active = Instant::now();
         if let (Some(m), Some((_, container))) = (&meta, &w.pod)
             && m.excludes(container)
         {
@@ -775,6 +837,12 @@ impl FileSource {
             }
         }
     }
+}
+
+/// Whether the file checkpoint `c` was taken of is still at its path (the same inode there).
+fn at_its_path(c: &Checkpoint) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(&c.path).is_ok_and(|m| (m.dev(), m.ino()) == (c.id.dev, c.id.ino))
 }
 
 /// What a path in the kubelet's tree says of its pod:
