@@ -496,3 +496,53 @@ fn more_files_than_may_be_open_are_all_read_idle_ones_closed_and_opened_again() 
     );
     assert!(closed >= 16.0, "closed {closed} times");
 }
+
+#[test]
+fn a_chatty_file_among_a_thousand_does_not_hold_the_others_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let pods = dir.path().join("pods");
+    let out = dir.path().join("out.jsonl");
+    let file = |i: usize| pods.join(format!("p{i}/0.log"));
+    for i in 0..1000 {
+        std::fs::create_dir_all(file(i).parent().unwrap()).unwrap();
+    }
+    // A backlog of 100,000 lines in one file; one line in each of the 999 others.
+    const CHATTY: usize = 100_000;
+    write_lines(&file(0), 1_000_000, 1_000_000 + CHATTY);
+    for i in 1..1000 {
+        write_lines(&file(i), i, i + 1);
+    }
+    let (child, _, _, _logs) = spawn(&config(dir.path()), dir.path());
+    let mut child = Reaped(child);
+    let quiet = |seen: &HashMap<usize, usize>, from: usize| {
+        (1..1000).filter(|i| seen.contains_key(&(from + i))).count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while quiet(&tokens(&out), 0) < 999 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // While the backlog is read, each quiet file gets another line: they come out within
+    // a few polls, long before the backlog is through.
+    for i in 1..1000 {
+        write_lines(&file(i), 5000 + i, 5000 + i + 1);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = tokens(&out);
+    while quiet(&seen, 5000) < 999 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        seen = tokens(&out);
+    }
+    let chatty_then = seen.keys().filter(|n| **n >= 1_000_000).count();
+    let seen = wait_for(&out, CHATTY + 2 * 999, Duration::from_secs(120));
+    sigterm(&child.0);
+    assert_eq!(wait_exit(&mut child.0, Duration::from_secs(20)), Some(0));
+    assert_eq!(seen.len(), CHATTY + 2 * 999, "every line");
+    println!(
+        "fairness: the 999 quiet files' second lines were out with {chatty_then} of the \
+         chatty file's {CHATTY} lines"
+    );
+    assert!(
+        chatty_then < CHATTY,
+        "the quiet files waited for the whole backlog"
+    );
+}

@@ -267,6 +267,7 @@ impl FileSource {
                 }
             }
         }
+        raise_open_files(name, cfg.max_open_files);
         let exclude = cfg
             .exclude
             .iter()
@@ -837,6 +838,36 @@ impl FileSource {
             }
         }
     }
+}
+
+/// Raises the process's soft limit on open files to leave room for `max_open_files` (and
+/// the sockets and the log's segments besides, 256), as far as the hard limit allows: a
+/// container's soft limit is often 1024. Warns when it cannot.
+fn raise_open_files(source: &str, max_open_files: usize) {
+    let want = max_open_files as u64 + 256;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= want {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: want.min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 && raised.rlim_cur >= want {
+            return;
+        }
+    }
+    tracing::warn!(
+        source,
+        max_open_files,
+        limit = lim.rlim_max,
+        "the process may not open max_open_files files besides its sockets (RLIMIT_NOFILE): lower max_open_files or raise the limit"
+    );
 }
 
 /// Whether the file checkpoint `c` was taken of is still at its path (the same inode there).
