@@ -7,6 +7,8 @@
 //! target/release/loadgen --mode message --events 1000000 --runs 3 --sink elasticsearch
 //! target/release/loadgen --mode message --events 1000000 --buffer disk --sink elasticsearch
 //! target/release/loadgen --mode message --events 40000 --connections 8 --acks --buffer disk
+//! target/release/loadgen --files 50 --events 1000000 --runs 3        # the file source
+//! target/release/loadgen --files 50 --idle-files 950 --events 1000000 --sink elasticsearch
 //! target/release/loadgen corpus --out testdata/docker-corpus.jsonl   # regenerate the corpus
 //! target/release/loadgen fuzz-seeds --out fuzz/seeds                 # seeds for fuzz/
 //! ```
@@ -30,6 +32,12 @@
 //! reaches the number sent, and reports wall time, throughput, Outrigger's own CPU time
 //! (utime + stime from `/proc/<pid>/stat`) over that interval, and its peak RSS (`VmHWM`).
 //! Then it sends SIGTERM and waits for the child to exit.
+//!
+//! With `--files N` it measures the file source instead: before each start it writes the
+//! events as CRI lines (`<time> <stream> F <log>`) into N files of a fresh directory (and one
+//! line into each of `--idle-files` more), starts Outrigger with a `file` source on them, and
+//! stops the clock when the sink has counted every line; the CPU time is the whole
+//! process's, start-up included.
 //!
 //! With `--target HOST:PORT` it drives an Outrigger that is already running instead; `--pid`
 //! adds its CPU and memory, `--metrics-url` and `--sink-name` say where to watch the count.
@@ -152,6 +160,16 @@ struct RunArgs {
     /// came, as Docker's `fluentd-request-ack` does; message and forward modes.
     #[arg(long)]
     acks: bool,
+    /// Measure the file source: the events as CRI lines in this many files, written before
+    /// the start (no forward traffic).
+    #[arg(long, default_value_t = 0, conflicts_with = "target")]
+    files: usize,
+    /// With --files: this many more files of one line each (mostly idle files).
+    #[arg(long, default_value_t = 0, requires = "files")]
+    idle_files: usize,
+    /// Where this run's files are (set per run).
+    #[arg(skip)]
+    files_dir: Option<PathBuf>,
     /// The sink whose `outrigger_sink_events_total` counts delivered events; default: the
     /// name loadgen gives the `--sink` it configures (`null` for the blackhole, else the
     /// exporter's name, `otlp_http` for `otlp-http`). For --target.
@@ -334,11 +352,38 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for i in 0..args.runs {
         let (requests0, bytes0) = receiver.as_ref().map_or((0, 0), received);
+        let mut run_args = args.clone();
+        let t0 = Instant::now();
+        if args.files > 0 {
+            let dir = std::env::temp_dir().join(format!(
+                "outrigger-loadgen-files-{}-{i}",
+                std::process::id()
+            ));
+            write_files(&dir, &corpus, args)?;
+            eprintln!(
+                "loadgen: {} lines in {} files and {} idle files under {} ({:.1} s to write)",
+                args.events,
+                args.files,
+                args.idle_files,
+                dir.display(),
+                t0.elapsed().as_secs_f64()
+            );
+            run_args.files_dir = Some(dir);
+        }
+        let args = &run_args;
+        let t0 = Instant::now();
         let mut target = match &args.target {
             Some(addr) => external(args, addr)?,
             None => spawn(args, receiver.as_ref().map(|r| r.addr))?,
         };
-        let r = measure(args, mode, &target, &corpus, &frames);
+        let r = if args.files > 0 {
+            measure_files(args, &target, t0)
+        } else {
+            measure(args, mode, &target, &corpus, &frames)
+        };
+        if let Some(dir) = &args.files_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let stopped = target.stop();
         let r = r?;
         stopped?;
@@ -363,7 +408,11 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         println!(
             "median of {} (mode={} enrich={} sink={}): events/s {:.0}  cpu-s/1M {}  events/cpu-s {}  peak RSS MiB {}  wall s {:.3}",
             results.len(),
-            mode.name(),
+            if args.files > 0 {
+                format!("file({}+{} idle)", args.files, args.idle_files)
+            } else {
+                mode.name().to_string()
+            },
             if args.target.is_some() {
                 "as-configured"
             } else {
@@ -409,7 +458,11 @@ fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
 fn line(label: &str, args: &RunArgs, mode: Mode, r: &Measured) -> String {
     format!(
         "{label}: mode={} buffer={} acks={} enrich={} sink={} connections={} events={} bytes={} wall_s={:.3} events_per_s={:.0} cpu_s={} cpu_s_per_1M={} events_per_cpu_s={} peak_rss_mib={} syncs_per_s={:.0}",
-        mode.name(),
+        if args.files > 0 {
+            format!("file({}+{} idle)", args.files, args.idle_files)
+        } else {
+            mode.name().to_string()
+        },
         if args.buffer == "disk" {
             format!("disk/{}", args.fsync)
         } else {
@@ -542,6 +595,106 @@ fn measure(
         wall_s: done.duration_since(t0).as_secs_f64(),
         cpu_s: cpu0.zip(cpu1).map(|(a, b)| b - a),
         peak_rss_mib: peak,
+    })
+}
+
+/// Writes `args.events` corpus lines as CRI lines, split evenly over `args.files` files,
+/// and one line into each of `args.idle_files` more, under `dir` (made afresh).
+fn write_files(dir: &Path, corpus: &[Record], args: &RunArgs) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let line = |out: &mut Vec<u8>, n: usize| {
+        let r = &corpus[n % corpus.len()];
+        let stream = if r.source == "stderr" {
+            "stderr"
+        } else {
+            "stdout"
+        };
+        // A distinct time per line, as a runtime writes them.
+        let (s, ns) = (1_780_000_000 + n / 1_000_000, n % 1_000_000 * 1000);
+        let _ = write!(out, "{} {stream} F ", rfc3339(s as i64, ns as u32));
+        out.extend(
+            r.log
+                .trim_end_matches('\n')
+                .bytes()
+                .map(|b| if b == b'\n' { b' ' } else { b }),
+        );
+        out.push(b'\n');
+    };
+    let n = args.files;
+    let mut first = 0;
+    for f in 0..n {
+        let lines = args.events / n + usize::from(f < args.events % n);
+        let mut out = Vec::with_capacity(lines * 200);
+        for k in first..first + lines {
+            line(&mut out, k);
+        }
+        first += lines;
+        std::fs::write(dir.join(format!("busy-{f}.log")), &out)?;
+    }
+    for f in 0..args.idle_files {
+        let mut out = Vec::new();
+        line(&mut out, args.events + f);
+        std::fs::write(dir.join(format!("idle-{f}.log")), &out)?;
+    }
+    Ok(())
+}
+
+/// `secs` and `nanos` since the epoch as RFC 3339 in UTC, with nanoseconds.
+fn rfc3339(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Waits for the sink to count every line the files hold, from `t0` (just before the
+/// start: the source reads from its first moment), and measures.
+fn measure_files(args: &RunArgs, target: &Target, t0: Instant) -> anyhow::Result<Measured> {
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let sink = args.sink_name();
+    let want = (args.events + args.idle_files) as u64;
+    let (done, last) = loop {
+        let text = scrape(&target.metrics)?;
+        let got = metric(&text, "outrigger_sink_events_total", Some(&sink)).unwrap_or(0);
+        if got >= want {
+            break (Instant::now(), text);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "timed out: sink `{sink}` counted {got} of {want} lines ({})",
+                summary(&text)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let cpu = target.pid.map(cpu_seconds).transpose()?;
+    let peak = target.pid.map(peak_rss_mib).transpose()?;
+    let got = metric(&last, "outrigger_sink_events_total", Some(&sink)).unwrap_or(0);
+    if got != want {
+        bail!("counts do not match: {want} lines written, sink counted {got}");
+    }
+    Ok(Measured {
+        events: want,
+        bytes: 0,
+        wall_s: done.duration_since(t0).as_secs_f64(),
+        cpu_s: cpu,
+        peak_rss_mib: peak,
+        syncs: 0,
     })
 }
 
@@ -783,6 +936,12 @@ fn config_text(
     }
     if args.enrich == "off" {
         text.push_str("\n[enrich]\nenabled = false\n");
+    }
+    if let Some(files) = &args.files_dir {
+        text.push_str(&format!(
+            "\n[sources.files]\ntype = \"file\"\ninclude = [\"{}/*.log\"]\nformat = \"cri\"\n",
+            files.display()
+        ));
     }
     text
 }
