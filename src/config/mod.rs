@@ -215,6 +215,12 @@ impl Enrich {
     pub fn options(&self) -> crate::pipeline::Options {
         use crate::pipeline::{json, multiline, partial, trace};
         use std::time::Duration;
+        let multiline = multiline::Settings {
+            timeout: Duration::from_millis(self.multiline.timeout_ms),
+            max_lines: self.multiline.max_lines.max(1),
+            max_bytes: self.multiline.max_bytes,
+            line_key: bytes::Bytes::from(self.line_key.clone()),
+        };
         crate::pipeline::Options {
             enabled: self.enabled,
             line_key: self.line_key.clone(),
@@ -237,12 +243,8 @@ impl Enrich {
                 timeout: Duration::from_millis(self.partial.timeout_ms),
                 max_pending: self.partial.max_pending.max(1),
             },
-            multiline: self.multiline.enabled.then(|| multiline::Settings {
-                timeout: Duration::from_millis(self.multiline.timeout_ms),
-                max_lines: self.multiline.max_lines.max(1),
-                max_bytes: self.multiline.max_bytes,
-                line_key: bytes::Bytes::from(self.line_key.clone()),
-            }),
+            multiline: self.multiline.enabled.then(|| multiline.clone()),
+            multiline_limits: multiline,
         }
     }
 

@@ -65,7 +65,10 @@ pub struct Settings {
     /// Attributes added to every event (node name, cluster...).
     pub resource: Arc<[(Bytes, Bytes)]>,
     pub partial: partial::Limits,
+    /// Stack-trace joining for streams that do not say otherwise (`None`: off).
     pub multiline: Option<multiline::Settings>,
+    /// Its bounds, for a stream that turns it on (a pod's annotation).
+    pub multiline_limits: multiline::Settings,
     /// Record each JSON line's members ([`Batch::members`]) for the exporters that read
     /// them. On unless the topology finds no sink that does: recording them costs about a
     /// fifth of a JSON line's enrichment.
@@ -89,6 +92,7 @@ pub struct Options {
     pub resource: Vec<(String, String)>,
     pub partial: partial::Limits,
     pub multiline: Option<multiline::Settings>,
+    pub multiline_limits: multiline::Settings,
 }
 
 impl Settings {
@@ -151,6 +155,7 @@ impl Settings {
                 .collect(),
             partial: o.partial,
             multiline: o.multiline.clone(),
+            multiline_limits: o.multiline_limits.clone(),
             members: true,
         })
     }
@@ -210,6 +215,20 @@ impl Enricher {
             metrics,
             done: Vec::new(),
             members: Vec::new(),
+        }
+    }
+
+    /// Turns stack-trace joining on or off for this stream (`None`: as configured), once
+    /// nothing is held in it: a block being joined is finished first.
+    fn set_multiline(&mut self, on: Option<bool>) {
+        let on = on.unwrap_or(self.settings.multiline.is_some());
+        match (&self.multiline, on) {
+            (None, true) => {
+                let limits = self.settings.multiline_limits.clone();
+                self.multiline = Some(multiline::Joiner::new(limits));
+            }
+            (Some(j), false) if j.oldest().is_none() => self.multiline = None,
+            _ => {}
         }
     }
 

@@ -66,6 +66,14 @@ impl Stage {
         &self.fields
     }
 
+    /// Turns stack-trace joining on or off for the stream (`None`: as `[enrich.multiline]`
+    /// says), as a pod's annotation asks; a block already being joined is finished first.
+    pub fn set_multiline(&mut self, on: Option<bool>) {
+        if let Some(e) = &mut self.enricher {
+            e.set_multiline(on);
+        }
+    }
+
     /// Enriches `batch` in place. Pieces of split lines are taken out and come back, joined,
     /// in the batch that completes them (or in a [`release`](Stage::release)).
     pub fn process(&mut self, batch: &mut Batch) {

@@ -296,6 +296,12 @@ impl Reader {
             resumes: payload.kind == Kind::File,
         });
         stream.last = now;
+        if payload.kind == Kind::File
+            && let Ok((head, _)) = file::record::head(&payload.body)
+        {
+            // Joined into stack traces as the file's pod asked when its lines were read.
+            stream.stage.set_multiline(head.multiline);
+        }
         // Decoded already, as the source did, when it is still in memory.
         let mut batch = match self.recent.take(self.index, seq) {
             Some(b) => b,

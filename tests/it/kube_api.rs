@@ -231,10 +231,34 @@ fn write(pods: &Path, uid: &str, name: &str, range: std::ops::Range<usize>) {
     }
 }
 
+/// Appends a Java stack trace, then a line `<uid>-after`, to the pod's container log.
+fn write_trace(pods: &Path, uid: &str, name: &str) {
+    use std::io::Write;
+    let path = pods.join(format!("shop_{name}_{uid}/app/0.log"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let t = "2026-12-06T10:00:00.000000001Z stdout F";
+    write!(
+        f,
+        "{t} Exception in thread \"main\" java.lang.IllegalStateException: {uid}\n\
+         {t} \tat com.example.App.run(App.java:10)\n\
+         {t} \tat com.example.App.main(App.java:5)\n\
+         {t} {uid}-after\n"
+    )
+    .unwrap();
+}
+
 /// Each line out so far, by its text: its resource attributes.
 fn out(path: &Path) -> HashMap<String, serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
+    // The sink may be writing the last line as this reads: whole lines only.
+    let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    whole
+        .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             (
@@ -375,6 +399,29 @@ async fn scenario(buffer: &str) {
         shown("ua-5", "k8s.deployment.name").as_deref(),
         Some("web"),
         "a deleted pod's last lines keep its metadata"
+    );
+    // Stack-trace joining, off in the configuration, turned on by one pod's annotation.
+    api.add(pod("uf", "web-f", &[("outrigger.io/multiline", "true")]));
+    api.add(pod("ug", "web-g", &[]));
+    std::thread::sleep(Duration::from_millis(200));
+    write_trace(&pods, "uf", "web-f");
+    write_trace(&pods, "ug", "web-g");
+    wait_until("the traces", Duration::from_secs(20), || {
+        got("uf-after") && got("ug-after")
+    });
+    let lines = out(&sink);
+    let joined: Vec<&String> = lines.keys().filter(|l| l.contains("App.main")).collect();
+    assert_eq!(joined.len(), 2, "{joined:?}");
+    let f = joined
+        .iter()
+        .find(|l| l.contains("IllegalStateException: uf"));
+    assert!(
+        f.is_some_and(|l| l.contains("App.run") && l.contains("App.main")),
+        "f's trace is one event: {joined:?}"
+    );
+    assert!(
+        joined.iter().any(|l| !l.contains("App.run")),
+        "g's trace lines stay apart: {joined:?}"
     );
     let metrics = crate::harness::binary::http_get(&admin, "/metrics");
     let excluded = crate::harness::metric_value(

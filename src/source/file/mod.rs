@@ -120,6 +120,8 @@ struct Watched {
     /// When a read last found lines in it (or it was opened): the least recently active
     /// idle file is closed first when too many are open.
     active: Instant,
+    /// Stack-trace joining as its pod asks (`None`: as configured).
+    multiline: Option<bool>,
 }
 
 impl Watched {
@@ -144,6 +146,7 @@ impl Watched {
             since: Instant::now(),
             unknown: false,
             active: Instant::now(),
+            multiline: None,
         }
     }
 
@@ -672,6 +675,10 @@ impl FileSource {
             w.publish();
             return;
         }
+        w.multiline = match (&meta, &w.pod) {
+            (Some(m), Some((_, container))) => m.multiline(container),
+            _ => None,
+        };
         let mut batch = w.stage.batch(bytes);
         batch.received = now;
         batch.resource = w.resource(meta);
@@ -702,6 +709,7 @@ impl FileSource {
         w.next += 1;
         w.offsets.insert(seq, end);
         let pinned = w.held.pin();
+        w.stage.set_multiline(w.multiline);
         w.stage.process(&mut batch);
         w.held.note(&w.stage, Some((Instant::now(), seq)));
         self.send(w, batch, pinned.unwrap_or(seq)).await;
@@ -753,6 +761,7 @@ impl FileSource {
                 offset: end,
             },
             resource: batch.resource.clone(),
+            multiline: w.multiline,
         };
         let mut body = Vec::new();
         record::encode(&head, lines, &mut body);

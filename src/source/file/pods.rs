@@ -19,7 +19,10 @@
 //! `k8s.pod.label.<key>`, `k8s.pod.annotation.<key>`.
 //!
 //! Opting out: `outrigger.io/exclude: "true"` on a pod leaves its lines out (counted as
-//! `excluded`), `outrigger.io/exclude-<container>: "true"` one container's.
+//! `excluded`), `outrigger.io/exclude-<container>: "true"` one container's. Stack-trace
+//! joining (`[enrich.multiline]`) is turned on or off for a pod's lines by
+//! `outrigger.io/multiline: "true"` or `"false"`, for one container's by
+//! `outrigger.io/multiline-<container>`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +46,10 @@ pub const RETAIN: Duration = Duration::from_secs(300);
 /// container's.
 pub const EXCLUDE: &str = "outrigger.io/exclude";
 
+/// The annotation that turns stack-trace joining on or off for a pod's lines; with
+/// `-<container>` after it, one container's.
+pub const MULTILINE: &str = "outrigger.io/multiline";
+
 /// What lines of one pod get.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Meta {
@@ -52,9 +59,21 @@ pub struct Meta {
     pub exclude: bool,
     /// Containers that opted out.
     pub exclude_containers: Vec<String>,
+    /// Stack-trace joining as the pod asks, and as each container asks (over the pod).
+    pub multiline: Option<bool>,
+    pub multiline_containers: Vec<(String, bool)>,
 }
 
 impl Meta {
+    /// Whether lines of `container` are joined into stack traces: `None` as configured.
+    pub fn multiline(&self, container: &str) -> Option<bool> {
+        let own = self
+            .multiline_containers
+            .iter()
+            .find(|(c, _)| c == container);
+        own.map(|(_, on)| *on).or(self.multiline)
+    }
+
     /// Whether lines of `container` are left out.
     pub fn excludes(&self, container: &str) -> bool {
         self.exclude || self.exclude_containers.iter().any(|c| c == container)
@@ -262,10 +281,25 @@ fn meta(pod: &Pod, config: &Config) -> Meta {
         .filter_map(|(k, _)| k.strip_prefix(EXCLUDE)?.strip_prefix('-'))
         .map(str::to_string)
         .collect();
+    let switch = |v: &String| match v.to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    };
+    let multiline = annotations.get(MULTILINE).and_then(switch);
+    let multiline_containers = annotations
+        .iter()
+        .filter_map(|(k, v)| {
+            let c = k.strip_prefix(MULTILINE)?.strip_prefix('-')?;
+            Some((c.to_string(), switch(v)?))
+        })
+        .collect();
     Meta {
         resource: out.into(),
         exclude,
         exclude_containers,
+        multiline,
+        multiline_containers,
     }
 }
 
@@ -402,6 +436,24 @@ mod tests {
             &config(),
         );
         assert!(one.excludes("istio-proxy") && !one.excludes("app"));
+    }
+
+    #[test]
+    fn a_pod_or_one_container_turns_stack_trace_joining_on_or_off() {
+        let key = format!("{MULTILINE}-sidecar");
+        let m = meta(
+            &pod(
+                "u1",
+                ("DaemonSet", "x"),
+                &[],
+                &[(MULTILINE, "true"), (key.as_str(), "false")],
+            ),
+            &config(),
+        );
+        assert_eq!(m.multiline("app"), Some(true));
+        assert_eq!(m.multiline("sidecar"), Some(false));
+        let plain = meta(&pod("u2", ("DaemonSet", "x"), &[], &[]), &config());
+        assert_eq!(plain.multiline("app"), None, "as configured");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! tag: u16 LE length, bytes | path: u16 LE length, bytes
 //! resource: u16 LE count, then each key (u16 LE length, bytes) and value (u32 LE length,
 //!           bytes): the pod's attributes from the Kubernetes API, as read with the lines
+//! multiline: u8 (0 as configured, 1 on, 2 off: as the pod's annotation said)
 //! the lines, each but the last followed by `\n` (a line never holds one)
 //! ```
 
@@ -33,6 +34,8 @@ pub struct Head {
     pub checkpoint: Checkpoint,
     /// Resource attributes the lines were read with (a pod's, from the Kubernetes API).
     pub resource: std::sync::Arc<[(Bytes, Bytes)]>,
+    /// Stack-trace joining as the pod asked (`None`: as configured).
+    pub multiline: Option<bool>,
 }
 
 /// Why a body is not a file record this version reads.
@@ -88,6 +91,11 @@ pub fn encode(head: &Head, lines: &[Bytes], out: &mut Vec<u8>) {
         out.extend_from_slice(&v_len.to_le_bytes());
         out.extend_from_slice(v);
     }
+    out.push(match head.multiline {
+        None => 0,
+        Some(true) => 1,
+        Some(false) => 2,
+    });
     for (i, line) in lines.iter().enumerate() {
         if i > 0 {
             out.push(b'\n');
@@ -134,6 +142,11 @@ pub fn head(body: &Bytes) -> Result<(Head, usize), Error> {
         let n = u32_of(take(4)?) as usize;
         resource.push((k, Bytes::copy_from_slice(take(n)?)));
     }
+    let multiline = match take(1)?[0] {
+        1 => Some(true),
+        2 => Some(false),
+        _ => None,
+    };
     let head = Head {
         format,
         lines,
@@ -149,6 +162,7 @@ pub fn head(body: &Bytes) -> Result<(Head, usize), Error> {
             offset,
         },
         resource: resource.into(),
+        multiline,
     };
     Ok((head, at))
 }
@@ -212,6 +226,7 @@ mod tests {
                 Bytes::from_static(b"k8s.deployment.name"),
                 Bytes::from_static(b"web"),
             )]),
+            multiline: Some(false),
         }
     }
 
