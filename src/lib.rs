@@ -19,7 +19,8 @@
 //!   a line read from a file; a batch's side table of JSON members); depends on nothing.
 //! - [`msgpack`]: reading MessagePack in place, resumably.
 //! - [`source`]: listeners and connections; the forward protocol; log files tailed
-//!   ([`source::file`]: formats, rotation, checkpoints); the input budget; the one
+//!   ([`source::file`]: formats, rotation, checkpoints, each read's disk buffer record, pod
+//!   metadata from the Kubernetes API); the input budget; the one
 //!   [`source::Source`] enum the topology binds and runs; the disk buffer's readers.
 //! - [`pipeline`]: enrichment (JSON lines and structured records, trace context, severity,
 //!   split and multi-line reassembly), which each source drives through one

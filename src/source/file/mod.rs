@@ -22,6 +22,13 @@
 //! At start, a checkpoint whose file was renamed while Outrigger was down (`0.log` to
 //! `0.log.<suffix>` beside it) resumes in the renamed file.
 //!
+//! At most `max_open_files` are open: beyond it the least recently active idle file is
+//! closed, its place kept with the checkpoints, and opened again once it grows.
+//!
+//! `kubernetes_logs` files (the kubelet's tree) are tagged `kube.<namespace>.<pod>.<container>`
+//! and carry their path's names as resource attributes, with their pod's from the API
+//! ([`pods`]) when `metadata = "api"`.
+//!
 //! **With the disk buffer** each read is one record of the log ([`record`]): its lines and
 //! the file's offset after them, in the same group commit. A read counts as finished once
 //! its record is durable, so the checkpoint is the newest committed offset: a `kill -9`
