@@ -64,6 +64,8 @@ pub struct Pods {
     /// How long lines of a pod the API has not told of yet wait before they go on with
     /// what the path says.
     pub wait_ms: u64,
+    /// `/ready` fails while the watch is not listed and running.
+    pub ready_requires_api: bool,
 }
 
 /// `format`: how each line of a file is read.
@@ -188,6 +190,9 @@ pub struct KubernetesLogs {
     /// How long a new pod's lines wait for the API to tell of it.
     #[serde(default = "KubernetesLogs::default_metadata_wait_ms")]
     pub metadata_wait_ms: u64,
+    /// Not ready (`/ready`) while the API cannot be watched. Off: logs flow either way.
+    #[serde(default)]
+    pub ready_requires_api: bool,
     /// Leave out the pod Outrigger runs in (found from `POD_NAMESPACE` and `POD_NAME`, which
     /// the DaemonSet sets from the Downward API), so its own log does not loop back.
     #[serde(default = "yes")]
@@ -257,6 +262,7 @@ impl KubernetesLogs {
                     labels: self.pod_labels,
                     annotations: self.pod_annotations.clone(),
                     wait_ms: self.metadata_wait_ms,
+                    ready_requires_api: self.ready_requires_api,
                 })
             }
         };

@@ -132,6 +132,9 @@ pub struct Shared {
     /// Set just before the topology aborts what a drain did not finish: from then on what
     /// the sinks drop was not delivered, and a file source saves no checkpoint.
     pub halted: Arc<std::sync::atomic::AtomicBool>,
+    /// Readiness, for what a source adds to it (a watch of the Kubernetes API, when its
+    /// configuration asks).
+    pub health: Arc<crate::telemetry::health::Health>,
 }
 
 /// A source bound to its inputs, ready to run.

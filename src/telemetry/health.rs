@@ -53,6 +53,9 @@ pub struct Health {
     queues: Mutex<Vec<Watched>>,
     /// The disk buffer's writer and `buffer.max_bytes`, when there is one.
     buffer: Mutex<Option<(Arc<Counts>, u64)>>,
+    /// Conditions a source asked readiness to wait on: what is not ready while the flag is
+    /// false.
+    flags: Mutex<Vec<(String, Arc<AtomicBool>)>>,
 }
 
 /// One watched task's heartbeat.
@@ -85,7 +88,14 @@ impl Health {
             tasks: Mutex::new(Vec::new()),
             queues: Mutex::new(Vec::new()),
             buffer: Mutex::new(None),
+            flags: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Not ready while `ok` is false, saying `why` (a source's own condition, such as its
+    /// watch of the Kubernetes API when `ready_requires_api` asks for it).
+    pub fn watch_flag(&self, why: String, ok: Arc<AtomicBool>) {
+        self.flags.lock().unwrap().push((why, ok));
     }
 
     /// Every source is bound: ready unless a queue is too full.
@@ -216,6 +226,12 @@ impl Health {
                     "disk buffer at {:.0}% of buffer.max_bytes ({bytes} of {max} bytes)",
                     fill * 100.0
                 );
+            }
+        }
+        for (what, ok) in self.flags.lock().unwrap().iter() {
+            if !ok.load(Ordering::Acquire) {
+                sep(&mut why);
+                why.push_str(what);
             }
         }
         if why.is_empty() { Ok(()) } else { Err(why) }

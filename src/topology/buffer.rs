@@ -198,7 +198,15 @@ impl Keeper {
         self.cursors = cursors;
         match result {
             Ok(()) => {
-                let kept = self.keeps.iter().map(|k| k.load(Ordering::Acquire));
+                // What sources keep gives way once the log cannot take more: a file source
+                // whose checkpoints cannot be saved (or not while it waits on the full log)
+                // then reads some lines again after a crash, and nothing waits on it forever.
+                let full = self.committer.counts().failing.lock().unwrap().is_some();
+                let kept = self
+                    .keeps
+                    .iter()
+                    .map(|k| k.load(Ordering::Acquire))
+                    .filter(|_| !full);
                 if let Some(low) = self.cursors.iter().map(Cursor::seq).chain(kept).min() {
                     self.committer.trim(low);
                 }
@@ -351,7 +359,9 @@ mod tests {
         keeper.step().await;
         let kept = oldest_after(&keeper).await;
         assert!(kept > 1 && kept <= 100, "trimmed to the source's {kept}");
-        keeps.store(u64::MAX, Ordering::Release);
+        // A full log: what the source keeps gives way (it may read some lines again after
+        // a crash; nothing waits on it forever).
+        *committer.counts().failing.lock().unwrap() = Some("full".into());
         keeper.step().await;
         let kept = oldest_after(&keeper).await;
         assert!(kept > 100, "then to the sink's cursor: {kept}");

@@ -325,6 +325,7 @@ pub async fn start_with(
     let shared = crate::source::Shared {
         data_dir: settings.global.data_dir.clone(),
         halted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        health: health.clone(),
     };
     let mut bound = Vec::new();
     let mut keeps = Vec::new();

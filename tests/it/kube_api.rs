@@ -309,7 +309,7 @@ async fn scenario(buffer: &str) {
          [sources.probe]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n\
          [sources.pods]\ntype = \"kubernetes_logs\"\npods_dir = \"{p}\"\npoll_interval_ms = 100\n\
          metadata = \"api\"\nnode_name = \"node-1\"\nkubeconfig = \"{k}\"\nmetadata_wait_ms = 1500\n\
-         pod_annotations = [\"team\"]\n\
+         pod_annotations = [\"team\"]\nready_requires_api = true\n\
          [sinks.out]\ntype = \"file\"\npath = \"{o}\"\n",
         d = d.display(),
         p = pods.display(),
@@ -332,6 +332,12 @@ async fn scenario(buffer: &str) {
     wait_until("a's first lines", Duration::from_secs(20), || got("ua-2"));
     assert_eq!(shown("ua-0", "k8s.pod.name").as_deref(), Some("web-a"));
     assert_eq!(shown("ua-0", "k8s.deployment.name"), None, "not known yet");
+    let ready = || crate::harness::binary::http_get(&admin, "/ready");
+    let not_ready = ready();
+    assert!(
+        not_ready.contains(" 503 ") && not_ready.contains("Kubernetes API"),
+        "ready_requires_api: {not_ready}"
+    );
 
     // The API comes back: the watch lists, and later lines get the pod's metadata.
     api.add(pod("ua", "web-a", &[("team", "payments")]));
@@ -341,6 +347,9 @@ async fn scenario(buffer: &str) {
     });
     write(&pods, "ua", "web-a", 3..5);
     wait_until("a's later lines", Duration::from_secs(20), || got("ua-4"));
+    wait_until("ready", Duration::from_secs(20), || {
+        ready().contains(" 200 ")
+    });
     assert_eq!(shown("ua-4", "k8s.deployment.name").as_deref(), Some("web"));
     assert_eq!(
         shown("ua-4", "k8s.replicaset.name").as_deref(),

@@ -333,7 +333,9 @@ async fn ten_streams_go_out_in_parallel() {
     eprintln!(
         "10 streams x 500 lines, 100 per request, 50 ms latency: max_in_flight = 1 {one:?}, 4 (ordered) {four:?}: {ratio:.2}x"
     );
-    assert!(ratio >= 3.0, "{ratio:.2}x");
+    // Four requests in flight would be 4x at best; about 3.5x here when the machine is idle
+    // and 2.9x while it builds. One at a time would be 1x.
+    assert!(ratio >= 2.5, "{ratio:.2}x");
     // A single stream has one request in flight; ordering = "none" gives it all four.
     let ordered = delivery_time(1, 2000, "max_in_flight = 4").await;
     let free = delivery_time(1, 2000, "max_in_flight = 4\nordering = \"none\"").await;

@@ -297,6 +297,12 @@ impl FileSource {
             files: Vec::new(),
             pods: cfg.pods.clone().map(pods::Pods::new),
         };
+        if let (Some(p), Some(c)) = (&source.pods, &cfg.pods)
+            && c.ready_requires_api
+        {
+            let why = format!("source {name}: not watching the Kubernetes API's pods");
+            shared.health.watch_flag(why, p.up.clone());
+        }
         // The files there now are the ones `read_from` is for: found before the start is
         // reported, so a file made after it is always read from its beginning.
         let mut files = Vec::new();
@@ -445,7 +451,8 @@ impl FileSource {
             if !first && matches!(grown, Ok(false)) {
                 continue;
             }
-            if files.len() >= self.cfg.max_open_files && !self.close_one(files) {
+            // At the start every file is opened only now: none is closed to make room.
+            if files.len() >= self.cfg.max_open_files && (first || !self.close_one(files)) {
                 deferred += 1;
                 if first && self.cfg.read_from == ReadFrom::End {
                     // Seen at the start: its end is where it is read from, once there is room.
@@ -510,7 +517,7 @@ impl FileSource {
             .position(|c| c.id.matches(&file).unwrap_or(false));
         let offset = match saved {
             Some(i) => {
-                let c = self.saved.swap_remove(i);
+                let c = &self.saved[i];
                 if c.offset > len {
                     // Truncated while Outrigger was down.
                     self.metrics.file_event("truncated", 1);
@@ -524,6 +531,11 @@ impl FileSource {
         };
         drop(file);
         let tail = Tail::open(path, offset, self.cfg.max_line_bytes)?;
+        // Its place is the open file's now (kept until here: an open that failed tries
+        // again from it).
+        if let Some(i) = saved {
+            self.saved.swap_remove(i);
+        }
         Ok(self.watch(tail))
     }
 
@@ -675,8 +687,16 @@ impl FileSource {
         if let (Some(m), Some((_, container))) = (&meta, &w.pod)
             && m.excludes(container)
         {
-            // Opted out by annotation: read past, counted, sent nowhere.
+            // Opted out by annotation: read past, counted, sent nowhere. With the disk buffer
+            // an empty record commits the offset, so a restart does not read them again.
             self.metrics.file_event("excluded", lines.len() as u64);
+            if let Output::Log(log) = &self.output {
+                let log = log.clone();
+                let batch = w.stage.batch(0);
+                if !self.commit(&log, w, &[], end, batch, shutdown).await {
+                    return;
+                }
+            }
             w.offsets.insert(w.next, end);
             w.next += 1;
             w.publish();
@@ -758,7 +778,7 @@ impl FileSource {
         batch: crate::event::Batch,
         shutdown: &mut Shutdown,
     ) -> bool {
-        let head = record::Head {
+        let mut head = record::Head {
             format: w.format,
             lines: u32::try_from(lines.len()).expect("a read holds fewer lines"),
             tag: w.tag.clone(),
@@ -770,19 +790,23 @@ impl FileSource {
             resource: batch.resource.clone(),
             multiline: w.multiline,
         };
-        let mut body = Vec::new();
-        record::encode(&head, lines, &mut body);
-        let payload = Payload {
-            kind: payload::Kind::File,
-            stream: w.stream,
-            received: batch.received,
-            source: log.source.clone(),
-            fields: Arc::new([]),
-            body: Bytes::from(body),
+        let received = batch.received;
+        let encode = |head: &record::Head| {
+            let mut body = Vec::new();
+            record::encode(head, lines, &mut body);
+            let payload = Payload {
+                kind: payload::Kind::File,
+                stream: w.stream,
+                received,
+                source: log.source.clone(),
+                fields: Arc::new([]),
+                body: Bytes::from(body),
+            };
+            let mut first = Vec::with_capacity(64);
+            payload.encode_head(&mut first);
+            [Bytes::from(first), payload.body]
         };
-        let mut first = Vec::with_capacity(64);
-        payload.encode_head(&mut first);
-        let parts = [Bytes::from(first), payload.body];
+        let mut parts = encode(&head);
         let events = batch.events.len() as u64;
         let unrouted = log.unrouted(&batch) as u64;
         let mut batch = Some(batch);
@@ -797,6 +821,19 @@ impl FileSource {
                     self.metrics.events.inc_by(events);
                     self.metrics.unrouted.inc_by(unrouted);
                     return true;
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::InvalidInput
+                        && !head.resource.is_empty() =>
+                {
+                    // The lines fit a record (checked at load); the pod's labels and
+                    // annotations made it too large: the lines go without them.
+                    if let Some(suppressed) = self.warn.allow() {
+                        tracing::warn!(source = %self.name, path = %w.tail().path().display(), error = %e, suppressed, "the pod's metadata makes the record too large for the disk buffer; these lines go without it");
+                    }
+                    head.resource = Arc::new([]);
+                    parts = encode(&head);
+                    batch = None;
                 }
                 Err(e) => {
                     self.metrics.buffer_waits.inc();

@@ -93,8 +93,8 @@ pub enum Lookup {
 pub struct Pods {
     config: Config,
     state: Mutex<State>,
-    /// The watch is listed and running (for logs and tests).
-    pub up: AtomicBool,
+    /// The watch has listed and runs (readiness, with `ready_requires_api`).
+    pub up: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Default)]
@@ -110,7 +110,7 @@ impl Pods {
         Arc::new(Pods {
             config,
             state: Mutex::new(State::default()),
-            up: AtomicBool::new(false),
+            up: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -349,6 +349,7 @@ mod tests {
             labels: true,
             annotations: vec!["team".into()],
             wait_ms: 2000,
+            ready_requires_api: false,
         }
     }
 
