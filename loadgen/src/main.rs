@@ -603,16 +603,21 @@ fn measure(
 fn write_files(dir: &Path, corpus: &[Record], args: &RunArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
-    let line = |out: &mut Vec<u8>, n: usize| {
+    let mut times = outrigger::sink::jsonl::TimeCache::default();
+    let mut line = |out: &mut Vec<u8>, n: usize| {
         let r = &corpus[n % corpus.len()];
         let stream = if r.source == "stderr" {
             "stderr"
         } else {
             "stdout"
         };
-        // A distinct time per line, as a runtime writes them.
-        let (s, ns) = (1_780_000_000 + n / 1_000_000, n % 1_000_000 * 1000);
-        let _ = write!(out, "{} {stream} F ", rfc3339(s as i64, ns as u32));
+        // A distinct time per line, as a runtime writes them (RFC 3339, as the sinks do).
+        let time = outrigger::event::Timestamp {
+            secs: 1_780_000_000 + (n / 1_000_000) as i64,
+            nanos: (n % 1_000_000 * 1000) as u32,
+        };
+        times.write(out, time);
+        let _ = write!(out, " {stream} F ");
         out.extend(
             r.log
                 .trim_end_matches('\n')
@@ -638,28 +643,6 @@ fn write_files(dir: &Path, corpus: &[Record], args: &RunArgs) -> anyhow::Result<
         std::fs::write(dir.join(format!("idle-{f}.log")), &out)?;
     }
     Ok(())
-}
-
-/// `secs` and `nanos` since the epoch as RFC 3339 in UTC, with nanoseconds.
-fn rfc3339(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 /// Waits for the sink to count every line the files hold, from `t0` (just before the
