@@ -547,23 +547,14 @@ fn measure(
 
     // Every connection was drained by the server; wait for the sink to count it all.
     let want = base + args.events as u64;
-    let (done, last) = loop {
-        let text = scrape(&target.metrics)?;
-        let got = metric(&text, "outrigger_sink_events_total", Some(&sink)).unwrap_or(0);
-        if got >= want {
-            break (Instant::now(), text);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "timed out: sink `{}` counted {} of {} events ({})",
-                sink,
-                got - base,
-                args.events,
-                summary(&text)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let (done, last) = wait_count(target, &sink, want, deadline, |got, text| {
+        anyhow!(
+            "timed out: sink `{sink}` counted {} of {} events ({})",
+            got - base,
+            args.events,
+            summary(text)
+        )
+    })?;
     let cpu1 = target.pid.map(cpu_seconds).transpose()?;
     let peak = target.pid.map(peak_rss_mib).transpose()?;
 
@@ -645,26 +636,40 @@ fn write_files(dir: &Path, corpus: &[Record], args: &RunArgs) -> anyhow::Result<
     Ok(())
 }
 
+/// Polls the metrics until sink `sink` has counted `want` events: when, and the metrics
+/// then. Past `deadline`, the error `timed_out` makes of its count and the metrics.
+fn wait_count(
+    target: &Target,
+    sink: &str,
+    want: u64,
+    deadline: Instant,
+    timed_out: impl Fn(u64, &[Family]) -> anyhow::Error,
+) -> anyhow::Result<(Instant, Vec<Family>)> {
+    loop {
+        let text = scrape(&target.metrics)?;
+        let got = metric(&text, "outrigger_sink_events_total", Some(sink)).unwrap_or(0);
+        if got >= want {
+            return Ok((Instant::now(), text));
+        }
+        if Instant::now() > deadline {
+            return Err(timed_out(got, &text));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Waits for the sink to count every line the files hold, from `t0` (just before the
 /// start: the source reads from its first moment), and measures.
 fn measure_files(args: &RunArgs, target: &Target, t0: Instant) -> anyhow::Result<Measured> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let sink = args.sink_name();
     let want = (args.events + args.idle_files) as u64;
-    let (done, last) = loop {
-        let text = scrape(&target.metrics)?;
-        let got = metric(&text, "outrigger_sink_events_total", Some(&sink)).unwrap_or(0);
-        if got >= want {
-            break (Instant::now(), text);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "timed out: sink `{sink}` counted {got} of {want} lines ({})",
-                summary(&text)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let (done, last) = wait_count(target, &sink, want, deadline, |got, text| {
+        anyhow!(
+            "timed out: sink `{sink}` counted {got} of {want} lines ({})",
+            summary(text)
+        )
+    })?;
     let cpu = target.pid.map(cpu_seconds).transpose()?;
     let peak = target.pid.map(peak_rss_mib).transpose()?;
     let got = metric(&last, "outrigger_sink_events_total", Some(&sink)).unwrap_or(0);
